@@ -1,0 +1,1 @@
+//! The `harness` binary's library: CLI, inspect, fixtures.

@@ -1,0 +1,38 @@
+//! BF16: the top 16 bits of an f32. Encoding mirrors ggml's `ggml_compute_fp32_to_bf16`
+//! (round to nearest even, NaN forced quiet) so that files are byte-identical to ggml's.
+
+use crate::error::{Error, Result};
+
+pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    if bytes.len() != out.len() * 2 {
+        return Err(Error::format(
+            "bf16",
+            format!(
+                "{} elements need {} bytes, got {}",
+                out.len(),
+                out.len() * 2,
+                bytes.len()
+            ),
+        ));
+    }
+    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+    }
+    Ok(())
+}
+
+/// ggml_compute_fp32_to_bf16.
+pub fn from_f32(s: f32) -> u16 {
+    let i = s.to_bits();
+    if (i & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((i >> 16) | 64) as u16;
+    }
+    ((i + (0x7fff + ((i >> 16) & 1))) >> 16) as u16
+}
+
+pub fn quantize(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| from_f32(v).to_le_bytes())
+        .collect()
+}

@@ -1,0 +1,25 @@
+//! F32: little-endian IEEE binary32.
+
+use crate::error::{Error, Result};
+
+pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    if bytes.len() != out.len() * 4 {
+        return Err(Error::format(
+            "f32",
+            format!(
+                "{} elements need {} bytes, got {}",
+                out.len(),
+                out.len() * 4,
+                bytes.len()
+            ),
+        ));
+    }
+    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *o = f32::from_le_bytes(b.try_into().expect("chunk of 4"));
+    }
+    Ok(())
+}
+
+pub fn quantize(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}

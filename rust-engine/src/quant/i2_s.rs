@@ -1,0 +1,139 @@
+//! I2_S (bitnet.cpp fork, as in the official `ggml-model-i2_s.gguf`): the whole tensor, row-major,
+//! cut into blocks of 128 weights in 32 bytes; weight `j` of a block sits in byte `j % 32` at bit
+//! shift `6 - 2*(j / 32)`. Codes 0 -> -1, 1 -> 0, 2 -> +1; code 3 is never written. After the
+//! `n/4` code bytes comes one f32 per-tensor scale, then padding to 32 bytes (garbage allowed).
+//! Builds of bitnet.cpp after Nov 2025 on ARM use 64-weight blocks of 16 bytes instead
+//! ([`I2sLayout::Block64`]). Encoder: bitnet.cpp's `quantize_i2_s` (sign only, scale = max|w|).
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gguf::I2S_TRAILER_BYTES;
+
+/// Which I2_S block layout a file uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum I2sLayout {
+    /// 128 weights per 32-byte block: the official file and bitnet.cpp x86 builds.
+    #[default]
+    Block128,
+    /// 64 weights per 16-byte block: bitnet.cpp ARM builds after Nov 2025.
+    Block64,
+}
+
+impl I2sLayout {
+    /// Weights per block.
+    pub fn block(self) -> usize {
+        match self {
+            I2sLayout::Block128 => 128,
+            I2sLayout::Block64 => 64,
+        }
+    }
+
+    /// Bytes per block (4 weights per byte).
+    pub fn block_bytes(self) -> usize {
+        self.block() / 4
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            I2sLayout::Block128 => "block128",
+            I2sLayout::Block64 => "block64",
+        }
+    }
+}
+
+/// Check the buffer length for `n` weights and return the number of code bytes.
+fn check(bytes: usize, n: usize, layout: I2sLayout) -> Result<usize> {
+    if n % layout.block() != 0 {
+        return Err(Error::format(
+            "i2_s",
+            format!(
+                "{n} weights is not a multiple of the {}-weight block ({})",
+                layout.block(),
+                layout.name()
+            ),
+        ));
+    }
+    let want = n / 4 + I2S_TRAILER_BYTES as usize;
+    if bytes != want {
+        return Err(Error::format(
+            "i2_s",
+            format!("{n} weights need {want} bytes (n/4 + 32), got {bytes}"),
+        ));
+    }
+    Ok(n / 4)
+}
+
+/// The per-tensor scale stored after the codes.
+pub fn scale(bytes: &[u8], n: usize) -> Result<f32> {
+    let codes = check(bytes.len(), n, I2sLayout::Block64)?;
+    Ok(f32::from_le_bytes(
+        bytes[codes..codes + 4].try_into().expect("4 bytes"),
+    ))
+}
+
+/// The 2-bit code (0, 1, 2 valid; 3 corrupt) of weight `i` of the tensor.
+#[inline]
+pub fn code(codes: &[u8], i: usize, layout: I2sLayout) -> u8 {
+    let (block, bb) = (layout.block(), layout.block_bytes());
+    let (b, j) = (i / block, i % block);
+    (codes[b * bb + j % bb] >> (6 - 2 * (j / bb))) & 3
+}
+
+/// Decode the ternary values (-1, 0, +1) of all weights, rejecting code 3.
+pub fn trits(bytes: &[u8], n: usize, layout: I2sLayout) -> Result<Vec<i8>> {
+    let codes_len = check(bytes.len(), n, layout)?;
+    let codes = &bytes[..codes_len];
+    (0..n)
+        .map(|i| match code(codes, i, layout) {
+            3 => Err(Error::Corrupt {
+                what: "i2_s".into(),
+                reason: format!("weight {i} has code 3, which bitnet.cpp never writes"),
+            }),
+            c => Ok(c as i8 - 1),
+        })
+        .collect()
+}
+
+pub fn dequantize(bytes: &[u8], out: &mut [f32], layout: I2sLayout) -> Result<()> {
+    let t = trits(bytes, out.len(), layout)?;
+    let s = scale(bytes, out.len())?;
+    for (o, t) in out.iter_mut().zip(t) {
+        *o = t as f32 * s;
+    }
+    Ok(())
+}
+
+/// Pack ternary values and a scale into the I2_S tensor image (padding bytes zero).
+pub fn pack(trits: &[i8], scale: f32, layout: I2sLayout) -> Result<Vec<u8>> {
+    let n = trits.len();
+    let mut out = vec![0u8; n / 4 + I2S_TRAILER_BYTES as usize];
+    check(out.len(), n, layout)?;
+    let (block, bb) = (layout.block(), layout.block_bytes());
+    for (i, &t) in trits.iter().enumerate() {
+        let (b, j) = (i / block, i % block);
+        out[b * bb + j % bb] |= (((t + 1) as u8) & 3) << (6 - 2 * (j / bb));
+    }
+    out[n / 4..n / 4 + 4].copy_from_slice(&scale.to_le_bytes());
+    Ok(out)
+}
+
+/// bitnet.cpp's `quantize_i2_s`: scale = max|w|, each weight reduced to its sign
+/// (|w| < 1e-6 -> 0).
+pub fn quantize(values: &[f32], layout: I2sLayout) -> Result<Vec<u8>> {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let trits: Vec<i8> = values
+        .iter()
+        .map(|&v| {
+            if v.abs() < 1e-6 {
+                0
+            } else if v > 0.0 {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    pack(&trits, max, layout)
+}

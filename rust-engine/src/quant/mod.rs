@@ -1,0 +1,92 @@
+//! Tensor formats, one module per format: its layout, its reference dequantizer and encoder
+//! (mirroring ggml's `*_ref` functions bit for bit), and later its scalar kernels with the SIMD
+//! variants beside them.
+
+pub mod bf16;
+pub mod f16;
+pub mod f32;
+pub mod i2_s;
+pub mod q8_0;
+pub mod tq1_0;
+pub mod tq2_0;
+
+use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
+
+/// Decode `n` elements of type `ty` to f32 (I2_S in the official 128-weight layout; use
+/// [`i2_s::dequantize`] for the other reading).
+pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; n];
+    dequantize_into(ty, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// Decode into a caller's buffer, whose length is the element count.
+pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    match ty {
+        GgmlType::F32 => f32::dequantize(bytes, out),
+        GgmlType::F16 => f16::dequantize(bytes, out),
+        GgmlType::BF16 => bf16::dequantize(bytes, out),
+        GgmlType::Q8_0 => q8_0::dequantize(bytes, out),
+        GgmlType::TQ1_0 => tq1_0::dequantize(bytes, out),
+        GgmlType::TQ2_0 => tq2_0::dequantize(bytes, out),
+        GgmlType::I2_S => i2_s::dequantize(bytes, out, i2_s::I2sLayout::default()),
+        other => Err(unsupported(other)),
+    }
+}
+
+/// Encode f32 values as type `ty` with ggml's reference quantizer (bitnet.cpp's for I2_S).
+/// Blocks never straddle rows when the row length is a multiple of the block size, so a whole
+/// tensor encodes the same as row by row.
+pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
+    match ty {
+        GgmlType::F32 => Ok(f32::quantize(values)),
+        GgmlType::F16 => Ok(f16::quantize(values)),
+        GgmlType::BF16 => Ok(bf16::quantize(values)),
+        GgmlType::Q8_0 => q8_0::quantize(values),
+        GgmlType::TQ1_0 => tq1_0::quantize(values),
+        GgmlType::TQ2_0 => tq2_0::quantize(values),
+        GgmlType::I2_S => i2_s::quantize(values, i2_s::I2sLayout::default()),
+        other => Err(unsupported(other)),
+    }
+}
+
+fn unsupported(ty: GgmlType) -> Error {
+    Error::format(
+        "codec",
+        format!("type {ty} can be inspected but not decoded or encoded by xval"),
+    )
+}
+
+/// Check that a block format's buffers agree: `bytes` holds exactly `out_len / block` blocks.
+pub(crate) fn check_blocks(
+    format: &'static str,
+    bytes: usize,
+    elements: usize,
+    block: usize,
+    block_bytes: usize,
+) -> Result<usize> {
+    if elements % block != 0 {
+        return Err(Error::format(
+            format,
+            format!("{elements} elements is not a multiple of the block size {block}"),
+        ));
+    }
+    let blocks = elements / block;
+    if bytes != blocks * block_bytes {
+        return Err(Error::format(
+            format,
+            format!(
+                "{elements} elements need {} bytes ({blocks} blocks of {block_bytes}), got {bytes}",
+                blocks * block_bytes
+            ),
+        ));
+    }
+    Ok(blocks)
+}
+
+/// Round half away from zero, as C's `roundf`/`lroundf` (Rust's `f32::round` does the same).
+#[inline]
+pub(crate) fn round_away(x: f32) -> i32 {
+    x.round() as i32
+}

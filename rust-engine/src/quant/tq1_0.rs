@@ -1,0 +1,101 @@
+//! TQ1_0: 256 ternary weights in 54 bytes (`block_tq1_0`): 48 bytes of five trits each, 4 bytes
+//! of four trits each, then an f16 scale. A byte holds `ceil(v * 256 / 243)` of the base-3
+//! number v (first trit most significant); trit k is `((u8)(q * 3^k) * 3) >> 8`. Element order:
+//! bytes 0..32 hold elements `m + 32*n`, bytes 32..48 hold `160 + m + 16*n`, the 4 `qh` bytes
+//! hold `240 + j + 4*n`. Mirrors `quantize_row_tq1_0_ref` / `dequantize_row_tq1_0`.
+
+use super::{check_blocks, round_away};
+use crate::error::Result;
+
+pub const BLOCK: usize = 256;
+pub const QS_BYTES: usize = 48;
+pub const QH_BYTES: usize = 4;
+pub const BLOCK_BYTES: usize = QS_BYTES + QH_BYTES + 2;
+const _: () = assert!(BLOCK_BYTES == 54);
+
+const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
+
+/// Extract trit `n` (0 = most significant) of a packed byte, as 0, 1 or 2.
+#[inline]
+fn extract(q: u8, n: usize) -> u8 {
+    let q = q.wrapping_mul(POW3[n]);
+    ((q as u16 * 3) >> 8) as u8
+}
+
+/// Where element `j` (0..256) of a block lives: (byte index in the block, trit index).
+#[inline]
+pub fn position(j: usize) -> (usize, usize) {
+    if j < 160 {
+        (j % 32, j / 32)
+    } else if j < 240 {
+        let r = j - 160;
+        (32 + r % 16, r / 16)
+    } else {
+        let r = j - 240;
+        (QS_BYTES + r % 4, r / 4)
+    }
+}
+
+/// The ternary value (-1, 0, +1) of element `j` of a block.
+#[inline]
+pub fn trit(block: &[u8], j: usize) -> i8 {
+    let (byte, n) = position(j);
+    extract(block[byte], n) as i8 - 1
+}
+
+#[inline]
+pub fn scale(block: &[u8]) -> f32 {
+    let o = QS_BYTES + QH_BYTES;
+    half::f16::from_le_bytes([block[o], block[o + 1]]).to_f32()
+}
+
+pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    check_blocks("tq1_0", bytes.len(), out.len(), BLOCK, BLOCK_BYTES)?;
+    for (blk, y) in bytes
+        .chunks_exact(BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        let d = scale(blk);
+        for (j, o) in y.iter_mut().enumerate() {
+            *o = trit(blk, j) as f32 * d;
+        }
+    }
+    Ok(())
+}
+
+/// Pack 256 ternary values (each -1, 0 or +1) and a scale into one block.
+pub fn pack_block(trits: &[i8], d: half::f16, out: &mut Vec<u8>) {
+    debug_assert_eq!(trits.len(), BLOCK, "tq1_0 block needs 256 values");
+    let mut block = [0u16; QS_BYTES + QH_BYTES];
+    let mut digits = [0u8; QS_BYTES + QH_BYTES];
+    for (j, &t) in trits.iter().enumerate() {
+        let (byte, _) = position(j);
+        // Elements reach each byte in increasing trit order, so Horner's rule puts trit 0 first.
+        block[byte] = block[byte] * 3 + (t + 1) as u16;
+        digits[byte] += 1;
+    }
+    for (v, n) in block.iter_mut().zip(digits) {
+        // The 4-trit bytes are shifted so their first value is the most significant of 5.
+        if n == 4 {
+            *v *= 3;
+        }
+        // ceiling division (243 == 3^5)
+        out.push(((*v * 256 + 242) / 243) as u8);
+    }
+    out.extend_from_slice(&d.to_le_bytes());
+}
+
+pub fn quantize(values: &[f32]) -> Result<Vec<u8>> {
+    let blocks = check_blocks("tq1_0", 0, values.len(), BLOCK, 0)?;
+    let mut out = Vec::with_capacity(blocks * BLOCK_BYTES);
+    let mut trits = [0i8; BLOCK];
+    for x in values.chunks_exact(BLOCK) {
+        let d = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (t, &v) in trits.iter_mut().zip(x) {
+            *t = round_away(v * id).clamp(-1, 1) as i8;
+        }
+        pack_block(&trits, half::f16::from_f32(d), &mut out);
+    }
+    Ok(out)
+}
