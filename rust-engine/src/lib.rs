@@ -4,6 +4,7 @@
 //! - [`quant`]: one module per tensor format (layout, dequantize, encode; later the scalar
 //!   kernels with their SIMD variants beside them).
 //! - [`taps`]: named intermediate tensors, named as llama.cpp names its graph nodes.
+//! - [`transcode`]: lossless I2_S -> TQ2_0 (+ `.scale` tensors) for mainline llama.cpp.
 
 pub mod error;
 pub mod gguf;
@@ -11,3 +12,4 @@ pub mod quant;
 
 pub use error::{Error, Result};
 pub mod taps;
+pub mod transcode;

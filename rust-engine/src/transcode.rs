@@ -1,0 +1,195 @@
+//! I2_S -> TQ2_0 transcode, so that mainline llama.cpp (which cannot read bitnet.cpp's I2_S) can
+//! run an I2_S model as the built-in oracle.
+//!
+//! Lossless by construction: every I2_S weight keeps its ternary code, packed into TQ2_0 blocks
+//! whose f16 scale `d` is exactly 1.0, and the I2_S per-tensor f32 scale moves, unrounded, into a
+//! one-element F32 tensor `<name>.scale` beside the weight. Mainline's bitnet graph multiplies each
+//! projection's output by that tensor (`llm_graph_context::build_lora_mm(w, cur, w_s)` and the
+//! `ffn_up_s`/`ffn_gate_s` path of `build_ffn`), so `(T x) * s` replaces I2_S's `(T*s) x`.
+//! `trit * 1.0 * s` and `trit * s` are the same f32 for every trit, which the tests check on
+//! whole files.
+//!
+//! Only the seven projection weights of a block may be I2_S: those are the tensors llama.cpp
+//! applies a `.scale` to (`llama_model_bitnet::load_arch_tensors`). Anything else in I2_S would
+//! silently lose its scale, so it is refused.
+
+use std::path::Path;
+
+use half::f16;
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use crate::quant::{i2_s, tq2_0};
+
+/// `LLAMA_FTYPE_MOSTLY_TQ2_0` in llama.h: written to `general.file_type` when the source had one.
+const LLAMA_FTYPE_MOSTLY_TQ2_0: u32 = 37;
+
+/// Metadata key recording that the file is a transcode, and of what.
+pub const PROVENANCE_KEY: &str = "xval.transcode";
+
+/// Projection tags whose output llama.cpp multiplies by a one-element `.scale` tensor.
+const SCALED_PROJECTIONS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+/// What a transcode did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranscodeReport {
+    /// Weights rewritten from I2_S to TQ2_0, each with its new `.scale` tensor, in file order.
+    pub transcoded: Vec<String>,
+    /// Tensors copied byte for byte.
+    pub copied: usize,
+}
+
+/// Transcode every I2_S tensor of `src` (official 128-weight layout) and write the result to
+/// `dst` atomically. A file without I2_S tensors is refused: there is nothing to transcode.
+pub fn i2s_to_tq2_0(src: &GgufFile, dst: &Path) -> Result<TranscodeReport> {
+    i2s_to_tq2_0_with(src, dst, i2_s::I2sLayout::default())
+}
+
+/// [`i2s_to_tq2_0`] for a given I2_S block layout.
+pub fn i2s_to_tq2_0_with(
+    src: &GgufFile,
+    dst: &Path,
+    layout: i2_s::I2sLayout,
+) -> Result<TranscodeReport> {
+    let (writer, report) = transcode_to_writer(src, layout)?;
+    writer.write_file(dst)?;
+    Ok(report)
+}
+
+/// Build the transcoded image in memory (the writer holds every tensor's bytes).
+pub fn transcode_to_writer(
+    src: &GgufFile,
+    layout: i2_s::I2sLayout,
+) -> Result<(GgufWriter, TranscodeReport)> {
+    let file = src.label();
+    let i2s: Vec<&str> = src
+        .tensors()
+        .filter(|t| t.info.ty == GgmlType::I2_S)
+        .map(|t| t.info.name.as_str())
+        .collect();
+    if i2s.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{file}: no I2_S tensor to transcode"
+        )));
+    }
+
+    let mut w = GgufWriter::new();
+    for (key, value) in src.metadata() {
+        let value = if key == "general.file_type" {
+            // Keep the key's own integer type; the value now says TQ2_0.
+            match value {
+                Value::U32(_) => Value::U32(LLAMA_FTYPE_MOSTLY_TQ2_0),
+                Value::I32(_) => Value::I32(LLAMA_FTYPE_MOSTLY_TQ2_0 as i32),
+                other => other.clone(),
+            }
+        } else {
+            value.clone()
+        };
+        w.set(key.clone(), value)?;
+    }
+    w.set(
+        PROVENANCE_KEY,
+        Value::String(format!(
+            "I2_S ({}) -> TQ2_0 with d = 1.0 and one-element F32 .scale tensors",
+            layout.name()
+        )),
+    )?;
+
+    let mut report = TranscodeReport {
+        transcoded: Vec::with_capacity(i2s.len()),
+        copied: 0,
+    };
+    for t in src.tensors() {
+        let name = &t.info.name;
+        if t.info.ty != GgmlType::I2_S {
+            w.add_tensor(name.clone(), t.info.ty, &t.info.shape, t.data.to_vec())?;
+            report.copied += 1;
+            continue;
+        }
+        let bad = |reason: String| Error::BadTensor {
+            file: file.to_string(),
+            tensor: name.clone(),
+            reason,
+        };
+        let scale_name = scale_tensor_name(name).ok_or_else(|| {
+            bad(format!(
+                "I2_S on a tensor llama.cpp applies no .scale to (only blk.N.{{{}}}.weight): \
+                 its per-tensor scale would be lost",
+                SCALED_PROJECTIONS.join(",")
+            ))
+        })?;
+        if src.tensor(&scale_name).is_some() {
+            return Err(bad(format!(
+                "the file already has '{scale_name}', where the I2_S scale must go"
+            )));
+        }
+        let ne0 = t.info.shape[0];
+        if ne0 % tq2_0::BLOCK as u64 != 0 {
+            return Err(bad(format!(
+                "row length {ne0} is not a multiple of 256: TQ2_0 blocks cannot hold its rows"
+            )));
+        }
+        let n = t.info.n_elements() as usize;
+        let trits = i2_s::trits(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
+        let scale = i2_s::scale(t.data, n).map_err(|e| bad(e.to_string()))?;
+        if !scale.is_finite() {
+            return Err(bad(format!("I2_S scale is {scale}")));
+        }
+        // Rows are whole blocks (ne0 % 256 == 0), so the tensor packs block after block.
+        let mut packed = Vec::with_capacity(n / tq2_0::BLOCK * tq2_0::BLOCK_BYTES);
+        for block in trits.chunks_exact(tq2_0::BLOCK) {
+            tq2_0::pack_block(block, f16::ONE, &mut packed);
+        }
+        w.add_tensor(name.clone(), GgmlType::TQ2_0, &t.info.shape, packed)?;
+        w.add_tensor(
+            scale_name,
+            GgmlType::F32,
+            &[1],
+            scale.to_le_bytes().to_vec(),
+        )?;
+        report.transcoded.push(name.clone());
+    }
+    Ok((w, report))
+}
+
+/// `blk.N.<projection>.weight` -> `blk.N.<projection>.scale`; `None` for any other tensor.
+pub fn scale_tensor_name(weight: &str) -> Option<String> {
+    let rest = weight.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let tag = rest.strip_suffix(".weight")?;
+    SCALED_PROJECTIONS
+        .contains(&tag)
+        .then(|| format!("blk.{layer}.{tag}.scale"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_names() {
+        assert_eq!(
+            scale_tensor_name("blk.12.attn_q.weight").as_deref(),
+            Some("blk.12.attn_q.scale")
+        );
+        assert_eq!(
+            scale_tensor_name("blk.0.ffn_down.weight").as_deref(),
+            Some("blk.0.ffn_down.scale")
+        );
+        assert_eq!(scale_tensor_name("token_embd.weight"), None);
+        assert_eq!(scale_tensor_name("blk.0.attn_norm.weight"), None);
+        assert_eq!(scale_tensor_name("blk.x.attn_q.weight"), None);
+        assert_eq!(scale_tensor_name("blk.0.attn_q.bias"), None);
+    }
+}
