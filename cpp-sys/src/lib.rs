@@ -1,10 +1,49 @@
-//! C/C++ oracles for xval (llama.cpp/ggml behind FFI). The oracle itself lands with its own
-//! issue; this crate already exists so that the workspace layout is final.
+//! C/C++ oracles for xval, behind one Rust trait ([`Oracle`]).
+//!
+//! - [`llama_cpp`] (feature `llama-cpp`, on by default): the built-in oracle, mainline llama.cpp
+//!   built from the pinned crates.io tree `llama-cpp-sys-2 =0.1.161`, taps through `cb_eval`.
+//! - [`isolated`]: any oracle in a child process ([`worker`] is the child's side, [`protocol`]
+//!   the pipe format), so that a crash or hang in C++ becomes an [`Error`], not a dead harness.
 
-/// Errors of the oracle crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// No oracle of the requested kind is built into this binary.
-    #[error("oracle '{0}' is not available in this build")]
-    Unavailable(String),
+mod error;
+pub mod isolated;
+#[cfg(feature = "llama-cpp")]
+pub mod llama_cpp;
+pub mod oracle;
+pub mod protocol;
+pub mod worker;
+
+pub use error::{Error, Result, WireError};
+pub use isolated::{IsolatedOracle, Limits};
+pub use oracle::{
+    BuildIdentity, Evaluation, GraphNode, KvType, ModelInfo, Oracle, OracleIdentity,
+    OracleSettings, ReferenceKernels, SettingsIdentity, TapSource, TokenId,
+};
+
+/// Whether the built-in llama.cpp oracle is compiled into this binary.
+pub const BUILTIN_AVAILABLE: bool = cfg!(feature = "llama-cpp");
+
+/// Copy llama.cpp's log to stderr (the worker process does it, so that a crash report's stderr
+/// tail shows what llama.cpp said last). A no-op without the built-in oracle.
+pub fn echo_oracle_log(on: bool) {
+    #[cfg(feature = "llama-cpp")]
+    llama_cpp::echo_log_to_stderr(on);
+    #[cfg(not(feature = "llama-cpp"))]
+    let _ = on;
+}
+
+/// Open the built-in llama.cpp oracle in this process (no isolation: a crash in llama.cpp takes
+/// the caller down; the harness runs it through [`IsolatedOracle`] instead).
+pub fn open_builtin(model: &std::path::Path, settings: &OracleSettings) -> Result<Box<dyn Oracle>> {
+    #[cfg(feature = "llama-cpp")]
+    {
+        Ok(Box::new(llama_cpp::LlamaCppOracle::load(model, settings)?))
+    }
+    #[cfg(not(feature = "llama-cpp"))]
+    {
+        let _ = (model, settings);
+        Err(Error::Unavailable(
+            "builtin (this binary was built without the llama-cpp feature)".into(),
+        ))
+    }
 }

@@ -1,0 +1,734 @@
+//! The built-in oracle: mainline llama.cpp, built from the pinned crates.io tree
+//! (`llama-cpp-sys-2 =0.1.161`), called in-process through its bindgen bindings.
+//!
+//! Set up for the most exact comparison: F32 K/V cache, flash attention off, ggml's CPU op
+//! fusion off (`GGML_CPU_DISABLE_FUSION=1`, read once per process by `ggml_cpu_init`), the
+//! whole prompt in one batch (`n_batch = n_ubatch = n_ctx`), every position an output (so the
+//! last layer keeps all rows and logits exist for every position), no weight repacking.
+//! Taps are captured through `llama_context_params.cb_eval` ([`capture`]).
+//!
+//! I2_S models reach llama.cpp through a lossless transcode to TQ2_0 plus `.scale` tensors
+//! (`xval_engine::transcode`), written to a temporary file that lives as long as the oracle.
+//!
+//! Reference kernels: `ggml_backend_cpu_set_use_ref` needs the CPU backend handle, which
+//! llama.cpp creates inside `llama_context` (`backend_cpu = ggml_backend_init_by_type(...)`) and
+//! never exposes; it reads no environment variable for it either. So the setting is reported as
+//! unavailable here and requests for it are refused.
+
+mod capture;
+
+use std::collections::VecDeque;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use llama_cpp_sys_2 as sys;
+use xval_engine::gguf::{GgmlType, GgufFile};
+use xval_engine::taps::{all_names, TapFilter};
+
+use crate::error::{Error, Result};
+use crate::oracle::{
+    BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
+    ReferenceKernels, SettingsIdentity, TokenId,
+};
+use capture::Capture;
+
+mod build_info {
+    include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
+}
+
+/// Why reference kernels cannot be switched on for llama.cpp's own graph.
+pub const REFERENCE_KERNELS_NOTE: &str =
+    "unavailable for llama.cpp's graph: ggml_backend_cpu_set_use_ref needs the CPU backend \
+     handle, which llama_context creates internally and does not expose (no API, no environment \
+     variable in this llama.cpp); measure the noise floor across thread counts or with the \
+     ggml-graph oracle in reference mode instead";
+
+/// Process-wide llama.cpp state: initialised once, before any backend exists.
+struct Global {
+    /// Whether ggml latched op fusion off (`GGML_CPU_DISABLE_FUSION`, `atoi(v) == 1`).
+    fusion_disabled: bool,
+}
+
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+/// llama.cpp/ggml log lines, kept for error messages.
+static LOG: Mutex<VecDeque<u8>> = Mutex::new(VecDeque::new());
+static LOG_ECHO: AtomicBool = AtomicBool::new(false);
+const LOG_KEEP: usize = 16 << 10;
+
+/// Also copy llama.cpp's log to stderr (the worker process does, so that a crash report's
+/// stderr tail shows what llama.cpp said last).
+pub fn echo_log_to_stderr(on: bool) {
+    LOG_ECHO.store(on, Ordering::Relaxed);
+}
+
+/// Whether the last message kept was kept (a `CONT` message continues the previous one).
+static LOG_LAST_KEPT: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
+    // Debug messages (per-graph input listings and the like) drown what matters.
+    let keep = match level {
+        sys::GGML_LOG_LEVEL_CONT => LOG_LAST_KEPT.load(Ordering::Relaxed),
+        l => l != sys::GGML_LOG_LEVEL_DEBUG,
+    };
+    LOG_LAST_KEPT.store(keep, Ordering::Relaxed);
+    if text.is_null() || !keep {
+        return;
+    }
+    // SAFETY: ggml passes a NUL-terminated message that lives for the duration of the call.
+    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
+    // Never unwind into C.
+    let _ = std::panic::catch_unwind(|| {
+        if LOG_ECHO.load(Ordering::Relaxed) {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(bytes);
+        }
+        let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+        log.extend(bytes);
+        let excess = log.len().saturating_sub(LOG_KEEP);
+        log.drain(..excess);
+    });
+}
+
+fn clear_log() {
+    LOG.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// The last `n` lines llama.cpp logged (for error messages).
+fn recent_log(n: usize) -> String {
+    let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    let (a, b) = log.as_slices();
+    let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
+    if tail.is_empty() {
+        "llama.cpp logged nothing".into()
+    } else {
+        format!("llama.cpp said: {tail}")
+    }
+}
+
+/// `atoi(v) == 1`, as ggml-cpu.c reads `GGML_CPU_DISABLE_FUSION`.
+fn atoi_is_one(v: &str) -> bool {
+    let t = v.trim_start();
+    let (sign, digits) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => (1, t),
+    };
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse::<i64>().map(|n| sign * n) == Ok(1)
+}
+
+/// Initialise llama.cpp once per process. The first caller's fusion setting decides
+/// `GGML_CPU_DISABLE_FUSION` unless the process already has it in its environment.
+fn global(fusion: bool) -> &'static Global {
+    GLOBAL.get_or_init(|| {
+        let var = "GGML_CPU_DISABLE_FUSION";
+        if std::env::var_os(var).is_none() {
+            // Done once, under the OnceLock, before llama.cpp exists in this process; the
+            // isolated worker gets the variable from its parent instead and never gets here.
+            std::env::set_var(var, if fusion { "0" } else { "1" });
+        }
+        let fusion_disabled = std::env::var(var).map(|v| atoi_is_one(&v)).unwrap_or(false);
+        // SAFETY: plain initialisation calls with no arguments but a static callback.
+        unsafe {
+            sys::llama_log_set(Some(log_callback), std::ptr::null_mut());
+            sys::llama_backend_init();
+        }
+        Global { fusion_disabled }
+    })
+}
+
+fn c_str(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: llama.cpp/ggml return static NUL-terminated strings from these getters.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// CPU features the ggml CPU backend was compiled for (and, on ARM, detected).
+fn cpu_features() -> Vec<String> {
+    let probes: [(&str, unsafe extern "C" fn() -> i32); 26] = [
+        ("SSE3", sys::ggml_cpu_has_sse3),
+        ("SSSE3", sys::ggml_cpu_has_ssse3),
+        ("AVX", sys::ggml_cpu_has_avx),
+        ("AVX_VNNI", sys::ggml_cpu_has_avx_vnni),
+        ("AVX2", sys::ggml_cpu_has_avx2),
+        ("BMI2", sys::ggml_cpu_has_bmi2),
+        ("F16C", sys::ggml_cpu_has_f16c),
+        ("FMA", sys::ggml_cpu_has_fma),
+        ("AVX512", sys::ggml_cpu_has_avx512),
+        ("AVX512_VBMI", sys::ggml_cpu_has_avx512_vbmi),
+        ("AVX512_VNNI", sys::ggml_cpu_has_avx512_vnni),
+        ("AVX512_BF16", sys::ggml_cpu_has_avx512_bf16),
+        ("AMX_INT8", sys::ggml_cpu_has_amx_int8),
+        ("NEON", sys::ggml_cpu_has_neon),
+        ("ARM_FMA", sys::ggml_cpu_has_arm_fma),
+        ("FP16_VA", sys::ggml_cpu_has_fp16_va),
+        ("DOTPROD", sys::ggml_cpu_has_dotprod),
+        ("MATMUL_INT8", sys::ggml_cpu_has_matmul_int8),
+        ("SVE", sys::ggml_cpu_has_sve),
+        ("SME", sys::ggml_cpu_has_sme),
+        ("SME2", sys::ggml_cpu_has_sme2),
+        ("RISCV_V", sys::ggml_cpu_has_riscv_v),
+        ("VSX", sys::ggml_cpu_has_vsx),
+        ("VXE", sys::ggml_cpu_has_vxe),
+        ("WASM_SIMD", sys::ggml_cpu_has_wasm_simd),
+        ("LLAMAFILE", sys::ggml_cpu_has_llamafile),
+    ];
+    probes
+        .iter()
+        // SAFETY: argument-less queries of compile-time and detected features.
+        .filter(|(_, f)| unsafe { f() } != 0)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+fn build_identity() -> BuildIdentity {
+    BuildIdentity {
+        source: format!("crates.io llama-cpp-sys-2 {}", build_info::PACKAGE_VERSION),
+        source_vcs: build_info::SOURCE_VCS.map(|c| format!("utilityai/llama-cpp-rs@{c}")),
+        // The crates.io tarball carries no git metadata: llama.cpp's own build-info says
+        // 0 / "unknown", which would be a placeholder, not a build number.
+        llama_build_number: None,
+        llama_commit: None,
+        // SAFETY: static version strings.
+        ggml_version: c_str(unsafe { sys::ggml_version() }),
+        ggml_commit: c_str(unsafe { sys::ggml_commit() }),
+        source_sha256: build_info::SOURCE_SHA256.to_string(),
+        build_type: build_info::FLAGS
+            .iter()
+            .find(|(k, _)| *k == "CMAKE_BUILD_TYPE")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default(),
+        compiler: build_info::COMPILER.to_string(),
+        flags: build_info::FLAGS
+            .iter()
+            .filter(|(k, _)| *k != "CMAKE_BUILD_TYPE")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        cpu_features: cpu_features(),
+        // SAFETY: returns a static buffer.
+        system_info: c_str(unsafe { sys::llama_print_system_info() })
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Owns a `llama_batch` from `llama_batch_init`.
+struct Batch(sys::llama_batch);
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // SAFETY: allocated by llama_batch_init, freed once.
+        unsafe { sys::llama_batch_free(self.0) }
+    }
+}
+
+/// The built-in llama.cpp oracle.
+pub struct LlamaCppOracle {
+    model: NonNull<sys::llama_model>,
+    ctx: NonNull<sys::llama_context>,
+    vocab: *const sys::llama_vocab,
+    /// Registered as `cb_eval_user_data`; freed after the context in `Drop`.
+    capture: *mut Capture,
+    identity: OracleIdentity,
+    info: ModelInfo,
+    n_vocab: usize,
+    n_ctx: usize,
+    n_ubatch: usize,
+    /// Positions in the KV cache of the current sequence; `None` before the first evaluation
+    /// and after a failed decode.
+    n_past: Option<usize>,
+    /// The transcoded copy of an I2_S model, deleted when the oracle goes.
+    _transcoded: Option<tempfile::TempPath>,
+}
+
+impl LlamaCppOracle {
+    /// Load `path` into llama.cpp with `settings`.
+    pub fn load(path: &Path, settings: &OracleSettings) -> Result<LlamaCppOracle> {
+        let label = path.display().to_string();
+        if settings.reference_kernels {
+            return Err(Error::Unsupported(format!(
+                "reference kernels: {REFERENCE_KERNELS_NOTE}"
+            )));
+        }
+        if settings.threads == 0 || settings.threads > 1024 {
+            return Err(Error::InvalidRequest(format!(
+                "threads must be 1..=1024, got {}",
+                settings.threads
+            )));
+        }
+        if settings.n_ctx == 0 || settings.n_ctx > 1 << 20 {
+            return Err(Error::InvalidRequest(format!(
+                "context length must be 1..={}, got {}",
+                1 << 20,
+                settings.n_ctx
+            )));
+        }
+        let g = global(settings.fusion);
+        if g.fusion_disabled == settings.fusion {
+            return Err(Error::Unsupported(format!(
+                "op fusion {} requested, but this process latched GGML_CPU_DISABLE_FUSION \
+                 ({}) when ggml initialised; ggml reads it once per process",
+                if settings.fusion { "on" } else { "off" },
+                if g.fusion_disabled {
+                    "fusion off"
+                } else {
+                    "fusion on"
+                },
+            )));
+        }
+
+        // Our own reader first: a malformed file is named by our checks, before C++ sees it.
+        let file = GgufFile::open(path).map_err(|e| Error::BadModel {
+            path: label.clone(),
+            reason: e.to_string(),
+        })?;
+        let n_i2s = file
+            .tensors()
+            .filter(|t| t.info.ty == GgmlType::I2_S)
+            .count();
+        let (transcoded, model_input) = if n_i2s > 0 {
+            let tmp = tempfile::Builder::new()
+                .prefix("xval-i2s-as-tq2_0-")
+                .suffix(".gguf")
+                .tempfile()
+                .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
+                .into_temp_path();
+            xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
+                path: label.clone(),
+                reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
+            })?;
+            (
+                Some(tmp),
+                format!(
+                    "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale \
+                     tensors (lossless)"
+                ),
+            )
+        } else {
+            (None, "as given".to_string())
+        };
+        drop(file);
+        let load_path = transcoded.as_deref().unwrap_or(path);
+        let cpath = path_to_cstring(load_path)?;
+
+        clear_log();
+        // SAFETY: default parameters, then only plain fields set; the path outlives the call.
+        let model = unsafe {
+            let mut mp = sys::llama_model_default_params();
+            mp.n_gpu_layers = 0;
+            // Keep the file's weight layout: no runtime repacking into other block layouts.
+            mp.use_extra_bufts = false;
+            sys::llama_model_load_from_file(cpath.as_ptr(), mp)
+        };
+        let model = NonNull::new(model).ok_or_else(|| Error::Load {
+            path: label.clone(),
+            reason: recent_log(6),
+        })?;
+
+        let capture = Box::into_raw(Box::new(Capture::default()));
+        let n_ctx = settings.n_ctx as u32;
+        // SAFETY: the model is valid; `capture` stays allocated until after llama_free.
+        let ctx = unsafe {
+            let mut cp = sys::llama_context_default_params();
+            cp.n_ctx = n_ctx;
+            // One batch, one micro-batch: the whole prompt is one graph evaluation, so every
+            // tap covers every position.
+            cp.n_batch = n_ctx;
+            cp.n_ubatch = n_ctx;
+            cp.n_seq_max = 1;
+            cp.n_outputs_max = 0;
+            cp.n_outputs_max_per_seq = 0;
+            cp.n_threads = settings.threads as i32;
+            cp.n_threads_batch = settings.threads as i32;
+            cp.flash_attn_type = if settings.flash_attn {
+                sys::LLAMA_FLASH_ATTN_TYPE_ENABLED
+            } else {
+                sys::LLAMA_FLASH_ATTN_TYPE_DISABLED
+            };
+            let kv = match settings.kv_type {
+                KvType::F32 => sys::GGML_TYPE_F32,
+                KvType::F16 => sys::GGML_TYPE_F16,
+            };
+            cp.type_k = kv;
+            cp.type_v = kv;
+            cp.cb_eval = Some(capture::eval_callback);
+            cp.cb_eval_user_data = capture.cast::<c_void>();
+            cp.embeddings = false;
+            cp.no_perf = true;
+            sys::llama_init_from_model(model.as_ptr(), cp)
+        };
+        let Some(ctx) = NonNull::new(ctx) else {
+            let reason = recent_log(6);
+            // SAFETY: nothing else refers to the model or the capture yet.
+            unsafe {
+                sys::llama_model_free(model.as_ptr());
+                drop(Box::from_raw(capture));
+            }
+            return Err(Error::Llama(format!("context creation failed: {reason}")));
+        };
+
+        // SAFETY: valid model and context; getters only.
+        let (vocab, n_vocab, eff_ctx, eff_batch, eff_ubatch, info) = unsafe {
+            let m = model.as_ptr();
+            let vocab = sys::llama_model_get_vocab(m);
+            let info = ModelInfo {
+                path: label.clone(),
+                architecture: meta_string(m, "general.architecture"),
+                description: model_desc(m),
+                n_vocab: sys::llama_vocab_n_tokens(vocab).max(0) as usize,
+                n_layer: sys::llama_model_n_layer(m).max(0) as usize,
+                n_embd: sys::llama_model_n_embd(m).max(0) as usize,
+                n_head: sys::llama_model_n_head(m).max(0) as usize,
+                n_head_kv: sys::llama_model_n_head_kv(m).max(0) as usize,
+            };
+            (
+                vocab,
+                info.n_vocab,
+                sys::llama_n_ctx(ctx.as_ptr()) as usize,
+                sys::llama_n_batch(ctx.as_ptr()) as usize,
+                sys::llama_n_ubatch(ctx.as_ptr()) as usize,
+                info,
+            )
+        };
+        let identity = OracleIdentity {
+            kind: "builtin".into(),
+            version: format!(
+                "llama.cpp {} (ggml {})",
+                // SAFETY: static version string.
+                c_str(unsafe { sys::llama_version() }),
+                c_str(unsafe { sys::ggml_version() })
+            ),
+            build: build_identity(),
+            settings: SettingsIdentity {
+                threads: settings.threads,
+                n_ctx: eff_ctx,
+                n_batch: eff_batch,
+                n_ubatch: eff_ubatch,
+                kv_type: settings.kv_type,
+                flash_attn: settings.flash_attn,
+                fusion: !g.fusion_disabled,
+                reference_kernels: ReferenceKernels {
+                    enabled: false,
+                    available: false,
+                    note: REFERENCE_KERNELS_NOTE.into(),
+                },
+                weight_repack: false,
+                outputs: "all positions".into(),
+                model_input,
+            },
+        };
+        Ok(LlamaCppOracle {
+            model,
+            ctx,
+            vocab,
+            capture,
+            identity,
+            info,
+            n_vocab,
+            // Positions that fit both the context and one micro-batch.
+            n_ctx: eff_ctx,
+            n_ubatch: eff_ubatch.min(eff_batch),
+            n_past: None,
+            _transcoded: transcoded,
+        })
+    }
+
+    fn check_ids(&self, tokens: &[TokenId]) -> Result<()> {
+        match tokens.iter().position(|&t| t as usize >= self.n_vocab) {
+            Some(i) => Err(Error::InvalidRequest(format!(
+                "token {} (at index {i}) is outside the vocabulary of {}",
+                tokens[i], self.n_vocab
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Decode `tokens` at positions `start..start + n` with every position an output.
+    fn run(&mut self, tokens: &[TokenId], start: usize, taps: &TapFilter) -> Result<Evaluation> {
+        let n = tokens.len();
+        let wanted = all_names(self.info.n_layer)
+            .into_iter()
+            .filter(|name| taps.wants(name))
+            .collect();
+        // SAFETY: no decode is running; this is the only live reference to the capture.
+        unsafe { (*self.capture).reset(wanted, n) };
+
+        // SAFETY: llama_batch_init allocates n entries of each array (one seq id each);
+        // every entry is written below before llama_decode reads it.
+        let batch = unsafe {
+            let b = Batch(sys::llama_batch_init(n as i32, 0, 1));
+            for (i, &t) in tokens.iter().enumerate() {
+                *b.0.token.add(i) = t as sys::llama_token;
+                *b.0.pos.add(i) = (start + i) as sys::llama_pos;
+                *b.0.n_seq_id.add(i) = 1;
+                **b.0.seq_id.add(i) = 0;
+                *b.0.logits.add(i) = 1;
+            }
+            b
+        };
+        let mut raw = batch.0;
+        raw.n_tokens = n as i32;
+        self.n_past = None;
+        // SAFETY: valid context and a fully initialised batch; the eval callback only touches
+        // the capture, which nothing else references during the call.
+        let rc = unsafe { sys::llama_decode(self.ctx.as_ptr(), raw) };
+        // SAFETY: as above; waits for the backend.
+        unsafe { sys::llama_synchronize(self.ctx.as_ptr()) };
+        drop(batch);
+        if rc != 0 {
+            return Err(Error::Llama(format!(
+                "llama_decode returned {rc} for positions {start}..{}: {}",
+                start + n,
+                recent_log(3)
+            )));
+        }
+        // SAFETY: the decode is over; exclusive access again.
+        let capture = unsafe { &mut *self.capture };
+        if let Some(e) = capture.error.take() {
+            return Err(Error::Capture(e));
+        }
+        let mut logits = Vec::with_capacity(n * self.n_vocab);
+        for i in 0..n {
+            // SAFETY: every batch entry was an output; llama.cpp returns n_vocab floats or null.
+            let row = unsafe { sys::llama_get_logits_ith(self.ctx.as_ptr(), i as i32) };
+            if row.is_null() {
+                return Err(Error::Llama(format!("no logits for batch entry {i}")));
+            }
+            // SAFETY: non-null row of n_vocab floats owned by the context until the next decode.
+            logits.extend_from_slice(unsafe { std::slice::from_raw_parts(row, self.n_vocab) });
+        }
+        let (taps, tap_sources, graph) = capture.finish();
+        self.n_past = Some(start + n);
+        Ok(Evaluation {
+            start_pos: start,
+            tokens: tokens.to_vec(),
+            n_vocab: self.n_vocab,
+            logits,
+            taps,
+            tap_sources,
+            graph,
+        })
+    }
+}
+
+fn path_to_cstring(p: &Path) -> Result<CString> {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        p.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = p
+        .to_str()
+        .ok_or_else(|| Error::InvalidRequest(format!("{}: path is not UTF-8", p.display())))?
+        .as_bytes()
+        .to_vec();
+    CString::new(bytes)
+        .map_err(|_| Error::InvalidRequest(format!("{}: path contains a NUL byte", p.display())))
+}
+
+/// # Safety
+/// `model` must be a valid loaded model.
+unsafe fn meta_string(model: *const sys::llama_model, key: &str) -> String {
+    let key = CString::new(key).expect("static key");
+    let mut buf = vec![0u8; 256];
+    // SAFETY (caller): valid model; the buffer is writable for its length.
+    let n = unsafe {
+        sys::llama_model_meta_val_str(model, key.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    if n < 0 {
+        return String::new();
+    }
+    buf.truncate((n as usize).min(buf.len() - 1));
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// # Safety
+/// `model` must be a valid loaded model.
+unsafe fn model_desc(model: *const sys::llama_model) -> String {
+    let mut buf = vec![0u8; 256];
+    // SAFETY (caller): valid model; the buffer is writable for its length.
+    let n = unsafe { sys::llama_model_desc(model, buf.as_mut_ptr().cast(), buf.len()) };
+    buf.truncate((n.max(0) as usize).min(buf.len() - 1));
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Call a llama.cpp "write into this buffer or tell me the size" function: a negative return
+/// is the size needed.
+fn grow_call(mut f: impl FnMut(&mut [u8]) -> i32, what: &str) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 64];
+    for _ in 0..2 {
+        let n = f(&mut buf);
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        if n == i32::MIN {
+            return Err(Error::InvalidRequest(format!("{what}: result too large")));
+        }
+        buf = vec![0u8; n.unsigned_abs() as usize];
+    }
+    Err(Error::Llama(format!("{what}: size changed between calls")))
+}
+
+impl Oracle for LlamaCppOracle {
+    fn identity(&self) -> &OracleIdentity {
+        &self.identity
+    }
+
+    fn model(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(
+        &mut self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<TokenId>> {
+        let len = i32::try_from(text.len())
+            .map_err(|_| Error::InvalidRequest("text longer than 2 GiB".into()))?;
+        let mut ids: Vec<sys::llama_token> = vec![0; text.len() + 8];
+        for _ in 0..2 {
+            // SAFETY: valid vocab; text pointer/length describe `text`; ids writable for its
+            // length (clamped to i32).
+            let n = unsafe {
+                sys::llama_tokenize(
+                    self.vocab,
+                    text.as_ptr().cast(),
+                    len,
+                    ids.as_mut_ptr(),
+                    ids.len().min(i32::MAX as usize) as i32,
+                    add_special,
+                    parse_special,
+                )
+            };
+            if n >= 0 {
+                ids.truncate(n as usize);
+                return ids
+                    .into_iter()
+                    .map(|t| {
+                        TokenId::try_from(t)
+                            .map_err(|_| Error::Llama(format!("llama_tokenize produced id {t}")))
+                    })
+                    .collect();
+            }
+            if n == i32::MIN {
+                return Err(Error::InvalidRequest("tokenization overflows i32".into()));
+            }
+            ids = vec![0; n.unsigned_abs() as usize];
+        }
+        Err(Error::Llama(
+            "llama_tokenize: size changed between calls".into(),
+        ))
+    }
+
+    fn detokenize(
+        &mut self,
+        tokens: &[TokenId],
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> Result<Vec<u8>> {
+        self.check_ids(tokens)?;
+        let ids: Vec<sys::llama_token> = tokens.iter().map(|&t| t as sys::llama_token).collect();
+        let n_ids = i32::try_from(ids.len())
+            .map_err(|_| Error::InvalidRequest("too many tokens".into()))?;
+        let vocab = self.vocab;
+        grow_call(
+            |buf| {
+                // SAFETY: valid vocab; ids and buf describe live buffers of the given lengths.
+                unsafe {
+                    sys::llama_detokenize(
+                        vocab,
+                        ids.as_ptr(),
+                        n_ids,
+                        buf.as_mut_ptr().cast(),
+                        buf.len().min(i32::MAX as usize) as i32,
+                        remove_special,
+                        unparse_special,
+                    )
+                }
+            },
+            "llama_detokenize",
+        )
+    }
+
+    fn token_piece(&mut self, token: TokenId, special: bool) -> Result<Vec<u8>> {
+        self.check_ids(&[token])?;
+        let vocab = self.vocab;
+        grow_call(
+            |buf| {
+                // SAFETY: valid vocab and token id; buf is writable for its length.
+                unsafe {
+                    sys::llama_token_to_piece(
+                        vocab,
+                        token as sys::llama_token,
+                        buf.as_mut_ptr().cast(),
+                        buf.len().min(i32::MAX as usize) as i32,
+                        0,
+                        special,
+                    )
+                }
+            },
+            "llama_token_to_piece",
+        )
+    }
+
+    fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidRequest(
+                "nothing to evaluate: no tokens".into(),
+            ));
+        }
+        if tokens.len() > self.n_ubatch {
+            return Err(Error::InvalidRequest(format!(
+                "{} tokens exceed the oracle's batch of {} positions (raise the context length)",
+                tokens.len(),
+                self.n_ubatch
+            )));
+        }
+        self.check_ids(tokens)?;
+        // A fresh sequence: forget every cached position.
+        // SAFETY: valid context; clears its KV cache (data too).
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
+        self.run(tokens, 0, taps)
+    }
+
+    fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation> {
+        let Some(pos) = self.n_past else {
+            return Err(Error::InvalidRequest(
+                "decode step without a successfully evaluated prefix".into(),
+            ));
+        };
+        if pos + 1 > self.n_ctx {
+            return Err(Error::InvalidRequest(format!(
+                "position {pos} is past the context of {} positions",
+                self.n_ctx
+            )));
+        }
+        self.check_ids(&[token])?;
+        self.run(&[token], pos, taps)
+    }
+}
+
+impl Drop for LlamaCppOracle {
+    fn drop(&mut self) {
+        // SAFETY: created in `load`, freed once, context before model, capture after both.
+        unsafe {
+            sys::llama_free(self.ctx.as_ptr());
+            sys::llama_model_free(self.model.as_ptr());
+            drop(Box::from_raw(self.capture));
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The `Oracle` trait every reference implementation implements, and the types it speaks.
+//!
+//! An oracle tokenizes, detokenizes, evaluates a prompt (logits for every position plus the
+//! requested taps) and continues it one token at a time through its KV cache. Taps come out in
+//! the engine's layout and under the engine's names (`xval_engine::taps`): shape fastest first,
+//! the last dimension is the position, data contiguous.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use xval_engine::taps::{Tap, TapFilter};
+
+use crate::error::Result;
+
+/// A token id as the engine and the receipts use it (llama.cpp's `llama_token` is an i32; ids
+/// are checked against the vocabulary when they cross into C).
+pub type TokenId = u32;
+
+/// The K/V cache element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvType {
+    /// The most exact oracle (default).
+    F32,
+    /// llama.cpp's own default, and what bitnet.cpp runs with.
+    F16,
+}
+
+impl KvType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+}
+
+/// What the caller asks of an oracle. Defaults are the most exact oracle: F32 K/V cache, no
+/// flash attention, no op fusion, one thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OracleSettings {
+    /// Compute threads.
+    pub threads: usize,
+    /// Context length in positions (prompt plus decode steps). The whole prompt is evaluated as
+    /// one batch, so it is also the batch size.
+    pub n_ctx: usize,
+    pub kv_type: KvType,
+    pub flash_attn: bool,
+    /// ggml's CPU op fusion (off: every named intermediate exists as its own node).
+    pub fusion: bool,
+    /// Scalar reference kernels (`ggml_backend_cpu_set_use_ref`), where the oracle can reach
+    /// them; an oracle that cannot refuses instead of ignoring it.
+    pub reference_kernels: bool,
+}
+
+impl Default for OracleSettings {
+    fn default() -> Self {
+        OracleSettings {
+            threads: 1,
+            n_ctx: 512,
+            kv_type: KvType::F32,
+            flash_attn: false,
+            fusion: false,
+            reference_kernels: false,
+        }
+    }
+}
+
+/// Who the oracle is: kind, version, build and effective settings. Goes into every receipt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OracleIdentity {
+    /// `builtin`, `ggml-graph`, `external`, `golden`.
+    pub kind: String,
+    pub version: String,
+    pub build: BuildIdentity,
+    pub settings: SettingsIdentity,
+}
+
+/// How the oracle's C/C++ code was obtained and built.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildIdentity {
+    /// Where the source came from (registry package and version, or a user's tree).
+    pub source: String,
+    /// The upstream VCS revision of that source package, when it records one.
+    pub source_vcs: Option<String>,
+    /// llama.cpp's build number (`git rev-list --count HEAD`), when the tree had git metadata.
+    pub llama_build_number: Option<u64>,
+    /// llama.cpp's commit, when the tree had git metadata.
+    pub llama_commit: Option<String>,
+    pub ggml_version: String,
+    pub ggml_commit: String,
+    /// sha256 over the compiled source files (see the crate's build script): identifies the
+    /// tree even when it carries no git metadata.
+    pub source_sha256: String,
+    /// CMake build type.
+    pub build_type: String,
+    pub compiler: String,
+    /// The build options that decide kernels and numerics, as the build used them.
+    pub flags: BTreeMap<String, String>,
+    /// CPU features the kernels were compiled for (ggml's `ggml_cpu_has_*`).
+    pub cpu_features: Vec<String>,
+    /// llama.cpp's own `llama_print_system_info()` line.
+    pub system_info: String,
+}
+
+/// The settings as the oracle actually applied them (which may differ from the request: e.g.
+/// llama.cpp rounds the context up to a multiple of 256).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SettingsIdentity {
+    pub threads: usize,
+    pub n_ctx: usize,
+    pub n_batch: usize,
+    pub n_ubatch: usize,
+    pub kv_type: KvType,
+    pub flash_attn: bool,
+    pub fusion: bool,
+    pub reference_kernels: ReferenceKernels,
+    /// Whether weights may be repacked into other layouts at load time.
+    pub weight_repack: bool,
+    /// Which positions produce logits (always every position here).
+    pub outputs: String,
+    /// How the model file reached the oracle (as given, or transcoded and how).
+    pub model_input: String,
+}
+
+/// Whether scalar reference kernels are on, whether they could be, and why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceKernels {
+    pub enabled: bool,
+    pub available: bool,
+    pub note: String,
+}
+
+/// The model as the oracle loaded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub path: String,
+    pub architecture: String,
+    pub description: String,
+    pub n_vocab: usize,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+}
+
+/// One named node of the oracle's compute graph, in graph order: the inventory of what the
+/// oracle could have captured, so that a comparison can report taps one side lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphNode {
+    pub name: String,
+    /// ggml op (`ggml_op_desc`: `MUL_MAT`, `ROPE`, `SWIGLU`, ...).
+    pub op: String,
+    /// ggml shape `ne[0..4]`.
+    pub ne: [i64; 4],
+}
+
+impl GraphNode {
+    /// Whether the model's graph code named this node (llama.cpp's `cb(cur, "kq", il)`), as
+    /// opposed to a name ggml derived for a view or reshape (`"Kcur-0 (view)"`), a node nobody
+    /// named (`"node_12"`), or a KV-cache view (`"cache_k_l0 (view)"`).
+    pub fn is_named_by_model(&self) -> bool {
+        !self.name.contains(" (")
+            && !self.name.starts_with("node_")
+            && !self.name.starts_with("leaf_")
+            && !self.name.starts_with("cache_")
+    }
+}
+
+/// Which graph node a captured tap came from: several nodes may carry the same name (`Qcur-0`
+/// on MUL, RESHAPE and ROPE); the last one in graph order is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapSource {
+    pub name: String,
+    pub op: String,
+    /// 0-based index of the kept node among the nodes with this name.
+    pub occurrence: usize,
+    /// How many nodes carried the name.
+    pub occurrences: usize,
+}
+
+/// The result of evaluating tokens at positions `start_pos..start_pos + tokens.len()`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub start_pos: usize,
+    pub tokens: Vec<TokenId>,
+    pub n_vocab: usize,
+    /// `tokens.len() * n_vocab` logits, position by position.
+    pub logits: Vec<f32>,
+    /// Captured taps in graph order, in the engine's layout.
+    pub taps: Vec<Tap>,
+    /// Where each tap came from, in the order of `taps`.
+    pub tap_sources: Vec<TapSource>,
+    /// Every named node of the graph, in graph order.
+    pub graph: Vec<GraphNode>,
+}
+
+impl Evaluation {
+    pub fn n_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The logits of the `i`-th evaluated position.
+    pub fn logits_row(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.n_vocab..(i + 1) * self.n_vocab]
+    }
+
+    pub fn tap(&self, name: &str) -> Option<&Tap> {
+        self.taps.iter().find(|t| t.name == name)
+    }
+}
+
+/// A reference implementation behind one interface.
+pub trait Oracle {
+    fn identity(&self) -> &OracleIdentity;
+
+    fn model(&self) -> &ModelInfo;
+
+    /// Text to ids (`llama_tokenize`): `add_special` adds BOS/EOS as the model's vocabulary
+    /// asks, `parse_special` lets special-token text map to special tokens.
+    fn tokenize(
+        &mut self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<TokenId>>;
+
+    /// Ids to bytes (`llama_detokenize`); bytes, not `String`: pieces of a UTF-8 character are
+    /// legitimate output.
+    fn detokenize(
+        &mut self,
+        tokens: &[TokenId],
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> Result<Vec<u8>>;
+
+    /// One token's text (`llama_token_to_piece`).
+    fn token_piece(&mut self, token: TokenId, special: bool) -> Result<Vec<u8>>;
+
+    /// Evaluate `tokens` at positions `0..n` in a fresh sequence (the KV cache is cleared):
+    /// logits for every position, and the taps `taps` selects.
+    fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation>;
+
+    /// Continue the current sequence by one token at the next position, through the KV cache.
+    fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation>;
+}
