@@ -1,0 +1,303 @@
+//! `harness oracle MODEL`: run only the oracle (in its isolated worker process) and show what it
+//! computed: its identity, the tokens, the last position's logits and the captured taps.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, ValueEnum};
+use serde_json::json;
+use xval_cpp_sys::{Evaluation, IsolatedOracle, KvType, Limits, Oracle, OracleSettings, TokenId};
+use xval_engine::taps::TapFilter;
+
+/// Exit code for bad input (unreadable model, malformed ids, ids outside the vocabulary).
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for an oracle failure (crash, hang, llama.cpp error, oracle not built).
+pub const EXIT_ORACLE_FAILURE: u8 = 3;
+
+/// The caller's input is wrong (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Which oracle runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OracleKind {
+    /// Mainline llama.cpp built into this binary (pinned crates.io tree).
+    Builtin,
+}
+
+/// K/V cache element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvArg {
+    F32,
+    F16,
+}
+
+/// Run only the oracle on MODEL and print its logits and taps.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
+pub struct OracleArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Text to evaluate, tokenized by the oracle's own tokenizer (BOS added as the model asks).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Token ids to evaluate, comma- or space-separated (e.g. `1,15043,3186`).
+    #[arg(long)]
+    pub tokens: Option<String>,
+    /// Which oracle runs the model.
+    #[arg(long, value_enum, default_value_t = OracleKind::Builtin)]
+    pub oracle: OracleKind,
+    /// Taps to capture: comma-separated glob patterns over tap names (`*`, `l_out-*`,
+    /// `attn_norm-0,result_norm`); none by default.
+    #[arg(long, default_value = "")]
+    pub taps: String,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Oracle compute threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Context length in positions (the prompt is evaluated as one batch of at most this).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// K/V cache element type (f32 is the most exact oracle).
+    #[arg(long, value_enum, default_value_t = KvArg::F32)]
+    pub kv_type: KvArg,
+    /// Seconds the oracle may take for loading or for one evaluation before it is killed.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// The exit code for an error of this command: 2 for bad input, 3 for an oracle failure.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<BadInput>().is_some() {
+            return EXIT_BAD_INPUT;
+        }
+        if let Some(o) = cause.downcast_ref::<xval_cpp_sys::Error>() {
+            return if o.is_bad_input() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_ORACLE_FAILURE
+            };
+        }
+    }
+    EXIT_ORACLE_FAILURE
+}
+
+/// Parse `1,2,3` or `1 2 3`.
+pub fn parse_token_ids(s: &str) -> Result<Vec<TokenId>, BadInput> {
+    let ids: Vec<TokenId> = s
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<TokenId>()
+                .map_err(|_| BadInput(format!("--tokens: '{p}' is not a token id")))
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Err(BadInput("--tokens: no token ids given".into()));
+    }
+    Ok(ids)
+}
+
+/// Start the built-in oracle in a worker process (this same binary, hidden subcommand).
+pub fn spawn_builtin(
+    model: &std::path::Path,
+    settings: &OracleSettings,
+    limits: Limits,
+) -> anyhow::Result<IsolatedOracle> {
+    if !xval_cpp_sys::BUILTIN_AVAILABLE {
+        return Err(xval_cpp_sys::Error::Unavailable(
+            "builtin (this harness was built without the llama-cpp feature)".into(),
+        )
+        .into());
+    }
+    let exe = std::env::current_exe().context("cannot locate the harness binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__oracle-worker");
+    Ok(IsolatedOracle::spawn(cmd, model, settings, limits)?)
+}
+
+/// Run the command, printing to stdout.
+pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
+    let OracleKind::Builtin = args.oracle;
+    let tokens = args.tokens.as_deref().map(parse_token_ids).transpose()?;
+    let settings = OracleSettings {
+        threads: args.threads,
+        n_ctx: args.ctx,
+        kv_type: match args.kv_type {
+            KvArg::F32 => KvType::F32,
+            KvArg::F16 => KvType::F16,
+        },
+        ..OracleSettings::default()
+    };
+    let limit = Duration::from_secs(args.timeout.max(1));
+    let mut oracle = spawn_builtin(
+        &args.model,
+        &settings,
+        Limits {
+            load: limit,
+            request: limit,
+        },
+    )?;
+    let tokens = match (tokens, &args.prompt) {
+        (Some(t), _) => t,
+        (None, Some(p)) => oracle.tokenize(p, true, false)?,
+        (None, None) => unreachable!("clap requires --prompt or --tokens"),
+    };
+    if tokens.is_empty() {
+        return Err(BadInput("the prompt tokenizes to no tokens".into()).into());
+    }
+    let eval = oracle.evaluate(&tokens, &TapFilter::parse(&args.taps))?;
+    let out = if args.json {
+        serde_json::to_string_pretty(&to_json(&oracle, &eval))? + "\n"
+    } else {
+        table(&oracle, &eval)
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// The `--json` form: `{"oracle", "model", "tokens", "n_vocab", "logits_last", "taps"}`.
+pub fn to_json(oracle: &dyn Oracle, eval: &Evaluation) -> serde_json::Value {
+    let last = eval.logits_row(eval.n_tokens() - 1);
+    let taps: Vec<serde_json::Value> = eval
+        .taps
+        .iter()
+        .zip(&eval.tap_sources)
+        .map(|(t, s)| {
+            json!({
+                "name": t.name,
+                "layer": t.layer(),
+                "shape": t.shape,
+                "op": s.op,
+            })
+        })
+        .collect();
+    json!({
+        "oracle": oracle.identity(),
+        "model": oracle.model(),
+        "tokens": eval.tokens,
+        "n_vocab": eval.n_vocab,
+        "logits_last": last,
+        "taps": taps,
+    })
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+fn top_k(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+fn table(oracle: &dyn Oracle, eval: &Evaluation) -> String {
+    let id = oracle.identity();
+    let m = oracle.model();
+    let s = &id.settings;
+    let onoff = |b: bool| if b { "on" } else { "off" };
+    let mut o = String::new();
+    let _ = writeln!(o, "oracle    {} ({})", id.kind, id.version);
+    let _ = writeln!(
+        o,
+        "build     {}, {}, {}, CPU {}",
+        id.build.source,
+        id.build.build_type,
+        id.build.compiler,
+        id.build.cpu_features.join(" ")
+    );
+    let _ = writeln!(
+        o,
+        "settings  threads {}, ctx {}, kv {}, flash-attn {}, fusion {}, reference kernels {}",
+        s.threads,
+        s.n_ctx,
+        s.kv_type.name(),
+        onoff(s.flash_attn),
+        onoff(s.fusion),
+        if s.reference_kernels.available {
+            onoff(s.reference_kernels.enabled)
+        } else {
+            "unavailable"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "model     {} [{}], input {}",
+        m.path, m.architecture, s.model_input
+    );
+    let _ = writeln!(
+        o,
+        "          {} layers, embd {}, heads {}/{} kv, vocab {}",
+        m.n_layer, m.n_embd, m.n_head, m.n_head_kv, m.n_vocab
+    );
+    let _ = writeln!(o, "tokens    {:?} ({})", eval.tokens, eval.n_tokens());
+    let last = eval.logits_row(eval.n_tokens() - 1);
+    let _ = writeln!(o, "\ntop logits at position {}:", eval.n_tokens() - 1);
+    let _ = writeln!(o, "  {:>8}  {:>12}", "token", "logit");
+    for i in top_k(last, 5) {
+        let _ = writeln!(o, "  {i:>8}  {:>12.6}", last[i]);
+    }
+    if !eval.taps.is_empty() {
+        let _ = writeln!(o, "\ntaps ({}):", eval.taps.len());
+        let _ = writeln!(
+            o,
+            "  {:<18} {:<9} {:<16} {:>12} {:>12}",
+            "name", "op", "shape", "rms", "max|x|"
+        );
+        for (t, src) in eval.taps.iter().zip(&eval.tap_sources) {
+            let n = t.data.len().max(1) as f64;
+            let rms = (t.data.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() / n).sqrt();
+            let max = t.data.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let _ = writeln!(
+                o,
+                "  {:<18} {:<9} {:<16} {:>12.6} {:>12.6}",
+                t.name,
+                src.op,
+                format!("{:?}", t.shape),
+                rms,
+                max
+            );
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ids_parse() {
+        assert_eq!(parse_token_ids("1,2, 3").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_token_ids(" 7 8 ").unwrap(), vec![7, 8]);
+        assert!(parse_token_ids("1,x").unwrap_err().0.contains("'x'"));
+        assert!(parse_token_ids(" , ").is_err());
+        assert!(parse_token_ids("-1").is_err());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let bad: anyhow::Error = BadInput("x".into()).into();
+        assert_eq!(exit_code(&bad), EXIT_BAD_INPUT);
+        let crash: anyhow::Error = xval_cpp_sys::Error::WorkerCrashed {
+            during: "evaluate".into(),
+            status: "killed by signal 6 (SIGABRT)".into(),
+            stderr_tail: String::new(),
+        }
+        .into();
+        assert_eq!(exit_code(&crash), EXIT_ORACLE_FAILURE);
+        let oob: anyhow::Error = xval_cpp_sys::Error::InvalidRequest("id".into()).into();
+        assert_eq!(exit_code(&oob.context("evaluating")), EXIT_BAD_INPUT);
+    }
+
+    #[test]
+    fn top_k_orders_by_value_then_index() {
+        assert_eq!(top_k(&[0.5, 2.0, 2.0, -1.0], 3), vec![1, 2, 0]);
+    }
+}
