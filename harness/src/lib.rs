@@ -1,1 +1,10 @@
-//! The `harness` binary's library: CLI, inspect, fixtures.
+//! The `harness` binary's library: the CLI ([`cli`]), exit codes ([`exit`]), `inspect`
+//! ([`inspect`]) and the deterministic fixtures ([`fixtures`]).
+
+pub mod cli;
+pub mod error;
+pub mod exit;
+pub mod fixtures;
+pub mod inspect;
+
+pub use error::{Error, Result};
