@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod gguf;
+pub mod model;
+pub mod numerics;
 pub mod quant;
 
 pub use error::{Error, Result};

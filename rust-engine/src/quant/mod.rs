@@ -2,11 +2,14 @@
 //! (mirroring ggml's `*_ref` functions bit for bit), and later its scalar kernels with the SIMD
 //! variants beside them.
 
+pub mod act_i8;
 pub mod bf16;
 pub mod f16;
 pub mod f32;
 pub mod i2_s;
+pub mod matmul;
 pub mod q8_0;
+pub mod q8_k;
 pub mod tq1_0;
 pub mod tq2_0;
 
