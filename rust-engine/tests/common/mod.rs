@@ -308,112 +308,193 @@ pub fn open(w: &Weights) -> Arc<GgufFile> {
     Arc::new(GgufFile::from_bytes(gguf_bytes(w, None), "test-model.gguf").unwrap())
 }
 
-/// Independent f64 forward pass over all positions from scratch; returns logits per position.
-pub fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
-    let s = w.spec;
-    let (d, hd) = (s.n_embd, s.n_embd / s.n_head);
-    let kvd = s.n_head_kv * hd;
-    let base: f64 = if s.arch == "bitnet" {
-        10000.0
-    } else {
-        500000.0
-    };
-    let rms = |x: &[f64], g: &[f32]| -> Vec<f64> {
-        let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
-        let r = 1.0 / (ms + 1e-5).sqrt();
-        x.iter().zip(g).map(|(v, &g)| v * r * g as f64).collect()
-    };
-    let mv = |p: &Proj, x: &[f64], k: usize| -> Vec<f64> {
-        let vals = p.values(s.proj);
-        let sc = p.out_scale.unwrap_or(1.0) as f64;
-        vals.chunks_exact(k)
-            .map(|row| row.iter().zip(x).map(|(&a, b)| a as f64 * b).sum::<f64>() * sc)
-            .collect()
-    };
-    let rope = |v: &mut [f64], pos: usize| {
-        for head in v.chunks_exact_mut(hd) {
-            for i in 0..hd / 2 {
-                let th = pos as f64 * base.powf(-2.0 * i as f64 / hd as f64);
-                let (x0, x1) = (head[i], head[i + hd / 2]);
-                head[i] = x0 * th.cos() - x1 * th.sin();
-                head[i + hd / 2] = x0 * th.sin() + x1 * th.cos();
-            }
-        }
-    };
-    let mut xs: Vec<Vec<f64>> = tokens
-        .iter()
-        .map(|&t| {
-            w.embd[t as usize * d..][..d]
-                .iter()
-                .map(|&v| v as f64)
+/// A model read back from GGUF with every tensor dequantized to f64 by the format codecs
+/// (`quant::dequantize`, checked against gguf-py elsewhere), independent of the kernels.
+pub struct RefModel {
+    pub arch: String,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_rot: usize,
+    pub eps: f64,
+    pub base: f64,
+    pub silu: bool,
+    pub embd: Vec<f64>,
+    pub output: Vec<f64>,
+    pub output_norm: Vec<f64>,
+    /// Per layer: norms (attn, attn_sub, ffn, ffn_sub) and projections (q k v o gate up down),
+    /// each projection `[m][k]` row-major with its `.scale` folded in.
+    pub layers: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+}
+
+impl RefModel {
+    pub fn from_gguf(f: &GgufFile) -> RefModel {
+        let arch = f
+            .get("general.architecture")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let u = |k: &str| {
+            f.get(&format!("{arch}.{k}"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+        };
+        let fl = |k: &str| f.get(&format!("{arch}.{k}")).and_then(|v| v.as_f64());
+        let deq = |name: &str| -> Vec<f64> {
+            let t = f.tensor(name).unwrap_or_else(|| panic!("{name}"));
+            quant::dequantize(t.info.ty, t.data, t.info.n_elements() as usize)
+                .unwrap()
+                .into_iter()
+                .map(|v| v as f64)
                 .collect()
-        })
-        .collect();
-    for lw in &w.layers {
-        let p = &lw.proj;
-        let mut ks = Vec::new();
-        let mut vs = Vec::new();
-        let mut qs = Vec::new();
-        for (pos, x) in xs.iter().enumerate() {
-            let h = rms(x, &lw.attn_norm);
-            let mut q = mv(&p[0], &h, d);
-            let mut k = mv(&p[1], &h, d);
-            rope(&mut q, pos);
-            rope(&mut k, pos);
-            qs.push(q);
-            ks.push(k);
-            vs.push(mv(&p[2], &h, d));
-        }
-        for (pos, x) in xs.iter_mut().enumerate() {
-            let mut attn = vec![0f64; d];
-            for h in 0..s.n_head {
-                let kvh = h / (s.n_head / s.n_head_kv);
-                let q = &qs[pos][h * hd..][..hd];
-                let sc: Vec<f64> = (0..=pos)
-                    .map(|j| {
-                        let k = &ks[j][kvh * hd..][..hd];
-                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
-                    })
+        };
+        let n_embd = u("embedding_length").unwrap();
+        let n_head = u("attention.head_count").unwrap();
+        let n_layer = u("block_count").unwrap();
+        let embd = deq("token_embd.weight");
+        let output = if f.tensor("output.weight").is_some() {
+            deq("output.weight")
+        } else {
+            embd.clone()
+        };
+        let layers = (0..n_layer)
+            .map(|l| {
+                let norms = ["attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm"]
+                    .iter()
+                    .map(|n| deq(&format!("blk.{l}.{n}.weight")))
                     .collect();
-                let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = sc.iter().map(|v| (v - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for (j, ej) in e.iter().enumerate() {
-                    for i in 0..hd {
-                        attn[h * hd + i] += ej / z * vs[j][kvh * hd + i];
-                    }
-                }
-            }
-            let _ = kvd;
-            let o = mv(&p[3], &rms(&attn, &lw.attn_sub_norm), d);
-            let ffn_inp: Vec<f64> = o.iter().zip(x.iter()).map(|(a, b)| a + b).collect();
-            let h = rms(&ffn_inp, &lw.ffn_norm);
-            let gate = mv(&p[4], &h, d);
-            let up = mv(&p[5], &h, d);
-            let act: Vec<f64> = gate
+                let projs = [
+                    "attn_q",
+                    "attn_k",
+                    "attn_v",
+                    "attn_output",
+                    "ffn_gate",
+                    "ffn_up",
+                    "ffn_down",
+                ]
                 .iter()
-                .zip(&up)
-                .map(|(&g, &u)| {
-                    if s.arch == "bitnet" {
-                        g / (1.0 + (-g).exp()) * u
-                    } else {
-                        g.max(0.0).powi(2) * u
-                    }
+                .map(|n| {
+                    let sc = f
+                        .tensor(&format!("blk.{l}.{n}.scale"))
+                        .map(|t| f32::from_le_bytes(t.data[..4].try_into().unwrap()) as f64)
+                        .unwrap_or(1.0);
+                    deq(&format!("blk.{l}.{n}.weight"))
+                        .into_iter()
+                        .map(|v| v * sc)
+                        .collect()
                 })
                 .collect();
-            let down = mv(&p[6], &rms(&act, &lw.ffn_sub_norm), s.n_ff);
-            *x = down.iter().zip(&ffn_inp).map(|(a, b)| a + b).collect();
+                (norms, projs)
+            })
+            .collect();
+        RefModel {
+            n_embd,
+            n_head,
+            n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
+            n_ff: u("feed_forward_length").unwrap(),
+            n_rot: u("rope.dimension_count").unwrap_or(n_embd / n_head),
+            eps: fl("attention.layer_norm_rms_epsilon").unwrap(),
+            base: fl("rope.freq_base").unwrap_or(10000.0),
+            silu: arch == "bitnet",
+            arch,
+            embd,
+            output,
+            output_norm: deq("output_norm.weight"),
+            layers,
         }
     }
-    xs.iter()
-        .map(|x| {
-            let h = rms(x, &w.output_norm);
-            w.embd
-                .chunks_exact(d)
-                .map(|e| e.iter().zip(&h).map(|(&a, b)| a as f64 * b).sum())
+
+    /// Independent f64 forward pass over all positions from scratch: logits per position.
+    pub fn logits(&self, tokens: &[u32]) -> Vec<Vec<f64>> {
+        let (d, hd) = (self.n_embd, self.n_embd / self.n_head);
+        let rms = |x: &[f64], g: &[f64]| -> Vec<f64> {
+            let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+            let r = 1.0 / (ms + self.eps).sqrt();
+            x.iter().zip(g).map(|(v, g)| v * r * g).collect()
+        };
+        let mv = |w: &[f64], x: &[f64]| -> Vec<f64> {
+            w.chunks_exact(x.len())
+                .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
                 .collect()
-        })
-        .collect()
+        };
+        let rope = |v: &mut [f64], pos: usize| {
+            let half = self.n_rot / 2;
+            for head in v.chunks_exact_mut(hd) {
+                for i in 0..half {
+                    let th = pos as f64 * self.base.powf(-2.0 * i as f64 / self.n_rot as f64);
+                    let (x0, x1) = (head[i], head[i + half]);
+                    head[i] = x0 * th.cos() - x1 * th.sin();
+                    head[i + half] = x0 * th.sin() + x1 * th.cos();
+                }
+            }
+        };
+        let mut xs: Vec<Vec<f64>> = tokens
+            .iter()
+            .map(|&t| self.embd[t as usize * d..][..d].to_vec())
+            .collect();
+        for (norms, p) in &self.layers {
+            let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+            for (pos, x) in xs.iter().enumerate() {
+                let h = rms(x, &norms[0]);
+                let mut q = mv(&p[0], &h);
+                let mut k = mv(&p[1], &h);
+                rope(&mut q, pos);
+                rope(&mut k, pos);
+                qs.push(q);
+                ks.push(k);
+                vs.push(mv(&p[2], &h));
+            }
+            for (pos, x) in xs.iter_mut().enumerate() {
+                let mut attn = vec![0f64; d];
+                for h in 0..self.n_head {
+                    let kvh = h / (self.n_head / self.n_head_kv);
+                    let q = &qs[pos][h * hd..][..hd];
+                    let sc: Vec<f64> = (0..=pos)
+                        .map(|j| {
+                            let k = &ks[j][kvh * hd..][..hd];
+                            q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|v| (v - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for (j, ej) in e.iter().enumerate() {
+                        for i in 0..hd {
+                            attn[h * hd + i] += ej / z * vs[j][kvh * hd + i];
+                        }
+                    }
+                }
+                let o = mv(&p[3], &rms(&attn, &norms[1]));
+                let ffn_inp: Vec<f64> = o.iter().zip(x.iter()).map(|(a, b)| a + b).collect();
+                let h = rms(&ffn_inp, &norms[2]);
+                let gate = mv(&p[4], &h);
+                let up = mv(&p[5], &h);
+                let act: Vec<f64> = gate
+                    .iter()
+                    .zip(&up)
+                    .map(|(&g, &u)| {
+                        if self.silu {
+                            g / (1.0 + (-g).exp()) * u
+                        } else {
+                            g.max(0.0).powi(2) * u
+                        }
+                    })
+                    .collect();
+                let down = mv(&p[6], &rms(&act, &norms[3]));
+                *x = down.iter().zip(&ffn_inp).map(|(a, b)| a + b).collect();
+            }
+        }
+        xs.iter()
+            .map(|x| mv(&self.output, &rms(x, &self.output_norm)))
+            .collect()
+    }
+}
+
+/// The f64 reference logits of a synthetic test model.
+pub fn reference_logits(w: &Weights, tokens: &[u32]) -> Vec<Vec<f64>> {
+    RefModel::from_gguf(&open(w)).logits(tokens)
 }
 
 /// Cosine similarity and max |a-b| relative to max |b|.
