@@ -325,8 +325,11 @@ pub struct RefModel {
     pub output_norm: Vec<f64>,
     /// Per layer: norms (attn, attn_sub, ffn, ffn_sub) and projections (q k v o gate up down),
     /// each projection `[m][k]` row-major with its `.scale` folded in.
-    pub layers: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+    pub layers: Vec<RefLayer>,
 }
+
+/// One layer of a [`RefModel`]: (norms, projections).
+pub type RefLayer = (Vec<Vec<f64>>, Vec<Vec<f64>>);
 
 impl RefModel {
     pub fn from_gguf(f: &GgufFile) -> RefModel {
