@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::bpe::MergeRanks;
 use super::decode::{piece_kind, PieceKind};
 use super::{
-    PreTokenizer, SpecialToken, TokenAttr, Tokenizer, TokenizerParts, LLAMA3_PRE_NAMES,
+    ByteSet, PreTokenizer, SpecialToken, TokenAttr, Tokenizer, TokenizerParts, LLAMA3_PRE_NAMES,
     SPECIAL_ID_KEYS,
 };
 use crate::error::{Error, Result};
@@ -228,6 +228,7 @@ impl Tokenizer {
             special,
             eog: BTreeSet::new(),
             special_cache: Vec::new(),
+            special_bytes: Vec::new(),
             warnings,
         };
         tok.detect_roles_by_text();
@@ -334,6 +335,10 @@ impl Tokenizer {
             .filter(|&id| self.attrs[id as usize].intersects(wanted))
             .collect();
         cache.sort_by_key(|&id| std::cmp::Reverse(self.texts[id as usize].len()));
+        self.special_bytes = cache
+            .iter()
+            .map(|&id| ByteSet::of(self.texts[id as usize].as_bytes()))
+            .collect();
         self.special_cache = cache;
     }
 

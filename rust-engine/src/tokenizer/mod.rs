@@ -214,6 +214,23 @@ pub struct TokenizerParts {
     pub architecture: Option<String>,
 }
 
+/// A set of byte values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn of(bytes: &[u8]) -> ByteSet {
+        let mut set = ByteSet::default();
+        for &b in bytes {
+            set.0[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        set
+    }
+    fn is_subset_of(&self, other: &ByteSet) -> bool {
+        self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
+    }
+}
+
 /// One piece of the text after special-token partitioning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Fragment {
@@ -239,6 +256,9 @@ pub struct Tokenizer {
     eog: BTreeSet<u32>,
     /// Ids of control, user-defined and unknown tokens, longest text first.
     special_cache: Vec<u32>,
+    /// The set of bytes in each `special_cache` token's text: a token with a byte the input
+    /// lacks cannot occur in it, which spares most substring searches.
+    special_bytes: Vec<ByteSet>,
     warnings: Vec<String>,
 }
 
@@ -298,10 +318,14 @@ impl Tokenizer {
         let bytes = text.as_bytes();
         let mut buffer = vec![Fragment::Text(0..text.len())];
         let skip_unparsed = TokenAttr::CONTROL.union(TokenAttr::UNKNOWN);
-        for &id in &self.special_cache {
+        let present = ByteSet::of(bytes);
+        for (&id, needed) in self.special_cache.iter().zip(&self.special_bytes) {
             let attr = self.attrs[id as usize];
             if !parse_special && attr.intersects(skip_unparsed) {
                 continue;
+            }
+            if !needed.is_subset_of(&present) {
+                continue; // cannot occur: a byte of it is absent from the whole input
             }
             let needle = self.texts[id as usize].as_str();
             let mut next = Vec::with_capacity(buffer.len() + 2);
