@@ -12,8 +12,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, GgufWriter, Value, ValueType};
 
-/// Texts llama.cpp recognises as a role when the file does not name that role's id; the first
-/// token found gets the role and the CONTROL attribute.
+/// Texts llama.cpp recognises as a role when the file does not name that role's id, in its
+/// source order; the chosen token gets the role and the CONTROL attribute (see
+/// `detect_roles_by_text` for which one is chosen when several are present).
 const ROLE_TEXTS: [(SpecialToken, &[&str]); 8] = [
     (
         SpecialToken::Eot,

@@ -18,6 +18,16 @@
 //! Unicode version. Where llama.cpp's result depends on `std::unordered_map` order or an unstable
 //! `std::sort` (only for vocabularies with several tokens competing for one role or several
 //! special tokens of equal length that overlap), the place in the code says what is done instead.
+//!
+//! Scope: `gpt2` vocabularies with the `default` pre-tokenizer (also used when
+//! `tokenizer.ggml.pre` is absent, as in the official BitNet file) or one of the names llama.cpp
+//! maps to its LLaMA-3 pre-tokenizer ([`LLAMA3_PRE_NAMES`]). Other vocabulary types (SPM, WPM,
+//! UGM...) and other pre-tokenizers are refused with an error naming them. Token texts must be
+//! valid UTF-8 (the GGUF reader refuses other strings; llama.cpp would accept them).
+//!
+//! Decoding renders control tokens by default ([`Tokenizer::decode`], [`Tokenizer::token_to_piece`]
+//! use llama.cpp's `special = true`, the form of its piece cache); the `_with` variants take the
+//! flag.
 
 mod bpe;
 mod decode;
