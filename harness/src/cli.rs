@@ -35,6 +35,10 @@ pub enum Command {
     /// The first thing to run on a file you do not trust: a malformed file is reported with
     /// the field, tensor and byte offset where reading failed (exit 2).
     Inspect(InspectArgs),
+    /// Generate greedily from a prompt with the xval engine; prints the text and the prefill
+    /// and decode speeds (`--json`: tokens, text, profile, kernel, threads, speeds and the
+    /// last prompt position's logits).
+    Run(crate::run_cmd::RunArgs),
     /// Build and check the deterministic test models.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -194,6 +198,7 @@ impl PreTokenizer {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Inspect(args) => inspect_cmd(&args),
+        Command::Run(args) => crate::run_cmd::run(&args).map(|()| Exit::Success),
         Command::Fixtures(cmd) => fixtures_cmd(cmd),
     }
 }

@@ -2,9 +2,11 @@
 //! ([`inspect`]) and the deterministic fixtures ([`fixtures`]).
 
 pub mod cli;
+pub mod engine_args;
 pub mod error;
 pub mod exit;
 pub mod fixtures;
 pub mod inspect;
+pub mod run_cmd;
 
 pub use error::{Error, Result};
