@@ -598,3 +598,18 @@ fn i2_s_padding_after_the_scale_is_ignored() {
     let other = i2s_image(&codes, 0.5, &[0; 28]);
     assert_ne!(quant::dequantize(GgmlType::I2_S, &other, n).unwrap(), want);
 }
+
+/// `dequantize` is handed element counts that come from file headers: it must check them against
+/// the bytes before allocating the output (a count of 2^50 aborted the process before).
+#[test]
+fn dequantize_checks_the_count_before_allocating() {
+    for ty in GgmlType::CODEC {
+        for bytes in [0usize, 34, 66] {
+            let err = quant::dequantize(ty, &vec![0u8; bytes], 1 << 50).unwrap_err();
+            assert!(matches!(err, Error::Format { .. }), "{ty}: {err:?}");
+            assert!(err.to_string().contains(ty.name()), "{ty}: {err}");
+        }
+    }
+    let err = quant::dequantize(GgmlType::Q4_K, &[0u8; 144], 1 << 50).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err:?}");
+}
