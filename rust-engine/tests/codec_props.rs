@@ -613,3 +613,17 @@ fn dequantize_checks_the_count_before_allocating() {
     let err = quant::dequantize(GgmlType::Q4_K, &[0u8; 144], 1 << 50).unwrap_err();
     assert!(matches!(err, Error::Format { .. }), "{err:?}");
 }
+
+/// Values outside -1..=1 cannot be packed: I2_S would write code 3, which its own reader rejects.
+#[test]
+fn i2_s_pack_rejects_non_ternary_values() {
+    for bad in [2i8, -2, 127, i8::MIN] {
+        let mut t = vec![0i8; 128];
+        t[77] = bad;
+        for layout in [I2sLayout::Block128, I2sLayout::Block64] {
+            let err = i2_s::pack(&t, 1.0, layout).unwrap_err();
+            assert!(matches!(err, Error::Format { .. }), "{err:?}");
+            assert!(err.to_string().contains("index 77"), "{err}");
+        }
+    }
+}
