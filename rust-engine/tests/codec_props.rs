@@ -30,7 +30,8 @@ fn ggml_fp32_to_fp16(f: f32) -> u16 {
     if bias < 0x7100_0000 {
         bias = 0x7100_0000;
     }
-    base = f32::from_bits((bias >> 1) + 0x0780_0000) + base;
+    // ggml: base = fp32_from_bits((bias >> 1) + 0x07800000) + base (IEEE addition commutes).
+    base += f32::from_bits((bias >> 1) + 0x0780_0000);
     let bits = base.to_bits();
     let exp_bits = (bits >> 13) & 0x0000_7c00;
     let mantissa_bits = bits & 0x0000_0fff;
