@@ -105,9 +105,19 @@ pub fn dequantize(bytes: &[u8], out: &mut [f32], layout: I2sLayout) -> Result<()
     Ok(())
 }
 
-/// Pack ternary values and a scale into the I2_S tensor image (padding bytes zero).
+/// Pack ternary values and a scale into the I2_S tensor image (padding bytes zero). Values
+/// outside -1..=1 are refused: they would become code 3, which no reader accepts.
 pub fn pack(trits: &[i8], scale: f32, layout: I2sLayout) -> Result<Vec<u8>> {
     let n = trits.len();
+    if let Some(i) = trits.iter().position(|t| !(-1..=1).contains(t)) {
+        return Err(Error::format(
+            "i2_s",
+            format!(
+                "value {} at index {i} is not ternary (-1, 0 or +1)",
+                trits[i]
+            ),
+        ));
+    }
     let mut out = vec![0u8; n / 4 + I2S_TRAILER_BYTES as usize];
     check(out.len(), n, layout)?;
     let (block, bb) = (layout.block(), layout.block_bytes());

@@ -79,7 +79,7 @@ pub fn pack_block(trits: &[i8], d: half::f16, out: &mut Vec<u8>) {
         if n == 4 {
             *v *= 3;
         }
-        // ceiling division (243 == 3^5)
+        // ggml: `((uint16_t)q * 256 + (243 - 1)) / 243`, a ceiling division (243 == 3^5).
         out.push((*v * 256).div_ceil(243) as u8);
     }
     out.extend_from_slice(&d.to_le_bytes());
