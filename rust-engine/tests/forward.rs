@@ -279,3 +279,33 @@ fn bad_requests_are_errors() {
     let mut f16_cache = other.new_cache();
     assert!(e.forward(&mut f16_cache, &[1], &TapFilter::none()).is_err());
 }
+
+#[test]
+fn bitnet_25_is_the_same_architecture_as_bitnet_b1_58() {
+    let mut old = Spec::b158();
+    old.arch = "bitnet-25";
+    for profile in Profile::ALL {
+        let a = prefill(&engine(Spec::b158(), Numerics::new(profile), 2), &TOKENS);
+        let b = prefill(&engine(old, Numerics::new(profile), 2), &TOKENS);
+        assert!(a == b, "{profile}: bitnet-25 differs from bitnet-b1.58");
+    }
+    // And the activation really is ReLU^2: the SiLU override changes the numbers.
+    let w = weights(Spec::b158());
+    let bytes = common::gguf_bytes_with(
+        &w,
+        None,
+        &[(
+            "bitnet-b1.58.hidden_activation",
+            Value::String("silu".into()),
+        )],
+    );
+    let f = GgufFile::from_bytes(bytes, "silu.gguf").unwrap();
+    let model = Model::load(std::sync::Arc::new(f), Default::default()).unwrap();
+    let e = Engine::new(model, Numerics::new(Profile::F32), 2).unwrap();
+    let silu = prefill(&e, &TOKENS);
+    let relu2 = prefill(
+        &engine(Spec::b158(), Numerics::new(Profile::F32), 2),
+        &TOKENS,
+    );
+    assert!(silu != relu2);
+}
