@@ -1,4 +1,15 @@
-//! The `harness` binary's library: CLI, inspect, fixtures.
+//! The `harness` binary's library: the CLI ([`cli`]), exit codes ([`exit`]), `inspect`
+//! ([`inspect`]), the deterministic fixtures ([`fixtures`]) and the oracle commands
+//! ([`oracle_cmd`], the hidden worker [`oracle_worker`]).
 
+pub mod cli;
+pub mod engine_args;
+pub mod error;
+pub mod exit;
+pub mod fixtures;
+pub mod inspect;
 pub mod oracle_cmd;
 pub mod oracle_worker;
+pub mod run_cmd;
+
+pub use error::{Error, Result};

@@ -12,15 +12,7 @@ use serde_json::json;
 use xval_cpp_sys::{Evaluation, IsolatedOracle, KvType, Limits, Oracle, OracleSettings, TokenId};
 use xval_engine::taps::TapFilter;
 
-/// Exit code for bad input (unreadable model, malformed ids, ids outside the vocabulary).
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code for an oracle failure (crash, hang, llama.cpp error, oracle not built).
-pub const EXIT_ORACLE_FAILURE: u8 = 3;
-
-/// The caller's input is wrong (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+use crate::error::Error;
 
 /// Which oracle runs the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,35 +64,18 @@ pub struct OracleArgs {
     pub timeout: u64,
 }
 
-/// The exit code for an error of this command: 2 for bad input, 3 for an oracle failure.
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if cause.downcast_ref::<BadInput>().is_some() {
-            return EXIT_BAD_INPUT;
-        }
-        if let Some(o) = cause.downcast_ref::<xval_cpp_sys::Error>() {
-            return if o.is_bad_input() {
-                EXIT_BAD_INPUT
-            } else {
-                EXIT_ORACLE_FAILURE
-            };
-        }
-    }
-    EXIT_ORACLE_FAILURE
-}
-
 /// Parse `1,2,3` or `1 2 3`.
-pub fn parse_token_ids(s: &str) -> Result<Vec<TokenId>, BadInput> {
+pub fn parse_token_ids(s: &str) -> Result<Vec<TokenId>, Error> {
     let ids: Vec<TokenId> = s
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|p| !p.is_empty())
         .map(|p| {
             p.parse::<TokenId>()
-                .map_err(|_| BadInput(format!("--tokens: '{p}' is not a token id")))
+                .map_err(|_| Error::Invalid(format!("--tokens: '{p}' is not a token id")))
         })
         .collect::<Result<_, _>>()?;
     if ids.is_empty() {
-        return Err(BadInput("--tokens: no token ids given".into()));
+        return Err(Error::Invalid("--tokens: no token ids given".into()));
     }
     Ok(ids)
 }
@@ -112,15 +87,15 @@ pub fn spawn_builtin(
     limits: Limits,
 ) -> anyhow::Result<IsolatedOracle> {
     if !xval_cpp_sys::BUILTIN_AVAILABLE {
-        return Err(xval_cpp_sys::Error::Unavailable(
+        return Err(Error::Oracle(xval_cpp_sys::Error::Unavailable(
             "builtin (this harness was built without the llama-cpp feature)".into(),
-        )
+        ))
         .into());
     }
     let exe = std::env::current_exe().context("cannot locate the harness binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__oracle-worker");
-    Ok(IsolatedOracle::spawn(cmd, model, settings, limits)?)
+    Ok(IsolatedOracle::spawn(cmd, model, settings, limits).map_err(Error::Oracle)?)
 }
 
 /// Run the command, printing to stdout.
@@ -147,13 +122,15 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
     )?;
     let tokens = match (tokens, &args.prompt) {
         (Some(t), _) => t,
-        (None, Some(p)) => oracle.tokenize(p, true, false)?,
+        (None, Some(p)) => oracle.tokenize(p, true, false).map_err(Error::Oracle)?,
         (None, None) => unreachable!("clap requires --prompt or --tokens"),
     };
     if tokens.is_empty() {
-        return Err(BadInput("the prompt tokenizes to no tokens".into()).into());
+        return Err(Error::Invalid("the prompt tokenizes to no tokens".into()).into());
     }
-    let eval = oracle.evaluate(&tokens, &TapFilter::parse(&args.taps))?;
+    let eval = oracle
+        .evaluate(&tokens, &TapFilter::parse(&args.taps))
+        .map_err(Error::Oracle)?;
     let out = if args.json {
         serde_json::to_string_pretty(&to_json(&oracle, &eval))? + "\n"
     } else {
@@ -276,24 +253,12 @@ mod tests {
     fn token_ids_parse() {
         assert_eq!(parse_token_ids("1,2, 3").unwrap(), vec![1, 2, 3]);
         assert_eq!(parse_token_ids(" 7 8 ").unwrap(), vec![7, 8]);
-        assert!(parse_token_ids("1,x").unwrap_err().0.contains("'x'"));
+        assert!(parse_token_ids("1,x")
+            .unwrap_err()
+            .to_string()
+            .contains("'x'"));
         assert!(parse_token_ids(" , ").is_err());
         assert!(parse_token_ids("-1").is_err());
-    }
-
-    #[test]
-    fn exit_codes() {
-        let bad: anyhow::Error = BadInput("x".into()).into();
-        assert_eq!(exit_code(&bad), EXIT_BAD_INPUT);
-        let crash: anyhow::Error = xval_cpp_sys::Error::WorkerCrashed {
-            during: "evaluate".into(),
-            status: "killed by signal 6 (SIGABRT)".into(),
-            stderr_tail: String::new(),
-        }
-        .into();
-        assert_eq!(exit_code(&crash), EXIT_ORACLE_FAILURE);
-        let oob: anyhow::Error = xval_cpp_sys::Error::InvalidRequest("id".into()).into();
-        assert_eq!(exit_code(&oob.context("evaluating")), EXIT_BAD_INPUT);
     }
 
     #[test]

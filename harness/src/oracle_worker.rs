@@ -2,11 +2,11 @@
 //! serves the pipe protocol of `xval_cpp_sys::protocol` on stdin/stdout with the built-in
 //! oracle; llama.cpp's log goes to stderr, which the parent keeps for error reports.
 
-use std::io::{BufReader, BufWriter};
-use std::process::ExitCode;
-
 use clap::Args;
+use std::io::{BufReader, BufWriter};
 use xval_cpp_sys::worker::{serve, FaultPlan};
+
+use crate::exit::Exit;
 
 /// Test-only: make the worker fail on purpose (`abort:evaluate`, `hang:load`, `exit=N:OP`), so
 /// that tests can check that a crashing or hanging oracle becomes a structured error.
@@ -17,13 +17,13 @@ pub const FAULT_ENV: &str = "XVAL_ORACLE_WORKER_FAULT";
 pub struct WorkerArgs {}
 
 /// Serve until the parent says shutdown or closes the pipe.
-pub fn run(_args: &WorkerArgs) -> ExitCode {
+pub fn run(_args: &WorkerArgs) -> Exit {
     let fault = match std::env::var(FAULT_ENV) {
         Ok(spec) => match FaultPlan::parse(&spec) {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("error: {FAULT_ENV}: {e}");
-                return ExitCode::from(2);
+                return Exit::BadInput;
             }
         },
         Err(_) => None,
@@ -37,10 +37,10 @@ pub fn run(_args: &WorkerArgs) -> ExitCode {
         &mut xval_cpp_sys::open_builtin,
         fault.as_ref(),
     ) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success,
         Err(e) => {
             eprintln!("error: oracle worker: {e}");
-            ExitCode::from(3)
+            Exit::OracleFailure
         }
     }
 }

@@ -1,15 +1,22 @@
 //! xval's pure-Rust BitNet engine.
 //!
 //! - [`gguf`]: zero-copy GGUF reader and writer, the ggml type table.
-//! - [`quant`]: one module per tensor format (layout, dequantize, encode; later the scalar
-//!   kernels with their SIMD variants beside them).
+//! - [`quant`]: one module per tensor format: layout, reference dequantize/encode, activation
+//!   quantization and the scalar dot products (SIMD variants will sit beside them).
+//! - [`model`]: architectures as data, hyper-parameters, the forward pass and KV cache.
+//! - [`numerics`]: the named numerics profiles (`bitnet-cpp`, `ggml`, `f32`).
 //! - [`taps`]: named intermediate tensors, named as llama.cpp names its graph nodes.
+//! - [`tokenizer`]: the GPT-2-style byte-level BPE tokenizer of GGUF vocabularies (LLaMA-3),
+//!   with llama.cpp's encode/decode semantics.
 //! - [`transcode`]: lossless I2_S -> TQ2_0 (+ `.scale` tensors) for mainline llama.cpp.
 
 pub mod error;
 pub mod gguf;
+pub mod model;
+pub mod numerics;
 pub mod quant;
+pub mod taps;
+pub mod tokenizer;
+pub mod transcode;
 
 pub use error::{Error, Result};
-pub mod taps;
-pub mod transcode;

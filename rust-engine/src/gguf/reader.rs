@@ -166,7 +166,12 @@ impl GgufFile {
     }
 
     fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
-        // Ranges were checked against the file length in `parse`.
+        // Ranges were checked against the file length in `parse`. A zero-byte tensor is not
+        // sliced: its position may be past the end when the file stops before the data section
+        // (nothing after the header is needed then).
+        if info.n_bytes == 0 {
+            return TensorView { info, data: &[] };
+        }
         let start = (self.header.data_offset + info.offset) as usize;
         TensorView {
             info,
@@ -587,4 +592,24 @@ fn decide_dialect(arch: &str, ids: impl Iterator<Item = u32>) -> (TypeDialect, S
         TypeDialect::Mainline,
         format!("architecture '{arch}' is not a bitnet.cpp one: ids 37-39 read as mainline"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgmlType, GgufWriter};
+
+    /// A file whose only tensor is empty, cut inside the padding before the data section: the
+    /// header is whole, so it opens, and the tensor reads as empty instead of slicing past the end.
+    #[test]
+    fn zero_byte_tensor_view_when_data_section_is_past_the_end() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("empty", GgmlType::F32, &[0], vec![]).unwrap();
+        let mut bytes = w.to_bytes();
+        let data_offset = parse(&bytes, "t").unwrap().data_offset as usize;
+        assert_eq!(bytes.len(), data_offset);
+        bytes.truncate(data_offset - 1);
+        let f = GgufFile::from_bytes(bytes, "t").unwrap();
+        assert!(f.tensor("empty").unwrap().data.is_empty());
+    }
 }

@@ -384,6 +384,15 @@ pub fn element_count(shape: &[u64]) -> Result<u64, String> {
             .filter(|&n| n <= i64::MAX as u64)
             .ok_or_else(|| format!("dimensions {shape:?} overflow the element count"))?;
     }
+    // ggml's `ne` are int64 and gguf.cpp rejects negative ones (`gguf_init_from_file_impl`).
+    // A non-zero product already bounds every dimension; behind a zero dimension a huge one
+    // would slip through and break callers that divide by or iterate over a dimension.
+    if let Some((i, d)) = shape.iter().enumerate().find(|(_, &d)| d > i64::MAX as u64) {
+        return Err(format!(
+            "dimensions {shape:?}: ne[{i}] = {d} exceeds ggml's limit of {} (int64)",
+            i64::MAX
+        ));
+    }
     Ok(n)
 }
 
@@ -429,5 +438,7 @@ mod tests {
         );
         assert!(GgmlType::TQ2_0.tensor_bytes(&[100, 2]).is_err());
         assert!(GgmlType::F32.tensor_bytes(&[u64::MAX, 2]).is_err());
+        assert!(GgmlType::F32.tensor_bytes(&[0, 1 << 63]).is_err());
+        assert_eq!(GgmlType::F32.tensor_bytes(&[0, i64::MAX as u64]), Ok(0));
     }
 }

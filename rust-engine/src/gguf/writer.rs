@@ -13,7 +13,27 @@ struct PendingTensor {
     name: String,
     ty: GgmlType,
     shape: Vec<u64>,
-    data: Vec<u8>,
+    n_bytes: u64,
+    /// `None` for a tensor declared with [`GgufWriter::declare_tensor`]: its bytes come from the
+    /// fill callback of [`GgufWriter::write_file_with`].
+    data: Option<Vec<u8>>,
+}
+
+/// Counts what a fill callback writes, so a wrong-sized tensor is an error, not a corrupt file.
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Builds a GGUF v3 image: metadata in insertion order, tensors in insertion order, each tensor's
@@ -72,7 +92,28 @@ impl GgufWriter {
         shape: &[u64],
         data: Vec<u8>,
     ) -> Result<&mut Self> {
-        let name = name.into();
+        self.push_tensor(name.into(), ty, shape, Some(data))
+    }
+
+    /// Declare a tensor whose bytes are produced while the file is written, by the fill callback
+    /// of [`GgufWriter::write_file_with`]: lets a multi-GB model stream to disk instead of being
+    /// built in memory first.
+    pub fn declare_tensor(
+        &mut self,
+        name: impl Into<String>,
+        ty: GgmlType,
+        shape: &[u64],
+    ) -> Result<&mut Self> {
+        self.push_tensor(name.into(), ty, shape, None)
+    }
+
+    fn push_tensor(
+        &mut self,
+        name: String,
+        ty: GgmlType,
+        shape: &[u64],
+        data: Option<Vec<u8>>,
+    ) -> Result<&mut Self> {
         let invalid = |reason: String| Error::Invalid(format!("tensor '{name}': {reason}"));
         if name.len() > MAX_NAME_LEN {
             return Err(invalid(format!("name longer than {MAX_NAME_LEN} bytes")));
@@ -84,23 +125,42 @@ impl GgufWriter {
             return Err(invalid("duplicate tensor name".into()));
         }
         let want = ty.tensor_bytes(shape).map_err(invalid)?;
-        if want != data.len() as u64 {
-            return Err(invalid(format!(
-                "{ty} {shape:?} needs {want} bytes, got {}",
-                data.len()
-            )));
+        if let Some(data) = &data {
+            if want != data.len() as u64 {
+                return Err(invalid(format!(
+                    "{ty} {shape:?} needs {want} bytes, got {}",
+                    data.len()
+                )));
+            }
         }
         self.tensors.push(PendingTensor {
             name,
             ty,
             shape: shape.to_vec(),
+            n_bytes: want,
             data,
         });
         Ok(self)
     }
 
-    /// Serialize to any writer.
+    /// Serialize to any writer. Fails if a tensor was only declared.
     pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        self.write_impl(w, &mut |i, _| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "tensor '{}' was declared without data: use write_file_with",
+                    self.tensors[i].name
+                ),
+            ))
+        })
+    }
+
+    fn write_impl(
+        &self,
+        w: &mut dyn Write,
+        fill: &mut dyn FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         // The header (metadata and descriptors) is small next to the data: build it in memory.
         let mut head = Vec::new();
         head.extend_from_slice(b"GGUF");
@@ -123,17 +183,35 @@ impl GgufWriter {
             head.extend_from_slice(&t.ty.id().to_le_bytes());
             head.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
-            offset = align_up(offset + t.data.len() as u64, self.alignment).expect("size fits");
+            offset = align_up(offset + t.n_bytes, self.alignment).expect("size fits");
         }
         let data_start = align_up(head.len() as u64, self.alignment).expect("size fits");
         head.resize(data_start as usize, 0);
         w.write_all(&head)?;
         let zeros = vec![0u8; self.alignment as usize];
         let mut written = 0u64;
-        for (t, off) in self.tensors.iter().zip(offsets) {
+        for (i, (t, off)) in self.tensors.iter().zip(offsets).enumerate() {
             w.write_all(&zeros[..(off - written) as usize])?;
-            w.write_all(&t.data)?;
-            written = off + t.data.len() as u64;
+            match &t.data {
+                Some(data) => w.write_all(data)?,
+                None => {
+                    let mut counting = Counting {
+                        inner: &mut *w,
+                        written: 0,
+                    };
+                    fill(i, &mut counting)?;
+                    if counting.written != t.n_bytes {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "tensor '{}': the fill callback wrote {} bytes, {} {:?} needs {}",
+                                t.name, counting.written, t.ty, t.shape, t.n_bytes
+                            ),
+                        ));
+                    }
+                }
+            }
+            written = off + t.n_bytes;
         }
         // Pad the last tensor too, as gguf_write_to_file does.
         let end = align_up(written, self.alignment).expect("size fits");
@@ -149,19 +227,39 @@ impl GgufWriter {
 
     /// Write to `path` atomically: a temporary file beside it, then a rename.
     pub fn write_file(&self, path: &Path) -> Result<()> {
+        self.write_file_with(path, |i, _| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "tensor '{}' was declared without data",
+                    self.tensors[i].name
+                ),
+            ))
+        })
+    }
+
+    /// Write to `path` atomically; `fill(i, w)` must write exactly the bytes of the `i`-th tensor
+    /// (in insertion order) for every tensor added with [`GgufWriter::declare_tensor`]. Tensors
+    /// are filled in file order, one at a time. On any error the temporary file is removed.
+    pub fn write_file_with(
+        &self,
+        path: &Path,
+        mut fill: impl FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let tmp = path.with_extension(format!(
             "{}.tmp",
             path.extension().and_then(|e| e.to_str()).unwrap_or("gguf")
         ));
         let io = |e| Error::io(path, e);
-        {
-            let f = std::fs::File::create(&tmp).map_err(io)?;
+        let written = (|| {
+            let f = std::fs::File::create(&tmp)?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            self.write_to(&mut w).map_err(io)?;
-            w.into_inner()
-                .map_err(|e| Error::io(path, e.into_error()))?
-                .sync_all()
-                .map_err(io)?;
+            self.write_impl(&mut w, &mut fill)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
         }
         std::fs::rename(&tmp, path).map_err(io)
     }
@@ -211,5 +309,66 @@ fn encode_value(out: &mut Vec<u8>, v: &Value) {
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufFile;
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn streamed_tensors_match_in_memory_ones() {
+        let a = f32_bytes(&[1.0, 2.0, 3.0]);
+        let b = f32_bytes(&[4.0; 40]);
+        let mut eager = GgufWriter::new();
+        eager.set("k", Value::U32(7)).unwrap();
+        eager
+            .add_tensor("a", GgmlType::F32, &[3], a.clone())
+            .unwrap();
+        eager
+            .add_tensor("b", GgmlType::F32, &[8, 5], b.clone())
+            .unwrap();
+
+        let mut lazy = GgufWriter::new();
+        lazy.set("k", Value::U32(7)).unwrap();
+        lazy.add_tensor("a", GgmlType::F32, &[3], a).unwrap();
+        lazy.declare_tensor("b", GgmlType::F32, &[8, 5]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        lazy.write_file_with(&path, |i, w| {
+            assert_eq!(i, 1, "only the declared tensor is filled");
+            // Two writes: the callback may produce a tensor in pieces.
+            w.write_all(&b[..60])?;
+            w.write_all(&b[60..])
+        })
+        .unwrap();
+        let streamed = std::fs::read(&path).unwrap();
+        assert_eq!(streamed, eager.to_bytes());
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.tensor("b").unwrap().data, &b[..]);
+    }
+
+    #[test]
+    fn wrong_fill_size_is_an_error_and_leaves_no_file() {
+        let mut w = GgufWriter::new();
+        w.declare_tensor("t", GgmlType::F32, &[4]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let err = w
+            .write_file_with(&path, |_, w| w.write_all(&[0u8; 12]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tensor 't'") && err.contains("12 bytes"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let err = w.write_file(&path).unwrap_err().to_string();
+        assert!(err.contains("declared without data"), "{err}");
     }
 }

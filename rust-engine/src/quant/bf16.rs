@@ -36,3 +36,20 @@ pub fn quantize(values: &[f32]) -> Vec<u8> {
         .flat_map(|&v| from_f32(v).to_le_bytes())
         .collect()
 }
+
+/// `ggml_vec_dot_bf16` (generic): activations rounded to bf16, f32 products summed in f64.
+pub fn vec_dot_bf16(row: &[u8], x: &[u16]) -> f32 {
+    debug_assert_eq!(row.len(), x.len() * 2, "bf16 row/activation mismatch");
+    let mut sum = 0f64;
+    for (w, &a) in row.chunks_exact(2).zip(x) {
+        let w = f32::from_bits((u16::from_le_bytes([w[0], w[1]]) as u32) << 16);
+        sum += (w * f32::from_bits((a as u32) << 16)) as f64;
+    }
+    sum as f32
+}
+
+/// Round activations to bf16 (BF16's `vec_dot_type`).
+pub fn to_bf16_row(x: &[f32], out: &mut Vec<u16>) {
+    out.clear();
+    out.extend(x.iter().map(|&v| from_f32(v)));
+}

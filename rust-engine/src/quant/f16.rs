@@ -27,3 +27,19 @@ pub fn quantize(values: &[f32]) -> Vec<u8> {
         .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
         .collect()
 }
+
+/// `ggml_vec_dot_f16` (generic): f32 products of f16 values summed in f64 (`ggml_float`).
+pub fn vec_dot_f16(row: &[u8], x: &[half::f16]) -> f32 {
+    debug_assert_eq!(row.len(), x.len() * 2, "f16 row/activation mismatch");
+    let mut sum = 0f64;
+    for (w, &a) in row.chunks_exact(2).zip(x) {
+        sum += (half::f16::from_le_bytes([w[0], w[1]]).to_f32() * a.to_f32()) as f64;
+    }
+    sum as f32
+}
+
+/// Round activations to f16 (F16's `vec_dot_type`).
+pub fn to_f16_row(x: &[f32], out: &mut Vec<half::f16>) {
+    out.clear();
+    out.extend(x.iter().map(|&v| half::f16::from_f32(v)));
+}

@@ -105,9 +105,19 @@ pub fn dequantize(bytes: &[u8], out: &mut [f32], layout: I2sLayout) -> Result<()
     Ok(())
 }
 
-/// Pack ternary values and a scale into the I2_S tensor image (padding bytes zero).
+/// Pack ternary values and a scale into the I2_S tensor image (padding bytes zero). Values
+/// outside -1..=1 are refused: they would become code 3, which no reader accepts.
 pub fn pack(trits: &[i8], scale: f32, layout: I2sLayout) -> Result<Vec<u8>> {
     let n = trits.len();
+    if let Some(i) = trits.iter().position(|t| !(-1..=1).contains(t)) {
+        return Err(Error::format(
+            "i2_s",
+            format!(
+                "value {} at index {i} is not ternary (-1, 0 or +1)",
+                trits[i]
+            ),
+        ));
+    }
     let mut out = vec![0u8; n / 4 + I2S_TRAILER_BYTES as usize];
     check(out.len(), n, layout)?;
     let (block, bb) = (layout.block(), layout.block_bytes());
@@ -136,4 +146,70 @@ pub fn quantize(values: &[f32], layout: I2sLayout) -> Result<Vec<u8>> {
         })
         .collect();
     pack(&trits, max, layout)
+}
+
+/// Integer dot of one row's codes (`k/4` bytes, starting on a block boundary) with `k` int8
+/// activations: `sum (code - 1) * q`, which equals bitnet.cpp's `sum code*q - sum q`
+/// (`ggml_vec_dot_i2_i8_s`). Code 3 cannot occur in rows that passed [`check_codes`].
+pub fn vec_dot_i8(codes: &[u8], q: &[i8], layout: I2sLayout) -> i32 {
+    let bb = layout.block_bytes();
+    debug_assert_eq!(codes.len() * 4, q.len(), "i2_s row/activation mismatch");
+    let mut sum = 0i32;
+    for (blk, qb) in codes.chunks_exact(bb).zip(q.chunks_exact(layout.block())) {
+        for g in 0..4 {
+            let shift = 6 - 2 * g;
+            for (b, &byte) in blk.iter().enumerate() {
+                let t = ((byte >> shift) & 3) as i32 - 1;
+                sum += t * qb[g * bb + b] as i32;
+            }
+        }
+    }
+    sum
+}
+
+/// The ggml profile's view of an I2_S row: the lossless TQ2_0 transcode (codes with d = 1.0)
+/// dotted with Q8_K activations as `ggml_vec_dot_tq2_0_q8_K_generic` does; the per-tensor
+/// scale is applied afterwards as a separate multiply, like the transcoded `.scale` tensor.
+pub fn vec_dot_q8_k(codes: &[u8], y: &[super::q8_k::BlockQ8K], layout: I2sLayout) -> f32 {
+    let bb = layout.block_bytes();
+    debug_assert_eq!(
+        codes.len() * 4,
+        y.len() * 256,
+        "i2_s row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (yb, blocks) in y.iter().zip(codes.chunks_exact(64)) {
+        let mut sumi = 0i32;
+        for (blk, qb) in blocks
+            .chunks_exact(bb)
+            .zip(yb.qs.chunks_exact(layout.block()))
+        {
+            for g in 0..4 {
+                let shift = 6 - 2 * g;
+                for (b, &byte) in blk.iter().enumerate() {
+                    sumi += (((byte >> shift) & 3) as i32 - 1) * qb[g * bb + b] as i32;
+                }
+            }
+        }
+        // d_x of the transcoded block is f16 1.0.
+        sumf += sumi as f32 * (yb.d * 1.0);
+    }
+    sumf
+}
+
+/// Reject code 3 anywhere in a tensor's codes (done once at load, so the kernels need not).
+pub fn check_codes(codes: &[u8]) -> Result<()> {
+    for (i, &b) in codes.iter().enumerate() {
+        // A code of 3 has both bits set: detect any such pair in the byte at once.
+        let both = b & (b >> 1) & 0b0101_0101;
+        if both != 0 {
+            return Err(Error::Corrupt {
+                what: "i2_s".into(),
+                reason: format!(
+                    "byte {i} of the codes holds code 3, which bitnet.cpp never writes"
+                ),
+            });
+        }
+    }
+    Ok(())
 }

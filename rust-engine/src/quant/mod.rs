@@ -2,11 +2,14 @@
 //! (mirroring ggml's `*_ref` functions bit for bit), and later its scalar kernels with the SIMD
 //! variants beside them.
 
+pub mod act_i8;
 pub mod bf16;
 pub mod f16;
 pub mod f32;
 pub mod i2_s;
+pub mod matmul;
 pub mod q8_0;
+pub mod q8_k;
 pub mod tq1_0;
 pub mod tq2_0;
 
@@ -16,6 +19,16 @@ use crate::gguf::GgmlType;
 /// Decode `n` elements of type `ty` to f32 (I2_S in the official 128-weight layout; use
 /// [`i2_s::dequantize`] for the other reading).
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    // `n` often comes from a file header: check it against the bytes before allocating n floats.
+    let want = ty
+        .tensor_bytes(&[n as u64])
+        .map_err(|reason| Error::format(ty.name(), reason))?;
+    if want != bytes.len() as u64 {
+        return Err(Error::format(
+            ty.name(),
+            format!("{n} elements need {want} bytes, got {}", bytes.len()),
+        ));
+    }
     let mut out = vec![0f32; n];
     dequantize_into(ty, bytes, &mut out)?;
     Ok(out)

@@ -34,3 +34,24 @@ pub fn quantize(values: &[f32]) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// `ggml_vec_dot_q8_0_q8_0` (generic): per 32-block integer dot times `d_x * d_y`, in f32.
+/// `y` is the activation row encoded with [`quantize`].
+pub fn vec_dot_q8_0(row: &[u8], y: &[u8]) -> f32 {
+    debug_assert_eq!(row.len(), y.len(), "q8_0 row/activation mismatch");
+    let mut sumf = 0f32;
+    for (xb, yb) in row
+        .chunks_exact(BLOCK_BYTES)
+        .zip(y.chunks_exact(BLOCK_BYTES))
+    {
+        let sumi: i32 = xb[2..]
+            .iter()
+            .zip(&yb[2..])
+            .map(|(&a, &b)| a as i8 as i32 * b as i8 as i32)
+            .sum();
+        let dx = half::f16::from_le_bytes([xb[0], xb[1]]).to_f32();
+        let dy = half::f16::from_le_bytes([yb[0], yb[1]]).to_f32();
+        sumf += sumi as f32 * (dx * dy);
+    }
+    sumf
+}

@@ -79,8 +79,8 @@ pub fn pack_block(trits: &[i8], d: half::f16, out: &mut Vec<u8>) {
         if n == 4 {
             *v *= 3;
         }
-        // ceiling division (243 == 3^5)
-        out.push(((*v * 256 + 242) / 243) as u8);
+        // ggml: `((uint16_t)q * 256 + (243 - 1)) / 243`, a ceiling division (243 == 3^5).
+        out.push((*v * 256).div_ceil(243) as u8);
     }
     out.extend_from_slice(&d.to_le_bytes());
 }
@@ -98,4 +98,57 @@ pub fn quantize(values: &[f32]) -> Result<Vec<u8>> {
         pack_block(&trits, half::f16::from_f32(d), &mut out);
     }
     Ok(out)
+}
+
+/// Integer dot of one block's ternary values with 256 int8 activations, in the element order
+/// of `ggml_vec_dot_tq1_0_q8_K_generic`.
+#[inline]
+pub fn block_dot_i8(block: &[u8], q: &[i8]) -> i32 {
+    debug_assert!(block.len() >= QS_BYTES + QH_BYTES && q.len() == BLOCK);
+    let mut sum = 0i32;
+    let t = |byte: u8, l: usize| extract(byte, l) as i32 - 1;
+    for l in 0..5 {
+        for m in 0..32 {
+            sum += t(block[m], l) * q[l * 32 + m] as i32;
+        }
+    }
+    for l in 0..5 {
+        for m in 0..16 {
+            sum += t(block[32 + m], l) * q[160 + l * 16 + m] as i32;
+        }
+    }
+    for l in 0..4 {
+        for j in 0..QH_BYTES {
+            sum += t(block[QS_BYTES + j], l) * q[240 + l * QH_BYTES + j] as i32;
+        }
+    }
+    sum
+}
+
+/// `ggml_vec_dot_tq1_0_q8_K_generic`: per block `sum * (d_x * d_y)`, summed in f32.
+pub fn vec_dot_q8_k(row: &[u8], y: &[super::q8_k::BlockQ8K]) -> f32 {
+    debug_assert_eq!(
+        row.len(),
+        y.len() * BLOCK_BYTES,
+        "tq1_0 row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (blk, yb) in row.chunks_exact(BLOCK_BYTES).zip(y) {
+        sumf += block_dot_i8(blk, &yb.qs) as f32 * (scale(blk) * yb.d);
+    }
+    sumf
+}
+
+/// TQ1_0 weights with bitnet.cpp-style int8 row activations (see `tq2_0::vec_dot_i8`).
+pub fn vec_dot_i8(row: &[u8], q: &[i8], act_scale: f32) -> f32 {
+    debug_assert_eq!(
+        row.len() / BLOCK_BYTES * BLOCK,
+        q.len(),
+        "tq1_0 row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (blk, qb) in row.chunks_exact(BLOCK_BYTES).zip(q.chunks_exact(BLOCK)) {
+        sumf += block_dot_i8(blk, qb) as f32 * scale(blk);
+    }
+    sumf / act_scale
 }

@@ -70,3 +70,51 @@ pub fn quantize(values: &[f32]) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// Integer dot of one 256-weight block's ternary values with 256 int8 activations
+/// (the inner loop of `ggml_vec_dot_tq2_0_q8_K_generic`).
+#[inline]
+pub fn block_dot_i8(block: &[u8], q: &[i8]) -> i32 {
+    debug_assert!(block.len() >= QS_BYTES && q.len() == BLOCK);
+    let mut sumi = 0i32;
+    for j in (0..QS_BYTES).step_by(32) {
+        for l in 0..4 {
+            for k in 0..32 {
+                let t = ((block[j + k] >> (l * 2)) & 3) as i32 - 1;
+                sumi += q[j * 4 + l * 32 + k] as i32 * t;
+            }
+        }
+    }
+    sumi
+}
+
+/// `ggml_vec_dot_tq2_0_q8_K_generic`: per block `sumi * (d_y * d_x)`, summed in f32.
+pub fn vec_dot_q8_k(row: &[u8], y: &[super::q8_k::BlockQ8K]) -> f32 {
+    debug_assert_eq!(
+        row.len(),
+        y.len() * BLOCK_BYTES,
+        "tq2_0 row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (blk, yb) in row.chunks_exact(BLOCK_BYTES).zip(y) {
+        let d = yb.d * scale(blk);
+        sumf += block_dot_i8(blk, &yb.qs) as f32 * d;
+    }
+    sumf
+}
+
+/// TQ2_0 weights with bitnet.cpp-style activations (one int8 row, one scale): per block
+/// `sumi * d_x` summed in f32, then divided by the activation scale. bitnet.cpp has no TQ
+/// kernels; this is xval's natural extension of its epilogue to per-block scales.
+pub fn vec_dot_i8(row: &[u8], q: &[i8], act_scale: f32) -> f32 {
+    debug_assert_eq!(
+        row.len() / BLOCK_BYTES * BLOCK,
+        q.len(),
+        "tq2_0 row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (blk, qb) in row.chunks_exact(BLOCK_BYTES).zip(q.chunks_exact(BLOCK)) {
+        sumf += block_dot_i8(blk, qb) as f32 * scale(blk);
+    }
+    sumf / act_scale
+}

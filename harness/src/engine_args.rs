@@ -1,0 +1,94 @@
+//! Engine options shared by every command that runs the engine (`run`, later `compare`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use xval_engine::gguf::GgufFile;
+use xval_engine::model::{Engine, Model};
+use xval_engine::numerics::{KvType, Numerics, Profile};
+use xval_engine::quant::i2_s::I2sLayout;
+
+/// Numerics profile names (`--profile`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// int8 per-token activations for ternary matmuls, bitnet.cpp's epilogue, F16 KV cache.
+    BitnetCpp,
+    /// Q8_K per-256 activations for ternary matmuls, as mainline ggml; F32 KV cache.
+    Ggml,
+    /// Dequantized weights, f32 activations, f64 sums: the mathematical reference.
+    F32,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::BitnetCpp => Profile::BitnetCpp,
+            ProfileArg::Ggml => Profile::Ggml,
+            ProfileArg::F32 => Profile::F32,
+        }
+    }
+}
+
+/// KV cache element types (`--kv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvArg {
+    F32,
+    F16,
+}
+
+/// How the engine runs a model.
+#[derive(Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// Numerics profile [default: bitnet-cpp for I2_S models, ggml otherwise].
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
+    /// KV cache type [default: f16 for bitnet-cpp, f32 otherwise].
+    #[arg(long, value_enum)]
+    pub kv: Option<KvArg>,
+    /// Worker threads (0 = one per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// I2_S block layout: 128 (the official file, bitnet.cpp x86) or 64 (files written by
+    /// bitnet.cpp ARM builds after Nov 2025).
+    #[arg(long = "i2s-block", default_value_t = 128, value_parser = parse_i2s_block)]
+    pub i2s_block: u32,
+}
+
+fn parse_i2s_block(s: &str) -> Result<u32, String> {
+    match s {
+        "128" => Ok(128),
+        "64" => Ok(64),
+        _ => Err(format!("expected 128 or 64, got {s}")),
+    }
+}
+
+impl EngineArgs {
+    pub fn i2s_layout(&self) -> I2sLayout {
+        if self.i2s_block == 64 {
+            I2sLayout::Block64
+        } else {
+            I2sLayout::Block128
+        }
+    }
+
+    /// Open the model and build an engine with these options.
+    pub fn engine(&self, path: &Path) -> Result<Engine> {
+        let file = Arc::new(GgufFile::open(path)?);
+        let model = Model::load(file, self.i2s_layout())
+            .with_context(|| format!("loading model {}", path.display()))?;
+        let profile = self
+            .profile
+            .map(Profile::from)
+            .unwrap_or_else(|| Profile::default_for(model.projection_type()));
+        let mut numerics = Numerics::new(profile);
+        if let Some(kv) = self.kv {
+            numerics = numerics.with_kv(match kv {
+                KvArg::F32 => KvType::F32,
+                KvArg::F16 => KvType::F16,
+            });
+        }
+        Ok(Engine::new(model, numerics, self.threads)?)
+    }
+}

@@ -1,0 +1,321 @@
+//! The forward pass (llama.cpp `llama_model_bitnet::graph`, with the FFN activation chosen by
+//! the architecture), capturing taps under llama.cpp's node names.
+
+use rayon::prelude::*;
+
+use super::kv_cache::KvCache;
+use super::ops;
+use super::{Activation, Linear, Model};
+use crate::error::{Error, Result};
+use crate::numerics::{KvType, Numerics, Profile};
+use crate::quant::matmul::matmul;
+use crate::taps::{tap_name, Tap, TapFilter};
+
+/// Runs a model under one numerics setting on a fixed number of threads.
+pub struct Engine {
+    model: Model,
+    numerics: Numerics,
+    threads: usize,
+    pool: rayon::ThreadPool,
+}
+
+/// The result of evaluating a batch of tokens.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// Logits of every evaluated position: `n_tokens * n_vocab`, position-major.
+    pub logits: Vec<f32>,
+    pub n_vocab: usize,
+    pub n_tokens: usize,
+    /// Captured taps in graph order.
+    pub taps: Vec<Tap>,
+}
+
+impl Forward {
+    /// Logits of the `t`-th evaluated position.
+    pub fn logits_at(&self, t: usize) -> &[f32] {
+        &self.logits[t * self.n_vocab..(t + 1) * self.n_vocab]
+    }
+
+    /// Logits of the last evaluated position.
+    pub fn last_logits(&self) -> &[f32] {
+        self.logits_at(self.n_tokens - 1)
+    }
+}
+
+/// Collects the taps the filter selects; does nothing (not even name formatting) when the
+/// filter is empty.
+struct Sink<'a> {
+    filter: &'a TapFilter,
+    taps: Vec<Tap>,
+}
+
+impl Sink<'_> {
+    fn put(&mut self, tag: &str, layer: Option<usize>, dims: &[usize], n: usize, data: &[f32]) {
+        if self.filter.is_empty() {
+            return;
+        }
+        let name = tap_name(tag, layer);
+        if self.filter.wants(&name) {
+            let mut shape = dims.to_vec();
+            shape.push(n);
+            self.taps.push(Tap::new(name, shape, data.to_vec()));
+        }
+    }
+}
+
+impl Engine {
+    /// `threads` = 0 means one per available core.
+    pub fn new(model: Model, numerics: Numerics, threads: usize) -> Result<Engine> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Engine {
+            threads: pool.current_num_threads(),
+            model,
+            numerics,
+            pool,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn numerics(&self) -> Numerics {
+        self.numerics
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// An empty KV cache in this engine's KV type.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.model.hparams, self.numerics.kv)
+    }
+
+    /// Evaluate `tokens` at the positions following what `cache` holds, appending their keys
+    /// and values to it. Returns the logits of every new position and the selected taps.
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        taps: &TapFilter,
+    ) -> Result<Forward> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("no tokens to evaluate".into()));
+        }
+        if cache.kv_type() != self.numerics.kv {
+            return Err(Error::Invalid(format!(
+                "KV cache is {} but the engine uses {}",
+                cache.kv_type().name(),
+                self.numerics.kv.name()
+            )));
+        }
+        let n_vocab = self.model.hparams.n_vocab;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        cache.reserve(tokens.len())?;
+        self.pool.install(|| self.run(cache, tokens, taps))
+    }
+
+    fn linear(&self, lin: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut y = matmul(
+            &self.model.view_unchecked(&lin.w),
+            x,
+            n,
+            self.numerics.profile,
+        )?;
+        if let Some(s) = lin.scale {
+            // ggml_mul by the one-element `.scale` tensor: a separate f32 multiply.
+            y.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(y)
+    }
+
+    fn norm_rows(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        for row in y.chunks_exact_mut(w.len()) {
+            ops::rms_norm(row, self.model.hparams.rms_eps);
+            ops::mul_weight(row, w);
+        }
+        y
+    }
+
+    fn run(&self, cache: &mut KvCache, tokens: &[u32], filter: &TapFilter) -> Result<Forward> {
+        let hp = &self.model.hparams;
+        let (n, d, hd) = (tokens.len(), hp.n_embd, hp.head_dim);
+        let start = cache.len();
+        let mut sink = Sink {
+            filter,
+            taps: Vec::new(),
+        };
+
+        // get_rows on token_embd.
+        let embd = self.model.view_unchecked(&self.model.tok_embd);
+        let mut x = vec![0f32; n * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            embd.dequantize_row(t as usize, row)?;
+        }
+
+        let mut rope = Vec::new();
+        for (il, layer) in self.model.layers.iter().enumerate() {
+            let l = Some(il);
+            let cur = self.norm_rows(&x, &layer.attn_norm);
+            sink.put("attn_norm", l, &[d], n, &cur);
+
+            let mut q = self.linear(&layer.wq, &cur, n)?;
+            let mut k = self.linear(&layer.wk, &cur, n)?;
+            let v = self.linear(&layer.wv, &cur, n)?;
+            for t in 0..n {
+                ops::rope_cache(start + t, hp.n_rot, hp.rope_freq_base, &mut rope);
+                for head in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
+                    ops::rope_neox(head, &rope);
+                }
+                let w = hp.n_embd_kv();
+                for head in k[t * w..(t + 1) * w].chunks_exact_mut(hd) {
+                    ops::rope_neox(head, &rope);
+                }
+            }
+            sink.put("Qcur", l, &[hd, hp.n_head], n, &q);
+            sink.put("Kcur", l, &[hd, hp.n_head_kv], n, &k);
+            sink.put("Vcur", l, &[hd, hp.n_head_kv], n, &v);
+            cache.append(il, &k, &v);
+
+            let attn = self.attention(cache, il, &q, n, start);
+            sink.put("kqv_out", l, &[d], n, &attn);
+            let cur = self.norm_rows(&attn, &layer.attn_sub_norm);
+            sink.put("attn_sub_norm", l, &[d], n, &cur);
+            let o = self.linear(&layer.wo, &cur, n)?;
+            sink.put("attn_out", l, &[d], n, &o);
+
+            let ffn_inp: Vec<f32> = o.iter().zip(&x).map(|(a, b)| a + b).collect();
+            sink.put("ffn_inp", l, &[d], n, &ffn_inp);
+            let cur = self.norm_rows(&ffn_inp, &layer.ffn_norm);
+            sink.put("ffn_norm", l, &[d], n, &cur);
+
+            let profile = self.numerics.profile;
+            let mut up = matmul(
+                &self.model.view_unchecked(&layer.ffn_up.w),
+                &cur,
+                n,
+                profile,
+            )?;
+            sink.put("ffn_up", l, &[hp.n_ff], n, &up);
+            if let Some(s) = layer.ffn_up.scale {
+                up.iter_mut().for_each(|v| *v *= s);
+                sink.put("ffn_up_s", l, &[hp.n_ff], n, &up);
+            }
+            let mut gate = matmul(
+                &self.model.view_unchecked(&layer.ffn_gate.w),
+                &cur,
+                n,
+                profile,
+            )?;
+            sink.put("ffn_gate", l, &[hp.n_ff], n, &gate);
+            if let Some(s) = layer.ffn_gate.scale {
+                gate.iter_mut().for_each(|v| *v *= s);
+                sink.put("ffn_gate_s", l, &[hp.n_ff], n, &gate);
+            }
+            let act: Vec<f32> = gate
+                .iter()
+                .zip(&up)
+                .map(|(&g, &u)| match hp.activation {
+                    Activation::Silu => ops::silu(g) * u,
+                    Activation::ReluSqr => ops::relu_sqr(g) * u,
+                })
+                .collect();
+            sink.put("ffn_sub_out", l, &[hp.n_ff], n, &act);
+            let cur = self.norm_rows(&act, &layer.ffn_sub_norm);
+            sink.put("ffn_sub_norm", l, &[hp.n_ff], n, &cur);
+            let down = self.linear(&layer.ffn_down, &cur, n)?;
+            sink.put("ffn_down", l, &[d], n, &down);
+            x = down.iter().zip(&ffn_inp).map(|(a, b)| a + b).collect();
+            sink.put("l_out", l, &[d], n, &x);
+        }
+        cache.advance(n);
+
+        let cur = self.norm_rows(&x, &self.model.output_norm);
+        sink.put("result_norm", None, &[d], n, &cur);
+        let logits = matmul(
+            &self.model.view_unchecked(&self.model.output),
+            &cur,
+            n,
+            self.numerics.profile,
+        )?;
+        sink.put("result_output", None, &[hp.n_vocab], n, &logits);
+        Ok(Forward {
+            logits,
+            n_vocab: hp.n_vocab,
+            n_tokens: n,
+            taps: sink.taps,
+        })
+    }
+
+    /// Causal GQA attention of the `n` new queries over the cache (which already holds their
+    /// own keys and values). Mirrors llama.cpp's non-flash path: `kq = mul_mat(k, q)` (the query
+    /// rounded to f16 when the cache is F16, F16's `vec_dot_type`), `soft_max_ext` with scale
+    /// `1/sqrt(head_dim)`, `kqv = mul_mat(v, kq)` (probabilities rounded to f16 for an F16
+    /// cache); dot products sum f32 products in f64 as ggml's generic `vec_dot` does.
+    fn attention(&self, cache: &KvCache, il: usize, q: &[f32], n: usize, start: usize) -> Vec<f32> {
+        let hp = &self.model.hparams;
+        let (hd, n_head) = (hp.head_dim, hp.n_head);
+        let group = hp.n_head / hp.n_head_kv;
+        let scale = 1.0f32 / (hd as f32).sqrt();
+        let exact = self.numerics.profile == Profile::F32;
+        let f16 = self.numerics.kv == KvType::F16 && !exact;
+        let round = |x: f32| {
+            if f16 {
+                half::f16::from_f32(x).to_f32()
+            } else {
+                x
+            }
+        };
+        let mut out = vec![0f32; n * hp.n_embd];
+        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+            let (t, h) = (i / n_head, i % n_head);
+            let pos = start + t;
+            let kvh = h / group;
+            let qh: Vec<f32> = q[t * hp.n_embd + h * hd..][..hd]
+                .iter()
+                .map(|&x| round(x))
+                .collect();
+            let mut kv = vec![0f32; hd];
+            let mut scores = Vec::with_capacity(pos + 1);
+            for j in 0..=pos {
+                cache.read(il, false, j, kvh * hd, &mut kv);
+                let s: f64 = if exact {
+                    qh.iter().zip(&kv).map(|(&a, &b)| a as f64 * b as f64).sum()
+                } else {
+                    qh.iter().zip(&kv).map(|(&a, &b)| (a * b) as f64).sum()
+                };
+                scores.push(s as f32);
+            }
+            if exact {
+                ops::softmax_scaled_f64(&mut scores, scale);
+            } else {
+                ops::softmax_scaled(&mut scores, scale);
+            }
+            let mut acc = vec![0f64; hd];
+            for (j, &p) in scores.iter().enumerate() {
+                cache.read(il, true, j, kvh * hd, &mut kv);
+                let p = round(p);
+                for (a, &v) in acc.iter_mut().zip(&kv) {
+                    *a += if exact {
+                        p as f64 * v as f64
+                    } else {
+                        (p * v) as f64
+                    };
+                }
+            }
+            for (o, a) in o.iter_mut().zip(acc) {
+                *o = a as f32;
+            }
+        });
+        out
+    }
+}

@@ -1,0 +1,79 @@
+//! Q8_K: ggml's activation format for the K-quants and the TQ types (`vec_dot_type` of TQ1_0
+//! and TQ2_0). Per 256-element block: f32 `d`, 256 int8 `qs`, 16 block sums. Mirrors
+//! `quantize_row_q8_K_ref` in ggml-quants.c, which the x86 CPU backend also uses
+//! (`quantize_row_q8_K` in ggml-cpu/arch/x86/quants.c calls the reference).
+
+use crate::error::{Error, Result};
+
+pub const BLOCK: usize = 256;
+
+/// One quantized activation block (`block_q8_K`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; BLOCK],
+    pub bsums: [i16; BLOCK / 16],
+}
+
+impl Default for BlockQ8K {
+    fn default() -> Self {
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; BLOCK],
+            bsums: [0; BLOCK / 16],
+        }
+    }
+}
+
+/// ggml's `nearest_int`: round half to even via the 1.5 * 2^23 trick, exact for |x| < 2^22.
+#[inline]
+pub fn nearest_int(x: f32) -> i32 {
+    debug_assert!(x.abs() <= 4_194_303.0, "nearest_int out of range: {x}");
+    let val = x + 12_582_912.0;
+    (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// Quantize one activation row (length a multiple of 256).
+pub fn quantize_row(x: &[f32], out: &mut Vec<BlockQ8K>) -> Result<()> {
+    if x.len() % BLOCK != 0 {
+        return Err(Error::format(
+            "q8_k",
+            format!(
+                "activation row of {} values is not a multiple of 256 (ggml's Q8_K needs it)",
+                x.len()
+            ),
+        ));
+    }
+    out.clear();
+    for xb in x.chunks_exact(BLOCK) {
+        let mut blk = BlockQ8K::default();
+        // `max` is the signed value of largest magnitude (first one on ties).
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax != 0.0 {
+            let iscale = -127.0f32 / max;
+            for (q, &v) in blk.qs.iter_mut().zip(xb) {
+                *q = nearest_int(iscale * v).min(127) as i8;
+            }
+            for (s, chunk) in blk.bsums.iter_mut().zip(blk.qs.chunks_exact(16)) {
+                *s = chunk.iter().map(|&q| q as i16).sum();
+            }
+            blk.d = 1.0 / iscale;
+        }
+        out.push(blk);
+    }
+    Ok(())
+}
+
+/// Dequantize (for tests and error analysis).
+pub fn dequantize(blocks: &[BlockQ8K]) -> Vec<f32> {
+    blocks
+        .iter()
+        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+        .collect()
+}
