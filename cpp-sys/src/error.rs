@@ -10,8 +10,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// No oracle of the requested kind is built into this binary.
-    #[error("oracle '{0}' is not available in this build")]
-    Unavailable(String),
+    #[error("oracle '{oracle}' is not available: {reason}")]
+    Unavailable { oracle: String, reason: String },
 
     /// A setting this oracle cannot honour (it says why instead of pretending).
     #[error("unsupported oracle setting: {0}")]
@@ -82,7 +82,7 @@ impl Error {
     /// A short machine-readable kind, for receipts and the worker protocol.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable { .. } => "unavailable",
             Error::Unsupported(_) => "unsupported",
             Error::InvalidRequest(_) => "invalid_request",
             Error::BadModel { .. } => "bad_model",
@@ -102,7 +102,8 @@ impl Error {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WireError {
     Unavailable {
-        what: String,
+        oracle: String,
+        reason: String,
     },
     Unsupported {
         message: String,
@@ -133,7 +134,7 @@ pub enum WireError {
 impl From<&Error> for WireError {
     fn from(e: &Error) -> WireError {
         match e.clone() {
-            Error::Unavailable(what) => WireError::Unavailable { what },
+            Error::Unavailable { oracle, reason } => WireError::Unavailable { oracle, reason },
             Error::Unsupported(message) => WireError::Unsupported { message },
             Error::InvalidRequest(message) => WireError::InvalidRequest { message },
             Error::BadModel { path, reason } => WireError::BadModel { path, reason },
@@ -152,7 +153,7 @@ impl From<&Error> for WireError {
 impl From<WireError> for Error {
     fn from(e: WireError) -> Error {
         match e {
-            WireError::Unavailable { what } => Error::Unavailable(what),
+            WireError::Unavailable { oracle, reason } => Error::Unavailable { oracle, reason },
             WireError::Unsupported { message } => Error::Unsupported(message),
             WireError::InvalidRequest { message } => Error::InvalidRequest(message),
             WireError::BadModel { path, reason } => Error::BadModel { path, reason },

@@ -240,8 +240,15 @@ impl Worker {
     /// The last lines the worker wrote to stderr (after it has exited, everything it wrote).
     fn stderr_tail(&mut self) -> String {
         if let Some(t) = self.stderr_thread.take() {
-            // The child is dead by now, so its stderr reaches end of stream promptly.
-            let _ = t.join();
+            // The child is dead by now, so its stderr reaches end of stream promptly, unless
+            // something it started still holds the pipe: then take what arrived so far.
+            let deadline = Instant::now() + EXIT_GRACE;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         let keep = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
         let (a, b) = keep.as_slices();

@@ -4,6 +4,18 @@
 //!   built from the pinned crates.io tree `llama-cpp-sys-2 =0.1.161`, taps through `cb_eval`.
 //! - [`isolated`]: any oracle in a child process ([`worker`] is the child's side, [`protocol`]
 //!   the pipe format), so that a crash or hang in C++ becomes an [`Error`], not a dead harness.
+//!
+//! ## How llama.cpp is built
+//! As a dependency on `llama-cpp-sys-2 =0.1.161`, which ships the whole llama.cpp tree, its
+//! cmake build and bindgen bindings for `llama_*`, `ggml_*` and `gguf_*`: one pinned registry
+//! package, nothing fetched at build time. Default features are off (no `common` library,
+//! no OpenMP), so the build is llama + ggml-base + ggml-cpu, linked statically. The crate
+//! forwards `GGML_*` variables to cmake and reads `LLAMA_LIB_PROFILE`; the workspace's
+//! `.cargo/config.toml` sets them explicitly (Release, x86-64-v3 kernels, llamafile on,
+//! AVX-512 off) because the defaults otherwise depend on the cargo profile and on
+//! `SOURCE_DATE_EPOCH`. `GGML_NATIVE` stays off (the crate turns it on only for
+//! `-C target-cpu=native`). The build script of this crate reads what the build actually used
+//! back from its CMakeCache and hashes the compiled sources for [`OracleIdentity`].
 
 mod error;
 pub mod isolated;
@@ -42,8 +54,9 @@ pub fn open_builtin(model: &std::path::Path, settings: &OracleSettings) -> Resul
     #[cfg(not(feature = "llama-cpp"))]
     {
         let _ = (model, settings);
-        Err(Error::Unavailable(
-            "builtin (this binary was built without the llama-cpp feature)".into(),
-        ))
+        Err(Error::Unavailable {
+            oracle: "builtin".into(),
+            reason: "this binary was built without the llama-cpp feature".into(),
+        })
     }
 }

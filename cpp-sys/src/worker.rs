@@ -199,7 +199,10 @@ mod tests {
         write_frame(&mut input, &Request::Shutdown, &[]).unwrap();
         let mut output = Vec::new();
         let mut open = |_: &Path, _: &OracleSettings| -> Result<Box<dyn Oracle>> {
-            Err(Error::Unavailable("test".into()))
+            Err(Error::Unavailable {
+                oracle: "builtin".into(),
+                reason: "test".into(),
+            })
         };
         serve(&mut input.as_slice(), &mut output, &mut open, None).unwrap();
         let mut rd = output.as_slice();

@@ -87,9 +87,10 @@ pub fn spawn_builtin(
     limits: Limits,
 ) -> anyhow::Result<IsolatedOracle> {
     if !xval_cpp_sys::BUILTIN_AVAILABLE {
-        return Err(Error::Oracle(xval_cpp_sys::Error::Unavailable(
-            "builtin (this harness was built without the llama-cpp feature)".into(),
-        ))
+        return Err(Error::Oracle(xval_cpp_sys::Error::Unavailable {
+            oracle: "builtin".into(),
+            reason: "this harness was built without the llama-cpp feature".into(),
+        })
         .into());
     }
     let exe = std::env::current_exe().context("cannot locate the harness binary")?;
