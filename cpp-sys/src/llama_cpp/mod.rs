@@ -5,7 +5,7 @@
 //! fusion off (`GGML_CPU_DISABLE_FUSION=1`, read once per process by `ggml_cpu_init`), the
 //! whole prompt in one batch (`n_batch = n_ubatch = n_ctx`), every position an output (so the
 //! last layer keeps all rows and logits exist for every position), no weight repacking.
-//! Taps are captured through `llama_context_params.cb_eval` ([`capture`]).
+//! Taps are captured through `llama_context_params.cb_eval` (see `capture.rs`).
 //!
 //! I2_S models reach llama.cpp through a lossless transcode to TQ2_0 plus `.scale` tensors
 //! (`xval_engine::transcode`), written to a temporary file that lives as long as the oracle.
