@@ -126,10 +126,10 @@ pub struct Pairing {
 /// The arithmetic a profile name stands for, for explanations.
 pub fn describe_profile(name: &str) -> String {
     match name {
-        "bitnet-cpp" => "int8 per-token activations in ternary matmuls, F16 KV cache (bitnet.cpp)"
+        "bitnet-cpp" => "int8 per-token activations in ternary matmuls and an F16 KV cache, as bitnet.cpp"
             .into(),
-        "ggml" => "Q8_K per-256-block activations in ternary matmuls (mainline ggml)".into(),
-        "f32" => "unquantized f32 activations with f64 sums (the mathematical reference)".into(),
+        "ggml" => "Q8_K per-256-block activations in ternary matmuls, as mainline ggml".into(),
+        "f32" => "unquantized f32 activations with f64 sums, the mathematical reference".into(),
         other => format!("profile {other}"),
     }
 }
