@@ -486,3 +486,66 @@ fn snapshot_mismatched_profiles() {
     });
 }
 
+
+// ---- harness gate ----
+
+#[test]
+fn gate_exit_codes_and_violation_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, r: &Receipt| {
+        let p = dir.path().join(name);
+        r.write_atomic(&p).unwrap();
+        p
+    };
+    let base = Case {
+        model: "bitnet-tq2_0.gguf",
+        engine: Profile::Ggml,
+        oracle: Profile::Ggml,
+        taps: "attn_norm-*,Qcur-*,l_out-*",
+        steps: 2,
+    };
+    let ok = write("match.json", &compare(&base));
+    let drift = write(
+        "drift.json",
+        &compare(&Case {
+            engine: Profile::F32,
+            ..base
+        }),
+    );
+    let s = common::path_str;
+    let o = common::harness(&["gate", s(&ok)]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert!(common::stdout(&o).starts_with("PASS "), "{}", common::stdout(&o));
+
+    let o = common::harness(&["gate", s(&ok), s(&drift)]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    let out = common::stdout(&o);
+    assert!(out.contains("FAIL ") && out.contains("drift.json"), "{out}");
+    assert!(out.contains("position 0") && out.contains("DRIFT"), "{out}");
+    assert!(out.contains("decode step 1"), "{out}");
+
+    // Looser thresholds from a file let the drift through.
+    let loose = dir.path().join("loose.toml");
+    std::fs::write(
+        &loose,
+        "version = 1\n[[rule]]\nclass = \"*\"\nmax_nmse = 1e-1\nmin_cosine = 0.9\n\
+         [[rule]]\nclass = \"logits\"\nmax_nmse = 1e-1\nmin_cosine = 0.9\nmax_kl = 1e-1\n\
+         top1_must_agree = true\n",
+    )
+    .unwrap();
+    let o = common::harness(&["gate", s(&drift), "--thresholds", s(&loose)]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(common::stdout(&o).contains("loose.toml"));
+
+    // Unreadable input: exit 2, naming the file.
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, b"{").unwrap();
+    for bad in [garbage, dir.path().join("missing.json")] {
+        let o = common::harness(&["gate", s(&ok), s(&bad)]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(common::stderr(&o).contains(s(&bad)), "{}", common::stderr(&o));
+    }
+    let o = common::harness(&["gate", s(&ok), "--thresholds", s(&ok)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("match.json"), "{}", common::stderr(&o));
+}
