@@ -14,12 +14,12 @@ use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::I2sLayout;
 use xval_engine::taps::TapFilter;
 use xval_engine::tokenizer::Tokenizer;
-use xval_harness::compare::receipt::{
-    schema, EngineIdentity, Mode, Provenance, SCHEMA_PATH,
-};
+use xval_harness::compare::receipt::{schema, EngineIdentity, Mode, Provenance, SCHEMA_PATH};
 use xval_harness::compare::thresholds::ThresholdKey;
 use xval_harness::compare::verdict::Pairing;
-use xval_harness::compare::{compare_core, CompareSettings, Receipt, Side, SideEval, Thresholds, Verdict};
+use xval_harness::compare::{
+    compare_core, CompareSettings, Receipt, Side, SideEval, Thresholds, Verdict,
+};
 
 const PROMPT: &str = "the cat sat";
 
@@ -28,7 +28,7 @@ fn model_path(name: &str) -> PathBuf {
 }
 
 fn engine(name: &str, profile: Profile) -> Engine {
-    let file = Arc::new(GgufFile::open(&model_path(name)).unwrap());
+    let file = Arc::new(GgufFile::open(model_path(name)).unwrap());
     let model = Model::load(file, I2sLayout::Block128).unwrap();
     Engine::new(model, Numerics::new(profile), 1).unwrap()
 }
@@ -185,8 +185,18 @@ fn f32_against_ggml_is_drift_with_an_explanation() {
     assert!(!r.summary.passes);
     // Q8_K activation noise: every position drifts, none is allowed to pass.
     for p in &r.positions {
-        assert_eq!(p.verdict, Verdict::Drift, "position {}: {}", p.position, p.explanation);
-        assert!(p.explanation.contains("numerics differ by design"), "{}", p.explanation);
+        assert_eq!(
+            p.verdict,
+            Verdict::Drift,
+            "position {}: {}",
+            p.position,
+            p.explanation
+        );
+        assert!(
+            p.explanation.contains("numerics differ by design"),
+            "{}",
+            p.explanation
+        );
         assert!(p.explanation.contains("Q8_K"), "{}", p.explanation);
         assert!(p.logits.top1_agree);
     }
@@ -198,7 +208,11 @@ fn f32_against_ggml_is_drift_with_an_explanation() {
     assert!(!fd.before.as_ref().unwrap().crossed);
     assert_eq!(fd.tap, "Qcur-0");
     // Measured noise of that size: NMSE of activation quantization (~8 bits).
-    assert!(fd.metrics.nmse > 1e-7 && fd.metrics.nmse < 1e-2, "{:?}", fd.metrics);
+    assert!(
+        fd.metrics.nmse > 1e-7 && fd.metrics.nmse < 1e-2,
+        "{:?}",
+        fd.metrics
+    );
     assert_eq!(r.decode.first_divergent_step, Some(0));
 }
 
@@ -213,12 +227,20 @@ fn fault_injection_names_the_tap_layer_and_position() {
     };
     let (eng, mut e, o) = sides(&c);
     // Scale ffn_down-1 at position 2 only by 1.01: NMSE 1e-4, far past 1e-6.
-    let tap = e.prefill.taps.iter_mut().find(|t| t.name == "ffn_down-1").unwrap();
+    let tap = e
+        .prefill
+        .taps
+        .iter_mut()
+        .find(|t| t.name == "ffn_down-1")
+        .unwrap();
     let n = tap.row_len();
     tap.data[2 * n..3 * n].iter_mut().for_each(|v| *v *= 1.01);
     let r = compare_core(&e, &o, &settings(&c, &eng)).unwrap();
     let fd = r.first_divergence.as_ref().unwrap();
-    assert_eq!((fd.tap.as_str(), fd.layer, fd.position), ("ffn_down-1", Some(1), 2));
+    assert_eq!(
+        (fd.tap.as_str(), fd.layer, fd.position),
+        ("ffn_down-1", Some(1), 2)
+    );
     assert_eq!(fd.crossing.metric, "nmse");
     assert!((fd.metrics.nmse - 1e-4).abs() < 1e-6, "{}", fd.metrics.nmse);
     assert_eq!(fd.before.as_ref().unwrap().tap, "ffn_sub_norm-1");
@@ -233,7 +255,12 @@ fn fault_injection_names_the_tap_layer_and_position() {
 
     // NaN on one side fails at once: WRONG.
     let mut e2 = e.clone();
-    let tap = e2.prefill.taps.iter_mut().find(|t| t.name == "Kcur-0").unwrap();
+    let tap = e2
+        .prefill
+        .taps
+        .iter_mut()
+        .find(|t| t.name == "Kcur-0")
+        .unwrap();
     tap.data[0] = f32::NAN;
     let r = compare_core(&e2, &o, &settings(&c, &eng)).unwrap();
     assert_eq!(r.positions[0].verdict, Verdict::Wrong);
@@ -256,7 +283,10 @@ fn mismatched_inputs_are_errors_not_panics() {
     let mut bad = e.clone();
     bad.prefill.logits.pop();
     let err = compare_core(&bad, &o, &s).unwrap_err().to_string();
-    assert!(err.contains("engine prefill") && err.contains("logits"), "{err}");
+    assert!(
+        err.contains("engine prefill") && err.contains("logits"),
+        "{err}"
+    );
     let mut bad = e.clone();
     bad.prefill.tokens[1] += 1;
     let err = compare_core(&bad, &o, &s).unwrap_err().to_string();
@@ -284,7 +314,12 @@ fn committed_schema_is_current() {
     }
     let committed = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with XVAL_BLESS=1)", path.display()));
-    assert_eq!(committed, generated, "{} is stale: run with XVAL_BLESS=1", path.display());
+    assert_eq!(
+        committed,
+        generated,
+        "{} is stale: run with XVAL_BLESS=1",
+        path.display()
+    );
 }
 
 /// A validator for the subset of JSON Schema draft-07 the generated schema uses: type,
@@ -359,7 +394,12 @@ fn validate(schema: &Value, root: &Value, v: &Value, at: &str, errs: &mut Vec<St
     }
     if let Some(o) = v.as_object() {
         let props = obj.get("properties").and_then(Value::as_object);
-        for req in obj.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for req in obj
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let req = req.as_str().unwrap();
             if !o.contains_key(req) {
                 errs.push(format!("{at}: missing required {req}"));
@@ -409,7 +449,10 @@ fn receipts_validate_against_the_schema_and_round_trip() {
     assert!(errs.is_empty(), "{errs:#?}");
     let back = Receipt::read(&path).unwrap();
     assert_eq!(back.positions.len(), r.positions.len());
-    assert_eq!(back.first_divergence.as_ref().map(|f| &f.tap), r.first_divergence.as_ref().map(|f| &f.tap));
+    assert_eq!(
+        back.first_divergence.as_ref().map(|f| &f.tap),
+        r.first_divergence.as_ref().map(|f| &f.tap)
+    );
 
     // The validator itself rejects what it should.
     let mut broken = value.clone();
@@ -422,9 +465,15 @@ fn receipts_validate_against_the_schema_and_round_trip() {
     // Unreadable receipts name their file.
     std::fs::write(&path, b"{\"schema_version\": 2}").unwrap();
     let err = Receipt::read(&path).unwrap_err().to_string();
-    assert!(err.contains("receipt.json") && err.contains("schema_version 2"), "{err}");
+    assert!(
+        err.contains("receipt.json") && err.contains("schema_version 2"),
+        "{err}"
+    );
     std::fs::write(&path, b"not json").unwrap();
-    assert!(Receipt::read(&path).unwrap_err().to_string().contains("not JSON"));
+    assert!(Receipt::read(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("not JSON"));
 }
 
 /// Round every float to 3 significant digits (snapshots hold structure and verdicts; numeric
@@ -486,7 +535,6 @@ fn snapshot_mismatched_profiles() {
     });
 }
 
-
 // ---- harness gate ----
 
 #[test]
@@ -515,7 +563,11 @@ fn gate_exit_codes_and_violation_table() {
     let s = common::path_str;
     let o = common::harness(&["gate", s(&ok)]);
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
-    assert!(common::stdout(&o).starts_with("PASS "), "{}", common::stdout(&o));
+    assert!(
+        common::stdout(&o).starts_with("PASS "),
+        "{}",
+        common::stdout(&o)
+    );
 
     let o = common::harness(&["gate", s(&ok), s(&drift)]);
     assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
@@ -534,7 +586,13 @@ fn gate_exit_codes_and_violation_table() {
     )
     .unwrap();
     let o = common::harness(&["gate", s(&drift), "--thresholds", s(&loose)]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", common::stdout(&o), common::stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        common::stdout(&o),
+        common::stderr(&o)
+    );
     assert!(common::stdout(&o).contains("loose.toml"));
 
     // Unreadable input: exit 2, naming the file.
@@ -543,9 +601,87 @@ fn gate_exit_codes_and_violation_table() {
     for bad in [garbage, dir.path().join("missing.json")] {
         let o = common::harness(&["gate", s(&ok), s(&bad)]);
         assert_eq!(o.status.code(), Some(2));
-        assert!(common::stderr(&o).contains(s(&bad)), "{}", common::stderr(&o));
+        assert!(
+            common::stderr(&o).contains(s(&bad)),
+            "{}",
+            common::stderr(&o)
+        );
     }
     let o = common::harness(&["gate", s(&ok), "--thresholds", s(&ok)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(common::stderr(&o).contains("match.json"), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("match.json"),
+        "{}",
+        common::stderr(&o)
+    );
+}
+
+// ---- report and plot ----
+
+#[test]
+fn table_markdown_and_plot_show_the_first_divergence() {
+    let c = Case {
+        model: "bitnet-tq2_0.gguf",
+        engine: Profile::Ggml,
+        oracle: Profile::Ggml,
+        taps: "all",
+        steps: 1,
+    };
+    let (eng, mut e, o) = sides(&c);
+    let tap = e
+        .prefill
+        .taps
+        .iter_mut()
+        .find(|t| t.name == "ffn_down-1")
+        .unwrap();
+    tap.data.iter_mut().for_each(|v| *v *= 1.01);
+    let r = compare_core(&e, &o, &settings(&c, &eng)).unwrap();
+    use xval_harness::compare::{plot, report};
+    let rows = report::layer_rows(&r);
+    let labels: Vec<(Option<usize>, Verdict, bool)> = rows
+        .iter()
+        .map(|x| (x.layer, x.verdict, x.first_divergence))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            (Some(0), Verdict::Match, false),
+            (Some(1), Verdict::Drift, true),
+            (None, Verdict::Match, false)
+        ]
+    );
+    assert_eq!(rows[1].worst_tap, "ffn_down-1");
+    let table = report::render_table(&r, false);
+    assert!(!table.contains('\x1b'), "no colour when not asked");
+    let marked: Vec<&str> = table.lines().filter(|l| l.starts_with(">>")).collect();
+    assert_eq!(marked.len(), 1, "{table}");
+    assert!(
+        marked[0].contains("ffn_down-1") && marked[0].contains("DRIFT"),
+        "{table}"
+    );
+    assert!(
+        table.contains("first divergence: ffn_down-1 (layer 1) at position 0"),
+        "{table}"
+    );
+    assert!(table.contains("WARNING: SELF-CHECK"), "{table}");
+    assert!(report::render_table(&r, true).contains("\x1b[1;31m"));
+    let md = report::render_markdown(&r);
+    assert!(md.contains("| **>>** | 1 | `ffn_down-1` |"), "{md}");
+    let svg = plot::render_svg(&r);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 3);
+    for label in [
+        "NMSE",
+        "1 - cosine",
+        "max |diff|",
+        "layer",
+        "first divergence",
+        "NMSE limit",
+    ] {
+        assert!(svg.contains(label), "{label}");
+    }
+    if let Some(out) = std::env::var_os("XVAL_PLOT_OUT") {
+        std::fs::write(out, &svg).unwrap();
+        std::fs::write(std::env::var("XVAL_PLOT_OUT").unwrap() + ".txt", table).unwrap();
+    }
 }

@@ -145,7 +145,10 @@ pub fn align<'a>(engine: &'a [Tap], oracle: &'a [Tap]) -> Alignment<'a> {
                 ));
             }
         }
-        out.pairs.push(TapPair { engine: e, oracle: o });
+        out.pairs.push(TapPair {
+            engine: e,
+            oracle: o,
+        });
     }
     let mut oracle_left: Vec<&Tap> = oracle
         .iter()
@@ -167,7 +170,11 @@ mod tests {
 
     #[test]
     fn pairs_by_name_in_graph_order_and_reports_one_sided() {
-        let engine = [tap("l_out-0", &[8, 2]), tap("attn_norm-0", &[8, 2]), tap("Qcur-0", &[4, 2, 2])];
+        let engine = [
+            tap("l_out-0", &[8, 2]),
+            tap("attn_norm-0", &[8, 2]),
+            tap("Qcur-0", &[4, 2, 2]),
+        ];
         let oracle = [
             tap("attn_norm-0", &[8, 2]),
             tap("Qcur-0", &[8, 2]),
@@ -210,9 +217,15 @@ mod tests {
             tap("ffn_gate_s-0", &[16, 2]),
         ];
         let a = align(&engine, &oracle);
-        let pairs: Vec<(&str, &str)> =
-            a.pairs.iter().map(|p| (p.name(), p.oracle.name.as_str())).collect();
-        assert_eq!(pairs, [("ffn_up-0", "ffn_up_s-0"), ("ffn_gate-0", "ffn_gate_s-0")]);
+        let pairs: Vec<(&str, &str)> = a
+            .pairs
+            .iter()
+            .map(|p| (p.name(), p.oracle.name.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("ffn_up-0", "ffn_up_s-0"), ("ffn_gate-0", "ffn_gate_s-0")]
+        );
         assert_eq!(a.oracle_only, ["ffn_up-0", "ffn_gate-0"]);
         assert_eq!(a.aliases.len(), 2);
     }
@@ -221,9 +234,15 @@ mod tests {
     fn no_alias_when_the_engine_has_the_scaled_tap() {
         let both = [tap("ffn_up-0", &[16, 2]), tap("ffn_up_s-0", &[16, 2])];
         let a = align(&both, &both);
-        let pairs: Vec<(&str, &str)> =
-            a.pairs.iter().map(|p| (p.name(), p.oracle.name.as_str())).collect();
-        assert_eq!(pairs, [("ffn_up-0", "ffn_up-0"), ("ffn_up_s-0", "ffn_up_s-0")]);
+        let pairs: Vec<(&str, &str)> = a
+            .pairs
+            .iter()
+            .map(|p| (p.name(), p.oracle.name.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("ffn_up-0", "ffn_up-0"), ("ffn_up_s-0", "ffn_up_s-0")]
+        );
         assert!(a.aliases.is_empty() && a.oracle_only.is_empty());
     }
 }

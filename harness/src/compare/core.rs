@@ -108,7 +108,11 @@ fn compare_taps(engine: &[Tap], oracle: &[Tap]) -> Compared {
                     let key = |m: &TapMetrics| {
                         (
                             m.nonfinite_mismatch > 0,
-                            if m.nmse.is_nan() { f64::INFINITY } else { m.nmse },
+                            if m.nmse.is_nan() {
+                                f64::INFINITY
+                            } else {
+                                m.nmse
+                            },
                         )
                     };
                     let (ki, kj) = (key(&full[i]), key(&full[j]));

@@ -68,7 +68,11 @@ pub fn violations(receipt: &Receipt, th: &AppliedThresholds) -> Vec<Violation> {
                 })
             })
             .collect();
-        judge(format!("position {}", pos.position), &pos.logits, &crossings);
+        judge(
+            format!("position {}", pos.position),
+            &pos.logits,
+            &crossings,
+        );
     }
     for step in &receipt.decode.steps {
         let mut taps: Vec<(&String, _)> = step.taps.iter().collect();
@@ -76,10 +80,17 @@ pub fn violations(receipt: &Receipt, th: &AppliedThresholds) -> Vec<Violation> {
         let crossings: Vec<TapCrossing> = taps
             .into_iter()
             .filter_map(|(name, m)| {
-                check_tap(m, th.for_tap(name)).map(|crossing| TapCrossing { tap: name, crossing })
+                check_tap(m, th.for_tap(name)).map(|crossing| TapCrossing {
+                    tap: name,
+                    crossing,
+                })
             })
             .collect();
-        judge(format!("decode step {}", step.step), &step.logits, &crossings);
+        judge(
+            format!("decode step {}", step.step),
+            &step.logits,
+            &crossings,
+        );
     }
     out
 }
@@ -120,7 +131,11 @@ pub fn render(results: &[GateResult]) -> String {
     for r in results {
         s.push_str(&format!(
             "{} {}: {} violation(s) (thresholds: {}{})\n",
-            if r.violations.is_empty() { "PASS" } else { "FAIL" },
+            if r.violations.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            },
             r.path.display(),
             r.violations.len(),
             r.thresholds_source,

@@ -250,10 +250,18 @@ fn ranked(x: &[f32]) -> Vec<u32> {
 impl LogitMetrics {
     /// Compare one position's logits (`engine` and `oracle` over the same vocabulary).
     pub fn compute(engine: &[f32], oracle: &[f32], k: usize) -> LogitMetrics {
-        debug_assert_eq!(engine.len(), oracle.len(), "logit rows of different lengths");
+        debug_assert_eq!(
+            engine.len(),
+            oracle.len(),
+            "logit rows of different lengths"
+        );
         let n = engine.len().min(oracle.len());
         let (a, b) = (&engine[..n], &oracle[..n]);
-        let nonfinite_mismatch = a.iter().zip(b).filter(|(&x, &y)| class(x) != class(y)).count();
+        let nonfinite_mismatch = a
+            .iter()
+            .zip(b)
+            .filter(|(&x, &y)| class(x) != class(y))
+            .count();
         let all_finite = a.iter().chain(b).all(|v| v.is_finite());
         let kl = if n == 0 {
             0.0
@@ -282,8 +290,10 @@ impl LogitMetrics {
         let topk_overlap = rb[..k].iter().filter(|t| ra[..k].contains(t)).count();
         let top1_oracle = rb.first().copied().unwrap_or(0);
         let top1_engine = ra.first().copied().unwrap_or(0);
-        let oracle_top1_rank_in_engine =
-            ra.iter().position(|&t| t == top1_oracle).map_or(0, |p| p + 1);
+        let oracle_top1_rank_in_engine = ra
+            .iter()
+            .position(|&t| t == top1_oracle)
+            .map_or(0, |p| p + 1);
         let oracle_top2_margin = if n >= 2 {
             b[rb[0] as usize] as f64 - b[rb[1] as usize] as f64
         } else {
@@ -293,7 +303,13 @@ impl LogitMetrics {
             .iter()
             .zip(b)
             .map(|(&x, &y)| (x as f64 - y as f64).abs())
-            .fold(0.0, |m: f64, d| if m.is_nan() || d.is_nan() { f64::NAN } else { m.max(d) });
+            .fold(0.0, |m: f64, d| {
+                if m.is_nan() || d.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(d)
+                }
+            });
         LogitMetrics {
             n_vocab: n,
             nonfinite_mismatch,
@@ -407,7 +423,10 @@ mod tests {
         // a.b = 17, |a| = sqrt 14, |b| = sqrt 21.
         assert!(close(m.cosine, 17.0 / (14f64.sqrt() * 21f64.sqrt())));
         // centred: a [-1, 0, 1], b [-4/3, -1/3, 5/3]: cov 3, var_a 2, var_b 42/9.
-        assert!(close(m.pearson.unwrap(), 3.0 / (2f64.sqrt() * (42f64 / 9.0).sqrt())));
+        assert!(close(
+            m.pearson.unwrap(),
+            3.0 / (2f64.sqrt() * (42f64 / 9.0).sqrt())
+        ));
         assert_eq!(m.max_abs_diff, 1.0);
         assert_eq!(m.max_abs_diff_index, 2);
         assert!(close(m.max_rel_diff, 0.25));
@@ -422,13 +441,19 @@ mod tests {
         let m = TapMetrics::compute(&v, &v);
         assert!(close(m.cosine, 1.0));
         assert!(close(m.pearson.unwrap(), 1.0));
-        assert_eq!((m.nmse, m.rmse, m.max_abs_diff, m.max_rel_diff), (0.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (m.nmse, m.rmse, m.max_abs_diff, m.max_rel_diff),
+            (0.0, 0.0, 0.0, 0.0)
+        );
     }
 
     #[test]
     fn nan_on_one_side_counts_and_is_skipped() {
         let m = TapMetrics::compute(&[1.0, f32::NAN, 2.0], &[1.0, 5.0, 2.0]);
-        assert_eq!((m.nan_engine, m.nan_oracle, m.nonfinite_mismatch), (1, 0, 1));
+        assert_eq!(
+            (m.nan_engine, m.nan_oracle, m.nonfinite_mismatch),
+            (1, 0, 1)
+        );
         assert!(m.has_nonfinite_mismatch());
         // The finite elements agree exactly.
         assert_eq!(m.nmse, 0.0);
@@ -497,7 +522,10 @@ mod tests {
         let m = LogitMetrics::compute(&o, &o, 3);
         assert_eq!(m.kl, 0.0);
         assert!(m.top1_agree);
-        assert_eq!((m.top1_oracle, m.topk_overlap, m.oracle_top1_rank_in_engine), (1, 3, 1));
+        assert_eq!(
+            (m.top1_oracle, m.topk_overlap, m.oracle_top1_rank_in_engine),
+            (1, 3, 1)
+        );
         assert_eq!(m.oracle_top2_margin, 1.0);
         // A constant shift changes no probability: KL 0 (up to rounding), max diff 10.
         let shifted: Vec<f32> = o.iter().map(|v| v + 10.0).collect();
@@ -526,7 +554,10 @@ mod tests {
         assert!(s.contains("\"nmse\":\"inf\""), "{s}");
         let back: TapMetrics = serde_json::from_str(&s).unwrap();
         assert_eq!(back.nmse, f64::INFINITY);
-        assert_eq!((back.cosine, back.pearson, back.n), (m.cosine, m.pearson, m.n));
+        assert_eq!(
+            (back.cosine, back.pearson, back.n),
+            (m.cosine, m.pearson, m.n)
+        );
         let l = LogitMetrics::compute(&[f32::NAN, 1.0], &[0.0, 1.0], 2);
         let s = serde_json::to_string(&l).unwrap();
         assert!(s.contains("\"max_abs_diff\":\"nan\""), "{s}");

@@ -8,7 +8,9 @@ pub mod align;
 pub mod core;
 pub mod gate;
 pub mod metrics;
+pub mod plot;
 pub mod receipt;
+pub mod report;
 pub mod thresholds;
 pub mod verdict;
 

@@ -202,7 +202,17 @@ pub fn cpu_features() -> Vec<String> {
                 }
             )*};
         }
-        probe!("sse3", "ssse3", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni");
+        probe!(
+            "sse3",
+            "ssse3",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vnni"
+        );
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -356,7 +366,9 @@ impl Receipt {
             Some(v) => {
                 return Err(Error::bad_file(
                     path,
-                    format!("receipt schema_version {v}: this harness reads version {SCHEMA_VERSION}"),
+                    format!(
+                        "receipt schema_version {v}: this harness reads version {SCHEMA_VERSION}"
+                    ),
                 ))
             }
             None => return Err(Error::bad_file(path, "no schema_version: not a receipt")),

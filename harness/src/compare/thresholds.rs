@@ -34,7 +34,9 @@ pub const DEFAULT_TOML: &str = include_str!("../../../ci/thresholds.toml");
 pub const DEFAULT_SOURCE: &str = "ci/thresholds.toml (embedded)";
 
 /// Tap classes: taps of one class share a threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TapClass {
     /// attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm, result_norm.
@@ -216,7 +218,10 @@ impl Thresholds {
         let bad = |reason: String| Error::bad_file(source, reason);
         let file: File = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         if file.version != 1 {
-            return Err(bad(format!("version = {}: only version 1 is known", file.version)));
+            return Err(bad(format!(
+                "version = {}: only version 1 is known",
+                file.version
+            )));
         }
         let mut seen: Vec<[&str; 4]> = Vec::new();
         for (i, r) in file.rule.iter().enumerate() {
@@ -237,13 +242,17 @@ impl Thresholds {
             };
             let sel = [&*r.format, &*r.profile, &*r.backend, &*r.class];
             if seen.contains(&sel) {
-                return Err(bad(format!("{at}: a rule with the same selectors comes earlier")));
+                return Err(bad(format!(
+                    "{at}: a rule with the same selectors comes earlier"
+                )));
             }
             seen.push(sel);
             let need = |v: Option<f64>, key: &str| -> Result<f64> {
                 let v = v.ok_or_else(|| bad(format!("{at}: missing {key}")))?;
                 if v.is_nan() || v < 0.0 {
-                    return Err(bad(format!("{at}: {key} = {v} must be a non-negative number")));
+                    return Err(bad(format!(
+                        "{at}: {key} = {v} must be a non-negative number"
+                    )));
                 }
                 Ok(v)
             };
@@ -411,7 +420,10 @@ min_cosine = 0.9999
         let a = t.resolve(&key("i2_s", "bitnet-cpp"));
         // class + format (12) beats class + profile (10) beats format alone (4).
         assert_eq!(a.classes[&TapClass::Proj].max_nmse, 1e-5);
-        assert_eq!(a.classes[&TapClass::Proj].reason.as_deref(), Some("i2_s proj"));
+        assert_eq!(
+            a.classes[&TapClass::Proj].reason.as_deref(),
+            Some("i2_s proj")
+        );
         assert_eq!(a.classes[&TapClass::Norm].max_nmse, 1e-6);
         let b = t.resolve(&key("tq2_0", "bitnet-cpp"));
         assert_eq!(b.classes[&TapClass::Proj].max_nmse, 1e-4);
@@ -423,28 +435,50 @@ min_cosine = 0.9999
 
     #[test]
     fn errors_name_the_file_and_the_rule() {
-        let err = |text: &str| Thresholds::parse(text, "ci/x.toml").unwrap_err().to_string();
+        let err = |text: &str| {
+            Thresholds::parse(text, "ci/x.toml")
+                .unwrap_err()
+                .to_string()
+        };
         let e = err("version = 2");
         assert!(e.contains("ci/x.toml") && e.contains("version"), "{e}");
-        let e = err(&format!("{BASE}[[rule]]\nclass = \"proj\"\nmin_cosine = 0.9\n"));
-        assert!(e.contains("rule[2]") && e.contains("missing max_nmse"), "{e}");
-        let e = err(&format!("{BASE}[[rule]]\nclass = \"bogus\"\nmax_nmse = 1\nmin_cosine = 0.9\n"));
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"proj\"\nmin_cosine = 0.9\n"
+        ));
+        assert!(
+            e.contains("rule[2]") && e.contains("missing max_nmse"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"bogus\"\nmax_nmse = 1\nmin_cosine = 0.9\n"
+        ));
         assert!(e.contains("unknown class 'bogus'"), "{e}");
-        let e = err(&format!("{BASE}[[rule]]\nclass = \"*\"\nmax_nmse = 1\nmin_cosine = 0.9\n"));
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"*\"\nmax_nmse = 1\nmin_cosine = 0.9\n"
+        ));
         assert!(e.contains("same selectors"), "{e}");
-        let e = err(&format!("{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 0.9\nmax_kl = 1\n"));
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 0.9\nmax_kl = 1\n"
+        ));
         assert!(e.contains("max_kl"), "{e}");
-        let e = err(&format!("{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 1.5\n"));
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 1.5\n"
+        ));
         assert!(e.contains("above 1"), "{e}");
         let e = err("version = 1\n[[rule]]\nclass = \"*\"\nmax_nmse = 1\nmin_cosine = 0.9\n");
         assert!(e.contains("no catch-all rule for class logits"), "{e}");
-        let e = err(&format!("{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 0.9\ntypo = 1\n"));
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 0.9\ntypo = 1\n"
+        ));
         assert!(e.contains("typo"), "{e}");
     }
 
     #[test]
     fn classes_of_every_tag() {
-        for tag in xval_engine::taps::LAYER_TAGS.iter().chain(&xval_engine::taps::FINAL_TAGS) {
+        for tag in xval_engine::taps::LAYER_TAGS
+            .iter()
+            .chain(&xval_engine::taps::FINAL_TAGS)
+        {
             assert!(TapClass::of_tag(tag).is_some(), "{tag} has no class");
         }
         assert_eq!(TapClass::of_name("ffn_up_s-3"), Some(TapClass::Proj));

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{KeyMetrics, LogitMetrics};
 use super::thresholds::{AppliedThresholds, LogitThreshold, TapThreshold};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Verdict {
     #[serde(rename = "MATCH")]
     Match,
@@ -92,16 +94,28 @@ impl Crossing {
     }
 }
 
+/// `value <= limit`, false when `value` is NaN (a NaN metric crosses every limit).
+fn within_max(value: f64, limit: f64) -> bool {
+    matches!(
+        value.partial_cmp(&limit),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    )
+}
+
 /// The first limit a tap's metrics at one position cross (NaN/Inf first, then NMSE, then
 /// cosine); a NaN metric crosses.
 pub fn check_tap(m: &KeyMetrics, th: &TapThreshold) -> Option<Crossing> {
     if m.nonfinite_mismatch > 0 {
-        return Some(Crossing::new("nonfinite_mismatch", m.nonfinite_mismatch as f64, 0.0));
+        return Some(Crossing::new(
+            "nonfinite_mismatch",
+            m.nonfinite_mismatch as f64,
+            0.0,
+        ));
     }
-    if !(m.nmse <= th.max_nmse) {
+    if !within_max(m.nmse, th.max_nmse) {
         return Some(Crossing::new("nmse", m.nmse, th.max_nmse));
     }
-    if !(m.cosine >= th.min_cosine) {
+    if !within_max(th.min_cosine, m.cosine) {
         return Some(Crossing::new("cosine", m.cosine, th.min_cosine));
     }
     None
@@ -126,8 +140,10 @@ pub struct Pairing {
 /// The arithmetic a profile name stands for, for explanations.
 pub fn describe_profile(name: &str) -> String {
     match name {
-        "bitnet-cpp" => "int8 per-token activations in ternary matmuls and an F16 KV cache, as bitnet.cpp"
-            .into(),
+        "bitnet-cpp" => {
+            "int8 per-token activations in ternary matmuls and an F16 KV cache, as bitnet.cpp"
+                .into()
+        }
         "ggml" => "Q8_K per-256-block activations in ternary matmuls, as mainline ggml".into(),
         "f32" => "unquantized f32 activations with f64 sums, the mathematical reference".into(),
         other => format!("profile {other}"),
@@ -177,17 +193,27 @@ pub fn position_verdict(
     th: &LogitThreshold,
     pairing: &Pairing,
 ) -> (Verdict, String) {
-    let first_tap = crossings
-        .first()
-        .map(|c| format!("first tap past its limit: {} ({})", c.tap, c.crossing.describe()));
+    let first_tap = crossings.first().map(|c| {
+        format!(
+            "first tap past its limit: {} ({})",
+            c.tap,
+            c.crossing.describe()
+        )
+    });
     if logits.nonfinite_mismatch > 0 {
         return (
             Verdict::Wrong,
-            format!("{} logits NaN/Inf on one side only", logits.nonfinite_mismatch),
+            format!(
+                "{} logits NaN/Inf on one side only",
+                logits.nonfinite_mismatch
+            ),
         );
     }
     if let Some(c) = crossings.iter().find(|c| c.crossing.is_nonfinite()) {
-        return (Verdict::Wrong, format!("{}: {}", c.tap, c.crossing.describe()));
+        return (
+            Verdict::Wrong,
+            format!("{}: {}", c.tap, c.crossing.describe()),
+        );
     }
     let mut why = Vec::new();
     let verdict = if !logits.top1_agree {
@@ -210,19 +236,26 @@ pub fn position_verdict(
         } else {
             Verdict::Wrong
         }
-    } else if !(logits.kl <= th.max_kl) || !crossings.is_empty() {
+    } else if !within_max(logits.kl, th.max_kl) || !crossings.is_empty() {
         why.push(format!(
             "same top-1 ({}); KL {:.3e} {} {:.1e}",
             logits.top1_oracle,
             logits.kl,
-            if logits.kl <= th.max_kl { "within" } else { "above" },
+            if logits.kl <= th.max_kl {
+                "within"
+            } else {
+                "above"
+            },
             th.max_kl
         ));
         Verdict::Drift
     } else {
         return (
             Verdict::Match,
-            format!("same top-1 ({}), every metric within its limit", logits.top1_oracle),
+            format!(
+                "same top-1 ({}), every metric within its limit",
+                logits.top1_oracle
+            ),
         );
     };
     why.extend(first_tap);
@@ -263,10 +296,7 @@ pub struct TapSeries<'a> {
 }
 
 /// Find the first divergence among `taps` (already in graph order).
-pub fn first_divergence(
-    taps: &[TapSeries<'_>],
-    th: &AppliedThresholds,
-) -> Option<FirstDivergence> {
+pub fn first_divergence(taps: &[TapSeries<'_>], th: &AppliedThresholds) -> Option<FirstDivergence> {
     let (i, p, crossing) = taps.iter().enumerate().find_map(|(i, t)| {
         let limit = th.for_tap(t.name);
         t.positions
@@ -335,8 +365,11 @@ mod tests {
         // Same logits but a tap crossing: DRIFT naming the tap.
         let c = TapCrossing {
             tap: "ffn_down-1",
-            crossing: check_tap(&km(1e-3), &th.classes[&crate::compare::thresholds::TapClass::Proj])
-                .unwrap(),
+            crossing: check_tap(
+                &km(1e-3),
+                &th.classes[&crate::compare::thresholds::TapClass::Proj],
+            )
+            .unwrap(),
         };
         let (v, why) = position_verdict(&logits(&o, &o), std::slice::from_ref(&c), &th.logits, &p);
         assert_eq!(v, Verdict::Drift);
@@ -354,8 +387,7 @@ mod tests {
         assert_eq!(v, Verdict::Wrong, "{why}");
         assert!(why.contains("beyond"), "{why}");
         // NaN on one side: WRONG even when the top-1 agrees.
-        let (v, _) =
-            position_verdict(&logits(&[1.0, 3.0, 2.9, f32::NAN], &o), &[], &th.logits, &p);
+        let (v, _) = position_verdict(&logits(&[1.0, 3.0, 2.9, f32::NAN], &o), &[], &th.logits, &p);
         assert_eq!(v, Verdict::Wrong);
         let nan_tap = TapCrossing {
             tap: "l_out-0",
@@ -373,7 +405,10 @@ mod tests {
         let o = [1.0f32, 3.0, 2.9, 0.0];
         let (v, why) = position_verdict(&logits(&[1.0, 3.0, 2.8, 0.0], &o), &[], &th.logits, &p);
         assert_eq!(v, Verdict::Drift);
-        assert!(why.contains("numerics differ by design") && why.contains("Q8_K"), "{why}");
+        assert!(
+            why.contains("numerics differ by design") && why.contains("Q8_K"),
+            "{why}"
+        );
         assert!(Pairing::new("ggml", "builtin", "ggml").matched);
     }
 
@@ -386,21 +421,42 @@ mod tests {
         let mut later = ok.clone();
         later[0] = km(1e-2);
         let taps = [
-            TapSeries { name: "ffn_sub_norm-1", positions: &ok },
-            TapSeries { name: "ffn_down-1", positions: &bad },
-            TapSeries { name: "l_out-1", positions: &later },
+            TapSeries {
+                name: "ffn_sub_norm-1",
+                positions: &ok,
+            },
+            TapSeries {
+                name: "ffn_down-1",
+                positions: &bad,
+            },
+            TapSeries {
+                name: "l_out-1",
+                positions: &later,
+            },
         ];
         let fd = first_divergence(&taps, &th).unwrap();
         // l_out-1 crosses at an earlier position, but ffn_down-1 comes first in graph order.
-        assert_eq!((fd.tap.as_str(), fd.layer, fd.position), ("ffn_down-1", Some(1), 2));
+        assert_eq!(
+            (fd.tap.as_str(), fd.layer, fd.position),
+            ("ffn_down-1", Some(1), 2)
+        );
         assert_eq!(fd.crossing.metric, "nmse");
         let before = fd.before.unwrap();
-        assert_eq!((before.tap.as_str(), before.crossed), ("ffn_sub_norm-1", false));
+        assert_eq!(
+            (before.tap.as_str(), before.crossed),
+            ("ffn_sub_norm-1", false)
+        );
         assert_eq!(fd.after.unwrap().tap, "l_out-1");
         assert!(first_divergence(&taps[..1], &th).is_none());
         // NaN metrics cross.
         let nan = vec![km(f64::NAN)];
-        let fd = first_divergence(&[TapSeries { name: "result_norm", positions: &nan }], &th);
+        let fd = first_divergence(
+            &[TapSeries {
+                name: "result_norm",
+                positions: &nan,
+            }],
+            &th,
+        );
         assert_eq!(fd.unwrap().layer, None);
     }
 
