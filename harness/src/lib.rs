@@ -2,6 +2,7 @@
 //! ([`inspect`]) and the deterministic fixtures ([`fixtures`]).
 
 pub mod cli;
+pub mod compare;
 pub mod engine_args;
 pub mod error;
 pub mod exit;
