@@ -39,6 +39,13 @@ pub enum Command {
     /// and decode speeds (`--json`: tokens, text, profile, kernel, threads, speeds and the
     /// last prompt position's logits).
     Run(crate::run_cmd::RunArgs),
+    /// Re-judge comparison receipts against thresholds: exit 0 when every receipt passes, 1
+    /// with a table of violations, 2 when a receipt or the thresholds file cannot be read.
+    ///
+    /// Judges the metrics each receipt recorded with the same verdict rules as the comparison,
+    /// by the receipt's own thresholds or, with --thresholds, by that file's rules for the
+    /// receipt's weight format, profile and backend.
+    Gate(GateArgs),
     /// Build and check the deterministic test models.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -62,6 +69,16 @@ pub struct InspectArgs {
     /// Print metadata arrays in full instead of summarising those longer than 64 items.
     #[arg(long)]
     pub full_arrays: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Receipt files (JSON, as `harness compare` writes them).
+    #[arg(required = true, value_name = "RECEIPT")]
+    pub receipts: Vec<PathBuf>,
+    /// Thresholds TOML to judge by (format: ci/thresholds.toml) [default: each receipt's own].
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
 }
 
 /// Where the repository is, for commands that read or write its `fixtures/` directory.
@@ -206,6 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Inspect(args) => inspect_cmd(&args),
         Command::Run(args) => crate::run_cmd::run(&args).map(|()| Exit::Success),
+        Command::Gate(args) => gate_cmd(&args),
         Command::Fixtures(cmd) => fixtures_cmd(cmd),
         Command::Oracle(args) => crate::oracle_cmd::run(&args).map(|()| Exit::Success),
         Command::OracleWorker(args) => Ok(crate::oracle_worker::run(&args)),
@@ -234,6 +252,18 @@ fn inspect_cmd(args: &InspectArgs) -> anyhow::Result<Exit> {
         emit(|out| inspect::render_text(&file, args.full_arrays, out))?;
     }
     Ok(Exit::Success)
+}
+
+fn gate_cmd(args: &GateArgs) -> anyhow::Result<Exit> {
+    use crate::compare::gate;
+    let results = gate::gate(&args.receipts, args.thresholds.as_deref())?;
+    let text = gate::render(&results);
+    emit(|out| out.write_all(text.as_bytes()))?;
+    Ok(if gate::all_pass(&results) {
+        Exit::Success
+    } else {
+        Exit::Divergence
+    })
 }
 
 fn fixtures_cmd(cmd: FixturesCommand) -> anyhow::Result<Exit> {

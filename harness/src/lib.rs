@@ -3,6 +3,7 @@
 //! ([`oracle_cmd`], the hidden worker [`oracle_worker`]).
 
 pub mod cli;
+pub mod compare;
 pub mod engine_args;
 pub mod error;
 pub mod exit;

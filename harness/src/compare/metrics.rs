@@ -1,0 +1,571 @@
+//! The one metrics module: how far the engine's numbers are from the oracle's, for a tap row
+//! ([`TapMetrics`]) and for a position's logits ([`LogitMetrics`]). Compare, gate and selftest
+//! all use these definitions; everything is accumulated in f64.
+//!
+//! Conventions (a = engine, b = oracle):
+//! - Non-finite values are counted first, per side. Element `i` is a *non-finite mismatch* when
+//!   the two sides disagree on its class (NaN, +Inf, -Inf, finite); any such element fails a
+//!   comparison at once. The remaining metrics are computed over the elements finite on both
+//!   sides.
+//! - `cosine = a.b / (|a| |b|)`; 1 when both vectors are all zeros, 0 when only one is.
+//! - `pearson` = cosine of the mean-centred vectors; `None` when either side is constant
+//!   (the correlation is undefined there).
+//! - `nmse = sum (a-b)^2 / sum b^2` (normalised by the oracle); 0 when both sums are 0, +Inf
+//!   when only the oracle is all zeros.
+//! - `rmse = sqrt(sum (a-b)^2 / n)`.
+//! - `max_rel_diff = max |a_i - b_i| / max(|b_i|, floor)` with
+//!   `floor = max(1e-3 * rms(b), 1e-30)`: elements of the oracle much smaller than the vector's
+//!   typical size would otherwise turn float noise into huge relative errors; the absolute
+//!   1e-30 guards an all-zero oracle.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Relative-difference floor as a fraction of the oracle row's RMS (see the module docs).
+pub const REL_FLOOR_OF_RMS: f64 = 1e-3;
+
+/// Differences between one engine row and the oracle's (see the module docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TapMetrics {
+    /// Elements compared (the row length).
+    pub n: usize,
+    pub nan_engine: usize,
+    pub inf_engine: usize,
+    pub nan_oracle: usize,
+    pub inf_oracle: usize,
+    /// Elements whose class (NaN, +Inf, -Inf, finite) differs between the sides.
+    pub nonfinite_mismatch: usize,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub cosine: f64,
+    #[serde(with = "opt_float")]
+    #[schemars(with = "Option<FloatRepr>")]
+    pub pearson: Option<f64>,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub max_abs_diff: f64,
+    /// Index of the element with the largest |diff| (the first one on ties).
+    pub max_abs_diff_index: usize,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub max_rel_diff: f64,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub nmse: f64,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub rmse: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Finite,
+    Nan,
+    PosInf,
+    NegInf,
+}
+
+fn class(x: f32) -> Class {
+    if x.is_nan() {
+        Class::Nan
+    } else if x == f32::INFINITY {
+        Class::PosInf
+    } else if x == f32::NEG_INFINITY {
+        Class::NegInf
+    } else {
+        Class::Finite
+    }
+}
+
+impl TapMetrics {
+    /// Compare `engine` with `oracle` element by element. The caller pairs rows of equal
+    /// length ([`super::align`] checks it); should they differ, only the common prefix is
+    /// compared and `n` says how many.
+    pub fn compute(engine: &[f32], oracle: &[f32]) -> TapMetrics {
+        debug_assert_eq!(engine.len(), oracle.len(), "rows of different lengths");
+        let n = engine.len().min(oracle.len());
+        let (a, b) = (&engine[..n], &oracle[..n]);
+        let mut m = TapMetrics {
+            n,
+            nan_engine: 0,
+            inf_engine: 0,
+            nan_oracle: 0,
+            inf_oracle: 0,
+            nonfinite_mismatch: 0,
+            cosine: 0.0,
+            pearson: None,
+            max_abs_diff: 0.0,
+            max_abs_diff_index: 0,
+            max_rel_diff: 0.0,
+            nmse: 0.0,
+            rmse: 0.0,
+        };
+        // First pass: classes, sums for the means and the oracle's RMS.
+        let (mut cnt, mut sa, mut sb, mut sbb) = (0usize, 0f64, 0f64, 0f64);
+        for (&x, &y) in a.iter().zip(b) {
+            let (cx, cy) = (class(x), class(y));
+            m.nan_engine += (cx == Class::Nan) as usize;
+            m.inf_engine += matches!(cx, Class::PosInf | Class::NegInf) as usize;
+            m.nan_oracle += (cy == Class::Nan) as usize;
+            m.inf_oracle += matches!(cy, Class::PosInf | Class::NegInf) as usize;
+            m.nonfinite_mismatch += (cx != cy) as usize;
+            if cx == Class::Finite && cy == Class::Finite {
+                cnt += 1;
+                sa += x as f64;
+                sb += y as f64;
+                sbb += (y as f64) * (y as f64);
+            }
+        }
+        if cnt == 0 {
+            // Nothing finite to compare: identical (empty or all matching non-finite) rows
+            // agree fully; the mismatch count carries any failure.
+            m.cosine = 1.0;
+            return m;
+        }
+        let (mean_a, mean_b) = (sa / cnt as f64, sb / cnt as f64);
+        let floor = (REL_FLOOR_OF_RMS * (sbb / cnt as f64).sqrt()).max(1e-30);
+        let (mut dot, mut aa, mut bb, mut dd) = (0f64, 0f64, 0f64, 0f64);
+        let (mut cab, mut caa, mut cbb) = (0f64, 0f64, 0f64);
+        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+            if class(x) != Class::Finite || class(y) != Class::Finite {
+                continue;
+            }
+            let (x, y) = (x as f64, y as f64);
+            let d = x - y;
+            dot += x * y;
+            aa += x * x;
+            bb += y * y;
+            dd += d * d;
+            let (xc, yc) = (x - mean_a, y - mean_b);
+            cab += xc * yc;
+            caa += xc * xc;
+            cbb += yc * yc;
+            if d.abs() > m.max_abs_diff {
+                m.max_abs_diff = d.abs();
+                m.max_abs_diff_index = i;
+            }
+            m.max_rel_diff = m.max_rel_diff.max(d.abs() / y.abs().max(floor));
+        }
+        m.cosine = match (aa == 0.0, bb == 0.0) {
+            (true, true) => 1.0,
+            (true, false) | (false, true) => 0.0,
+            (false, false) => dot / (aa.sqrt() * bb.sqrt()),
+        };
+        m.pearson = (caa > 0.0 && cbb > 0.0).then(|| cab / (caa.sqrt() * cbb.sqrt()));
+        m.nmse = if bb > 0.0 {
+            dd / bb
+        } else if dd == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+        m.rmse = (dd / cnt as f64).sqrt();
+        m
+    }
+
+    /// Whether any element is NaN/Inf on one side only (an immediate failure).
+    pub fn has_nonfinite_mismatch(&self) -> bool {
+        self.nonfinite_mismatch > 0
+    }
+}
+
+/// The per-position metrics a receipt keeps for every tap and position, and that verdicts and
+/// the gate judge (the full [`TapMetrics`] are kept for each tap's worst position only).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KeyMetrics {
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub nmse: f64,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub cosine: f64,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub max_abs_diff: f64,
+    pub nonfinite_mismatch: usize,
+}
+
+impl From<&TapMetrics> for KeyMetrics {
+    fn from(m: &TapMetrics) -> Self {
+        KeyMetrics {
+            nmse: m.nmse,
+            cosine: m.cosine,
+            max_abs_diff: m.max_abs_diff,
+            nonfinite_mismatch: m.nonfinite_mismatch,
+        }
+    }
+}
+
+/// Differences between the engine's logits and the oracle's at one position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogitMetrics {
+    pub n_vocab: usize,
+    /// Logits whose class (NaN, +-Inf, finite) differs between the sides.
+    pub nonfinite_mismatch: usize,
+    /// KL(oracle || engine) of the softmax distributions, in nats, f64 over the whole
+    /// vocabulary. +Inf when a side has a non-finite logit.
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub kl: f64,
+    pub top1_engine: u32,
+    pub top1_oracle: u32,
+    /// The oracle's second-best token (its top-1 with a one-token vocabulary).
+    pub top2_oracle: u32,
+    pub top1_agree: bool,
+    pub k: usize,
+    /// How many of the oracle's top-k tokens are among the engine's top-k.
+    pub topk_overlap: usize,
+    /// 1-based rank of the oracle's top-1 token among the engine's logits (1 = also the
+    /// engine's top-1; ties ranked by lower token id first, as the greedy sampler does).
+    pub oracle_top1_rank_in_engine: usize,
+    /// The oracle's top-1 logit minus its top-2 logit (+Inf with a one-token vocabulary).
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub oracle_top2_margin: f64,
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub max_abs_diff: f64,
+}
+
+/// `x - logsumexp(x)` in f64, the maximum subtracted first so no exp overflows.
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let lse = max + sum.ln();
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// Token ids ordered by logit, largest first, lower id first on ties (NaN last).
+fn ranked(x: &[f32]) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..x.len() as u32).collect();
+    idx.sort_by(|&i, &j| {
+        let (a, b) = (x[i as usize], x[j as usize]);
+        b.partial_cmp(&a)
+            .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+            .then(i.cmp(&j))
+    });
+    idx
+}
+
+impl LogitMetrics {
+    /// Compare one position's logits (`engine` and `oracle` over the same vocabulary).
+    pub fn compute(engine: &[f32], oracle: &[f32], k: usize) -> LogitMetrics {
+        debug_assert_eq!(
+            engine.len(),
+            oracle.len(),
+            "logit rows of different lengths"
+        );
+        let n = engine.len().min(oracle.len());
+        let (a, b) = (&engine[..n], &oracle[..n]);
+        let nonfinite_mismatch = a
+            .iter()
+            .zip(b)
+            .filter(|(&x, &y)| class(x) != class(y))
+            .count();
+        let all_finite = a.iter().chain(b).all(|v| v.is_finite());
+        let kl = if n == 0 {
+            0.0
+        } else if all_finite {
+            let (lq, lp) = (log_softmax(a), log_softmax(b));
+            let kl: f64 = lp
+                .iter()
+                .zip(&lq)
+                .map(|(&lp, &lq)| {
+                    let p = lp.exp();
+                    if p == 0.0 {
+                        0.0
+                    } else {
+                        p * (lp - lq)
+                    }
+                })
+                .sum();
+            // KL >= 0 mathematically; rounding of nearly equal distributions can leave a
+            // negative residue of order 1e-17.
+            kl.max(0.0)
+        } else {
+            f64::INFINITY
+        };
+        let (ra, rb) = (ranked(a), ranked(b));
+        let k = k.min(n);
+        let topk_overlap = rb[..k].iter().filter(|t| ra[..k].contains(t)).count();
+        let top1_oracle = rb.first().copied().unwrap_or(0);
+        let top1_engine = ra.first().copied().unwrap_or(0);
+        let oracle_top1_rank_in_engine = ra
+            .iter()
+            .position(|&t| t == top1_oracle)
+            .map_or(0, |p| p + 1);
+        let oracle_top2_margin = if n >= 2 {
+            b[rb[0] as usize] as f64 - b[rb[1] as usize] as f64
+        } else {
+            f64::INFINITY
+        };
+        let max_abs_diff = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y as f64).abs())
+            .fold(0.0, |m: f64, d| {
+                if m.is_nan() || d.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(d)
+                }
+            });
+        LogitMetrics {
+            n_vocab: n,
+            nonfinite_mismatch,
+            kl,
+            top1_engine,
+            top1_oracle,
+            top2_oracle: rb.get(1).copied().unwrap_or(top1_oracle),
+            top1_agree: top1_engine == top1_oracle,
+            k,
+            topk_overlap,
+            oracle_top1_rank_in_engine,
+            oracle_top2_margin,
+            max_abs_diff,
+        }
+    }
+}
+
+/// The JSON form of a metric (for the schema): a number, or one of the strings `"nan"`,
+/// `"inf"`, `"-inf"` (see [`float`]).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum FloatRepr {
+    Num(f64),
+    NonFinite(NonFinite),
+}
+
+/// The non-finite values as [`float`] writes them.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub enum NonFinite {
+    #[serde(rename = "nan")]
+    Nan,
+    #[serde(rename = "inf")]
+    Inf,
+    #[serde(rename = "-inf")]
+    NegInf,
+}
+
+/// Serde for f64 fields that may be non-finite: JSON has no NaN/Inf, so those are written as
+/// the strings `"nan"`, `"inf"`, `"-inf"` and read back from them.
+pub mod float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("nan")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Str(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Str(s) => match s.as_str() {
+                "nan" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected a number, \"nan\", \"inf\" or \"-inf\", got \"{s}\""
+                ))),
+            },
+        }
+    }
+}
+
+/// [`float`] for `Option<f64>` (`null` for `None`).
+pub mod opt_float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::float::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(with = "super::float")] f64);
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn hand_computed_tap_metrics() {
+        // a = [1, 2, 3], b = [1, 2, 4]: diff [0, 0, -1].
+        let m = TapMetrics::compute(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]);
+        assert_eq!(m.n, 3);
+        // a.b = 17, |a| = sqrt 14, |b| = sqrt 21.
+        assert!(close(m.cosine, 17.0 / (14f64.sqrt() * 21f64.sqrt())));
+        // centred: a [-1, 0, 1], b [-4/3, -1/3, 5/3]: cov 3, var_a 2, var_b 42/9.
+        assert!(close(
+            m.pearson.unwrap(),
+            3.0 / (2f64.sqrt() * (42f64 / 9.0).sqrt())
+        ));
+        assert_eq!(m.max_abs_diff, 1.0);
+        assert_eq!(m.max_abs_diff_index, 2);
+        assert!(close(m.max_rel_diff, 0.25));
+        assert!(close(m.nmse, 1.0 / 21.0));
+        assert!(close(m.rmse, (1f64 / 3.0).sqrt()));
+        assert_eq!(m.nonfinite_mismatch, 0);
+    }
+
+    #[test]
+    fn identical_rows_are_perfect() {
+        let v = [0.5f32, -1.25, 3.0, 0.0];
+        let m = TapMetrics::compute(&v, &v);
+        assert!(close(m.cosine, 1.0));
+        assert!(close(m.pearson.unwrap(), 1.0));
+        assert_eq!(
+            (m.nmse, m.rmse, m.max_abs_diff, m.max_rel_diff),
+            (0.0, 0.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn nan_on_one_side_counts_and_is_skipped() {
+        let m = TapMetrics::compute(&[1.0, f32::NAN, 2.0], &[1.0, 5.0, 2.0]);
+        assert_eq!(
+            (m.nan_engine, m.nan_oracle, m.nonfinite_mismatch),
+            (1, 0, 1)
+        );
+        assert!(m.has_nonfinite_mismatch());
+        // The finite elements agree exactly.
+        assert_eq!(m.nmse, 0.0);
+        // NaN on both sides, and +Inf on both sides, are no mismatch; -Inf vs +Inf is one.
+        let m = TapMetrics::compute(
+            &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0],
+            &[f32::NAN, f32::INFINITY, f32::INFINITY, 1.0],
+        );
+        assert_eq!((m.nan_engine, m.nan_oracle), (1, 1));
+        assert_eq!((m.inf_engine, m.inf_oracle), (2, 2));
+        assert_eq!(m.nonfinite_mismatch, 1);
+    }
+
+    #[test]
+    fn constant_and_zero_vectors() {
+        // Constant vectors: pearson undefined, cosine 1 when proportional.
+        let m = TapMetrics::compute(&[2.0; 4], &[1.0; 4]);
+        assert_eq!(m.pearson, None);
+        assert!(close(m.cosine, 1.0));
+        assert!(close(m.nmse, 1.0));
+        assert!(close(m.max_rel_diff, 1.0));
+        // Both zero: perfect.
+        let m = TapMetrics::compute(&[0.0; 3], &[0.0; 3]);
+        assert_eq!((m.cosine, m.nmse, m.max_rel_diff), (1.0, 0.0, 0.0));
+        // Oracle zero, engine not: cosine 0, NMSE infinite, relative diff against the floor.
+        let m = TapMetrics::compute(&[1.0, 0.0], &[0.0, 0.0]);
+        assert_eq!(m.cosine, 0.0);
+        assert_eq!(m.nmse, f64::INFINITY);
+        assert!(close(m.max_rel_diff, 1e30));
+        // Engine zero, oracle not: cosine 0, NMSE exactly 1.
+        let m = TapMetrics::compute(&[0.0, 0.0], &[3.0, 4.0]);
+        assert_eq!((m.cosine, m.nmse), (0.0, 1.0));
+    }
+
+    #[test]
+    fn relative_diff_floor_ignores_tiny_oracle_elements() {
+        // rms(b) = sqrt((1e-9^2 + 100^2)/2) ~ 70.7: floor ~ 0.0707, so the 1e-6 error on the
+        // 1e-9 element counts as 1e-6 / 0.0707, not 1000.
+        let m = TapMetrics::compute(&[1e-6 + 1e-9, 100.0], &[1e-9, 100.0]);
+        let floor = 1e-3 * ((1e-18f64 + 1e4) / 2.0).sqrt();
+        let d = (1e-6f32 + 1e-9f32) as f64 - 1e-9f32 as f64;
+        assert!(close(m.max_rel_diff, d / floor));
+    }
+
+    #[test]
+    fn hand_computed_logit_metrics() {
+        // oracle logits [0, ln 3] -> p = [1/4, 3/4]; engine [0, 0] -> q = [1/2, 1/2].
+        let ln3 = 3f64.ln() as f32;
+        let m = LogitMetrics::compute(&[0.0, 0.0], &[0.0, ln3], 2);
+        let p1 = 1.0 / (1.0 + (ln3 as f64).exp());
+        let p2 = 1.0 - p1;
+        let kl = p1 * (p1 / 0.5).ln() + p2 * (p2 / 0.5).ln();
+        assert!((m.kl - kl).abs() < 1e-12, "{} vs {kl}", m.kl);
+        assert_eq!((m.top1_oracle, m.top1_engine, m.top2_oracle), (1, 0, 0));
+        assert!(!m.top1_agree);
+        // Engine tie: token 0 ranks first, so the oracle's top-1 (token 1) ranks second.
+        assert_eq!(m.oracle_top1_rank_in_engine, 2);
+        assert_eq!(m.topk_overlap, 2);
+        assert!(close(m.oracle_top2_margin, ln3 as f64));
+        assert!(close(m.max_abs_diff, ln3 as f64));
+    }
+
+    #[test]
+    fn logits_identical_and_shifted() {
+        let o = [1.0f32, 5.0, 3.0, -2.0, 4.0];
+        let m = LogitMetrics::compute(&o, &o, 3);
+        assert_eq!(m.kl, 0.0);
+        assert!(m.top1_agree);
+        assert_eq!(
+            (m.top1_oracle, m.topk_overlap, m.oracle_top1_rank_in_engine),
+            (1, 3, 1)
+        );
+        assert_eq!(m.oracle_top2_margin, 1.0);
+        // A constant shift changes no probability: KL 0 (up to rounding), max diff 10.
+        let shifted: Vec<f32> = o.iter().map(|v| v + 10.0).collect();
+        let m = LogitMetrics::compute(&shifted, &o, 3);
+        assert!(m.kl < 1e-15);
+        assert_eq!(m.max_abs_diff, 10.0);
+        // Large logits do not overflow (stable log-softmax).
+        let big = [1000.0f32, 999.0];
+        let m = LogitMetrics::compute(&big, &[999.0, 1000.0], 1);
+        assert!(m.kl.is_finite() && m.kl > 0.0);
+        assert_eq!(m.topk_overlap, 0);
+    }
+
+    #[test]
+    fn logits_with_nan() {
+        let m = LogitMetrics::compute(&[f32::NAN, 1.0], &[0.0, 1.0], 2);
+        assert_eq!(m.nonfinite_mismatch, 1);
+        assert_eq!(m.kl, f64::INFINITY);
+        assert!(m.max_abs_diff.is_nan());
+    }
+
+    #[test]
+    fn non_finite_floats_round_trip_through_json() {
+        let m = TapMetrics::compute(&[1.0, 0.0], &[0.0, 0.0]);
+        let s = serde_json::to_string(&m).unwrap();
+        assert!(s.contains("\"nmse\":\"inf\""), "{s}");
+        let back: TapMetrics = serde_json::from_str(&s).unwrap();
+        assert_eq!(back.nmse, f64::INFINITY);
+        assert_eq!(
+            (back.cosine, back.pearson, back.n),
+            (m.cosine, m.pearson, m.n)
+        );
+        let l = LogitMetrics::compute(&[f32::NAN, 1.0], &[0.0, 1.0], 2);
+        let s = serde_json::to_string(&l).unwrap();
+        assert!(s.contains("\"max_abs_diff\":\"nan\""), "{s}");
+        let back: LogitMetrics = serde_json::from_str(&s).unwrap();
+        assert!(back.max_abs_diff.is_nan() && back.kl == f64::INFINITY);
+        assert!(serde_json::from_str::<KeyMetrics>(
+            r#"{"nmse":"bogus","cosine":1,"max_abs_diff":0,"nonfinite_mismatch":0}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! Comparing the engine with an oracle: metrics, tap alignment, thresholds, verdicts,
+//! receipts, the gate, and their rendering for a person.
+//!
+//! [`compare_core`] takes both sides as plain data and returns a [`Receipt`]; the `compare`
+//! command only gathers that data from the engine and an oracle.
+
+pub mod align;
+pub mod core;
+pub mod gate;
+pub mod metrics;
+pub mod plot;
+pub mod receipt;
+pub mod report;
+pub mod thresholds;
+pub mod verdict;
+
+pub use self::core::{compare_core, CompareSettings, Side, SideEval};
+pub use receipt::Receipt;
+pub use thresholds::Thresholds;
+pub use verdict::Verdict;

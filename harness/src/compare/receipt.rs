@@ -1,0 +1,478 @@
+//! The receipt of a comparison: versioned JSON (`schema_version: 1`) whose JSON Schema is
+//! `receipts/schema/receipt.v1.schema.json` (generated from these types by [`schema`]; a test
+//! keeps the committed file in step). Written atomically (temp file in the same directory,
+//! then rename), so a reader never sees half a receipt.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xval_engine::model::{Engine, Model};
+use xval_engine::tokenizer::Tokenizer;
+
+use super::align::{Alias, ShapeMismatch};
+use super::metrics::{KeyMetrics, LogitMetrics, TapMetrics};
+use super::thresholds::{AppliedThresholds, TapClass};
+use super::verdict::{FirstDivergence, Pairing, Verdict};
+use crate::error::{Error, Result};
+
+/// The receipt format version this code writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where the published schema lives, relative to the repository root.
+pub const SCHEMA_PATH: &str = "receipts/schema/receipt.v1.schema.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Receipt {
+    /// Always 1 for this format.
+    pub schema_version: u32,
+    /// When the comparison ran, RFC 3339 UTC.
+    pub created: String,
+    pub mode: Mode,
+    pub provenance: Provenance,
+    pub engine: EngineIdentity,
+    /// The oracle's identity and settings as the oracle reports them (`OracleIdentity`).
+    pub oracle: serde_json::Value,
+    pub pairing: Pairing,
+    pub thresholds: AppliedThresholds,
+    pub tokenizer: TokenizerParity,
+    pub alignment: AlignmentRecord,
+    /// Per-tap metrics over the prompt, in graph order.
+    pub taps: Vec<TapRecord>,
+    /// Per-position logit metrics and verdicts over the prompt.
+    pub positions: Vec<PositionRecord>,
+    pub first_divergence: Option<FirstDivergence>,
+    pub decode: DecodeParity,
+    pub summary: Summary,
+    /// Seconds per phase (`engine_prefill`, `oracle_prefill`, `compare`, ...).
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// What the engine was compared against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeKind {
+    /// A live oracle (llama.cpp, the ggml graph, an external tree).
+    Oracle,
+    /// Recorded oracle outputs (golden files): no C++ ran in this comparison.
+    RustOnly,
+    /// The engine against itself under other settings (a self-check, no oracle involved).
+    SelfCheck,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Mode {
+    pub kind: ModeKind,
+    /// Set whenever `kind` is not `oracle`: says loudly what the numbers do not prove.
+    pub warning: Option<String>,
+}
+
+impl Mode {
+    pub fn oracle() -> Mode {
+        Mode {
+            kind: ModeKind::Oracle,
+            warning: None,
+        }
+    }
+
+    pub fn rust_only() -> Mode {
+        Mode {
+            kind: ModeKind::RustOnly,
+            warning: Some(
+                "RUST-ONLY: compared against recorded (golden) oracle outputs, not a live oracle; \
+                 the oracle's build, flags and settings are as recorded, not as they are now"
+                    .into(),
+            ),
+        }
+    }
+
+    pub fn self_check() -> Mode {
+        Mode {
+            kind: ModeKind::SelfCheck,
+            warning: Some(
+                "SELF-CHECK: the engine was compared with itself under other settings; no \
+                 independent oracle took part"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The model compared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Provenance {
+    pub model_path: String,
+    pub model_sha256: String,
+    pub architecture: String,
+    /// Weight format per tensor class (`token_embd`, `output`, `projections`, ...).
+    pub formats: BTreeMap<String, String>,
+    pub tokenizer: TokenizerIdentity,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenizerIdentity {
+    /// `tokenizer.ggml.model` (`gpt2`).
+    pub model: String,
+    /// The pre-tokenizer in effect (`llama-bpe`, `default`).
+    pub pre: String,
+    pub n_vocab: usize,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+}
+
+impl Provenance {
+    /// Describe `model` (loaded from `path`): hashes the whole file.
+    pub fn of_model(path: &Path, model: &Model, tokenizer: &Tokenizer) -> Provenance {
+        let file = model.file();
+        let sha = Sha256::digest(file.bytes());
+        let formats = model
+            .formats()
+            .into_iter()
+            .map(|(class, ty)| (class, ty.name().to_string()))
+            .collect();
+        Provenance {
+            model_path: path.display().to_string(),
+            model_sha256: hex(&sha),
+            architecture: model.hparams.arch_name.clone(),
+            formats,
+            tokenizer: TokenizerIdentity {
+                model: file
+                    .get("tokenizer.ggml.model")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                pre: tokenizer.pre_tokenizer().to_string(),
+                n_vocab: tokenizer.n_vocab(),
+                bos: tokenizer.bos(),
+                eos: tokenizer.eos(),
+            },
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The engine side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EngineIdentity {
+    pub version: String,
+    /// The commit the engine was built from, when the build knew it.
+    pub git_commit: Option<String>,
+    pub backend: String,
+    /// Matmul kernel ids.
+    pub kernels: Vec<String>,
+    /// CPU features detected at run time.
+    pub cpu_features: Vec<String>,
+    pub profile: String,
+    pub kv_type: String,
+    pub threads: usize,
+}
+
+impl EngineIdentity {
+    /// Describe `engine` running on the CPU backend; `git_commit` as the caller knows it.
+    pub fn of_engine(engine: &Engine, git_commit: Option<String>) -> EngineIdentity {
+        EngineIdentity {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit,
+            backend: "cpu".into(),
+            kernels: vec![xval_engine::quant::matmul::KERNEL.to_string()],
+            cpu_features: cpu_features(),
+            profile: engine.numerics().profile.name().to_string(),
+            kv_type: engine.numerics().kv.name().to_string(),
+            threads: engine.threads(),
+        }
+    }
+}
+
+/// The SIMD features this CPU offers (those a kernel might dispatch on).
+pub fn cpu_features() -> Vec<String> {
+    #[allow(unused_mut)]
+    let mut f: Vec<String> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($feat:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($feat) {
+                    f.push($feat.to_string());
+                }
+            )*};
+        }
+        probe!(
+            "sse3",
+            "ssse3",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vnni"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! probe {
+            ($($feat:tt),*) => {$(
+                if std::arch::is_aarch64_feature_detected!($feat) {
+                    f.push($feat.to_string());
+                }
+            )*};
+        }
+        probe!("neon", "dotprod", "i8mm", "sve");
+    }
+    f
+}
+
+/// Token ids from both tokenizers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenizerParity {
+    pub engine_ids: Vec<u32>,
+    pub oracle_ids: Vec<u32>,
+    pub matched: bool,
+    pub first_difference: Option<IdDifference>,
+    /// Whose ids both sides then evaluated.
+    pub evaluated_ids: String,
+}
+
+/// The first index where the id lists differ (`None` on a side that ended there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IdDifference {
+    pub index: usize,
+    pub engine: Option<u32>,
+    pub oracle: Option<u32>,
+}
+
+impl TokenizerParity {
+    pub fn new(engine_ids: &[u32], oracle_ids: &[u32], evaluated_ids: &str) -> TokenizerParity {
+        let n = engine_ids.len().max(oracle_ids.len());
+        let first_difference = (0..n)
+            .find(|&i| engine_ids.get(i) != oracle_ids.get(i))
+            .map(|i| IdDifference {
+                index: i,
+                engine: engine_ids.get(i).copied(),
+                oracle: oracle_ids.get(i).copied(),
+            });
+        TokenizerParity {
+            engine_ids: engine_ids.to_vec(),
+            oracle_ids: oracle_ids.to_vec(),
+            matched: first_difference.is_none(),
+            first_difference,
+            evaluated_ids: evaluated_ids.into(),
+        }
+    }
+}
+
+/// How taps were paired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AlignmentRecord {
+    pub engine_only: Vec<String>,
+    pub oracle_only: Vec<String>,
+    pub aliases: Vec<Alias>,
+    /// Same-named taps with different per-position row lengths (not compared; a failure).
+    pub shape_mismatches: Vec<ShapeMismatch>,
+    pub notes: Vec<String>,
+}
+
+/// One tap over the prompt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TapRecord {
+    pub name: String,
+    /// The oracle tap it was compared with, when its name differs (I2_S alias).
+    pub oracle_name: Option<String>,
+    pub layer: Option<usize>,
+    pub class: TapClass,
+    pub engine_shape: Vec<usize>,
+    pub oracle_shape: Vec<usize>,
+    /// The position with the largest NMSE (a non-finite mismatch counts as the worst).
+    pub worst_position: usize,
+    /// Full metrics at the worst position.
+    pub worst: TapMetrics,
+    /// Key metrics per position.
+    pub positions: Vec<KeyMetrics>,
+}
+
+/// One prompt position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PositionRecord {
+    pub position: usize,
+    /// The token evaluated there.
+    pub token: u32,
+    pub logits: LogitMetrics,
+    pub verdict: Verdict,
+    pub explanation: String,
+    /// Taps past their limit at this position.
+    pub taps_crossed: usize,
+}
+
+/// Greedy continuation through both KV caches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecodeParity {
+    pub steps_requested: usize,
+    pub steps: Vec<DecodeStep>,
+    /// The first step whose token or taps diverge (verdict other than MATCH).
+    pub first_divergent_step: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecodeStep {
+    pub step: usize,
+    pub position: usize,
+    /// The token both sides were fed.
+    pub input_token: u32,
+    /// Each side's greedy choice after it.
+    pub engine_token: u32,
+    pub oracle_token: u32,
+    pub logits: LogitMetrics,
+    /// Key metrics per tap at this step, in graph order.
+    pub taps: BTreeMap<String, KeyMetrics>,
+    pub verdict: Verdict,
+    pub explanation: String,
+    /// The first tap in graph order past its limit at this step.
+    pub first_diverging_tap: Option<String>,
+}
+
+/// The comparison in a line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    /// The worst verdict over prompt positions and decode steps.
+    pub verdict: Verdict,
+    pub positions: BTreeMap<Verdict, usize>,
+    pub decode_steps: BTreeMap<Verdict, usize>,
+    pub taps_compared: usize,
+    /// Whether the gate (with the receipt's own thresholds) passes.
+    pub passes: bool,
+}
+
+impl Receipt {
+    /// Write the receipt as pretty JSON to `path` atomically.
+    pub fn write_atomic(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Invalid(format!("cannot serialise the receipt: {e}")))?;
+        write_atomic(path, &json)
+    }
+
+    /// Read a receipt, naming the file in every error.
+    pub fn read(path: &Path) -> Result<Receipt> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::bad_file(path, format!("not JSON: {e}")))?;
+        match value.get("schema_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == SCHEMA_VERSION as u64 => {}
+            Some(v) => {
+                return Err(Error::bad_file(
+                    path,
+                    format!(
+                        "receipt schema_version {v}: this harness reads version {SCHEMA_VERSION}"
+                    ),
+                ))
+            }
+            None => return Err(Error::bad_file(path, "no schema_version: not a receipt")),
+        }
+        serde_json::from_value(value)
+            .map_err(|e| Error::bad_file(path, format!("malformed receipt: {e}")))
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so the
+/// file is either the old one or the complete new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// The receipt's JSON Schema (draft-07), as committed in [`SCHEMA_PATH`].
+pub fn schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Receipt);
+    serde_json::to_value(schema).expect("a schema serialises")
+}
+
+/// The current time as RFC 3339 UTC (`2025-01-31T12:00:00Z`), from the system clock.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC (Howard Hinnant's `civil_from_days`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn tokenizer_parity_first_difference() {
+        let p = TokenizerParity::new(&[1, 2, 3], &[1, 2, 3], "oracle");
+        assert!(p.matched && p.first_difference.is_none());
+        let p = TokenizerParity::new(&[1, 5, 3], &[1, 2, 3], "oracle");
+        let d = p.first_difference.unwrap();
+        assert_eq!((d.index, d.engine, d.oracle), (1, Some(5), Some(2)));
+        let p = TokenizerParity::new(&[1, 2], &[1, 2, 3], "oracle");
+        let d = p.first_difference.unwrap();
+        assert_eq!((d.index, d.engine, d.oracle), (2, None, Some(3)));
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind");
+        let err = write_atomic(&dir.path().join("missing/r.json"), b"x").unwrap_err();
+        assert!(err.to_string().contains("missing/r.json"), "{err}");
+    }
+}
