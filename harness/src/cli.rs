@@ -53,6 +53,11 @@ pub enum Command {
     /// tokens, the last position's logits and the captured taps (`--json`: one object with
     /// oracle, model, tokens, n_vocab, logits_last, taps).
     Oracle(crate::oracle_cmd::OracleArgs),
+    /// Compare the engine with an oracle on the same token ids: every tap of every layer, the
+    /// logits, greedy decode steps through both KV caches. Writes a receipt (`--out`), prints a
+    /// per-layer table (or markdown / the JSON receipt), exits 0 when everything MATCHes within
+    /// the thresholds, 1 on divergence, 2 on bad input, 3 when the oracle fails.
+    Compare(crate::compare_cmd::CompareArgs),
     /// Internal: serve an oracle over stdin/stdout for an isolated parent process.
     #[command(name = "__oracle-worker", hide = true)]
     OracleWorker(crate::oracle_worker::WorkerArgs),
@@ -226,6 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Gate(args) => gate_cmd(&args),
         Command::Fixtures(cmd) => fixtures_cmd(cmd),
         Command::Oracle(args) => crate::oracle_cmd::run(&args).map(|()| Exit::Success),
+        Command::Compare(args) => crate::compare_cmd::run(&args),
         Command::OracleWorker(args) => Ok(crate::oracle_worker::run(&args)),
     }
 }

@@ -1,9 +1,11 @@
 //! The `harness` binary's library: the CLI ([`cli`]), exit codes ([`exit`]), `inspect`
-//! ([`inspect`]), the deterministic fixtures ([`fixtures`]) and the oracle commands
+//! ([`inspect`]), the deterministic fixtures ([`fixtures`]), `run` ([`run_cmd`]), `compare`
+//! ([`compare`], [`compare_cmd`]) and the oracle commands
 //! ([`oracle_cmd`], the hidden worker [`oracle_worker`]).
 
 pub mod cli;
 pub mod compare;
+pub mod compare_cmd;
 pub mod engine_args;
 pub mod error;
 pub mod exit;

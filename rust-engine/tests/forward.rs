@@ -309,3 +309,37 @@ fn bitnet_25_is_the_same_architecture_as_bitnet_b1_58() {
     );
     assert!(silu != relu2);
 }
+
+#[test]
+fn replaying_every_op_on_the_engines_own_inputs_reproduces_its_taps_exactly() {
+    for spec in specs() {
+        for profile in Profile::ALL {
+            let e = engine(spec, Numerics::new(profile), 2);
+            let mut cache = e.new_cache();
+            let out = e.forward(&mut cache, &TOKENS, &TapFilter::all()).unwrap();
+            let get = |name: &str| {
+                out.taps
+                    .iter()
+                    .find(|t| t.name == name)
+                    .map(|t| &t.data[..])
+            };
+            for tap in &out.taps {
+                let replayed = e
+                    .replay(&tap.name, &TOKENS, &get)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{} cannot be replayed", tap.name));
+                assert!(
+                    replayed == tap.data,
+                    "{} {} {profile}: replay of {} differs",
+                    spec.arch,
+                    spec.proj,
+                    tap.name
+                );
+            }
+            // A missing input is not an error: there is nothing to replay.
+            let none = |_: &str| None;
+            assert_eq!(e.replay("ffn_down-1", &TOKENS, &none).unwrap(), None);
+            assert_eq!(e.replay("not_a_tap-0", &TOKENS, &get).unwrap(), None);
+        }
+    }
+}

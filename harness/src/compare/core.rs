@@ -1,8 +1,9 @@
 //! [`compare_core`]: two sides' outputs as plain data in, a [`Receipt`] out. Whoever runs the
 //! engine and the oracle (the `compare` command, tests, selftest) only gathers data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use xval_engine::model::Engine;
 use xval_engine::taps::{split_name, Tap};
 
 use super::align::align;
@@ -13,7 +14,7 @@ use super::receipt::{
 };
 use super::thresholds::{AppliedThresholds, TapClass};
 use super::verdict::{
-    check_tap, first_divergence, position_verdict, Pairing, TapCrossing, TapSeries, Verdict,
+    check_at, first_divergence, position_verdict, Pairing, TapCrossing, TapSeries, Verdict,
 };
 use crate::error::{Error, Result};
 
@@ -65,6 +66,9 @@ pub struct Side {
     pub prefill: SideEval,
     /// Greedy decode steps, one token each, in order.
     pub decode: Vec<SideEval>,
+    /// Engine side only: each prompt tap recomputed by the engine's op from the *oracle's*
+    /// inputs (`Engine::replay`); empty when not computed.
+    pub replay: Vec<Tap>,
 }
 
 /// Who and what is compared, and how strictly.
@@ -86,13 +90,41 @@ pub struct CompareSettings {
     pub timings: BTreeMap<String, f64>,
 }
 
+/// Every engine tap recomputed by the engine's own op from the oracle's inputs (op-level
+/// replay). The oracle tap paired with each engine name (through the I2_S `_s` alias where it
+/// applies) serves as that name's input. An op whose inputs are missing or shaped differently
+/// (already reported by the alignment) is left out.
+pub fn replay_on_oracle_inputs(
+    engine: &Engine,
+    ids: &[u32],
+    engine_taps: &[Tap],
+    oracle_taps: &[Tap],
+) -> Vec<Tap> {
+    let aligned = align(engine_taps, oracle_taps);
+    let inputs: HashMap<&str, &[f32]> = aligned
+        .pairs
+        .iter()
+        .map(|p| (p.engine.name.as_str(), &p.oracle.data[..]))
+        .collect();
+    let get = |name: &str| inputs.get(name).copied();
+    engine_taps
+        .iter()
+        .filter_map(|t| match engine.replay(&t.name, ids, &get) {
+            Ok(Some(data)) if data.len() == t.data.len() => {
+                Some(Tap::new(t.name.clone(), t.shape.clone(), data))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Key metrics of every aligned pair at every position of one evaluation.
 struct Compared {
     records: Vec<TapRecord>,
     alignment: AlignmentRecord,
 }
 
-fn compare_taps(engine: &[Tap], oracle: &[Tap]) -> Compared {
+fn compare_taps(engine: &[Tap], oracle: &[Tap], replay: &[Tap]) -> Compared {
     let a = align(engine, oracle);
     let records = a
         .pairs
@@ -137,6 +169,16 @@ fn compare_taps(engine: &[Tap], oracle: &[Tap]) -> Compared {
                 worst_position,
                 worst,
                 positions: full.iter().map(KeyMetrics::from).collect(),
+                replay: replay
+                    .iter()
+                    .find(|r| r.name == pair.engine.name && r.row_len() == pair.oracle.row_len())
+                    .map(|r| {
+                        (0..n.min(r.n_positions()))
+                            .map(|p| {
+                                KeyMetrics::from(&TapMetrics::compute(r.row(p), pair.oracle.row(p)))
+                            })
+                            .collect()
+                    }),
             }
         })
         .collect();
@@ -162,7 +204,8 @@ fn crossings_at<'a>(
         .iter()
         .filter_map(|r| {
             let m = r.positions.get(p)?;
-            check_tap(m, th.for_tap(&r.name)).map(|crossing| TapCrossing {
+            let replay = r.replay.as_ref().and_then(|v| v.get(p));
+            check_at(m, replay, th.for_tap(&r.name)).map(|crossing| TapCrossing {
                 tap: &r.name,
                 crossing,
             })
@@ -201,7 +244,7 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
         },
     );
 
-    let prefill = compare_taps(&engine.prefill.taps, &oracle.prefill.taps);
+    let prefill = compare_taps(&engine.prefill.taps, &oracle.prefill.taps, &engine.replay);
     let positions: Vec<PositionRecord> = (0..engine.prefill.tokens.len())
         .map(|p| {
             let logits = LogitMetrics::compute(
@@ -228,6 +271,7 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
         .map(|r| TapSeries {
             name: &r.name,
             positions: &r.positions,
+            replay: r.replay.as_deref(),
         })
         .collect();
     let first = first_divergence(&series, th);
@@ -245,7 +289,7 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             )));
         }
         let logits = LogitMetrics::compute(e.logits_row(0), o.logits_row(0), settings.top_k);
-        let c = compare_taps(&e.taps, &o.taps);
+        let c = compare_taps(&e.taps, &o.taps, &[]);
         let crossings = crossings_at(&c.records, 0, th);
         let (verdict, explanation) =
             position_verdict(&logits, &crossings, &th.logits, &settings.pairing);

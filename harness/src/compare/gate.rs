@@ -8,7 +8,7 @@ use xval_engine::taps::graph_order;
 
 use super::receipt::Receipt;
 use super::thresholds::{AppliedThresholds, Thresholds};
-use super::verdict::{check_tap, position_verdict, TapCrossing};
+use super::verdict::{check_at, check_tap, position_verdict, TapCrossing};
 use crate::error::Result;
 
 /// One reason a receipt fails.
@@ -62,7 +62,8 @@ pub fn violations(receipt: &Receipt, th: &AppliedThresholds) -> Vec<Violation> {
             .iter()
             .filter_map(|t| {
                 let m = t.positions.get(pos.position)?;
-                check_tap(m, th.for_tap(&t.name)).map(|crossing| TapCrossing {
+                let replay = t.replay.as_ref().and_then(|v| v.get(pos.position));
+                check_at(m, replay, th.for_tap(&t.name)).map(|crossing| TapCrossing {
                     tap: &t.name,
                     crossing,
                 })

@@ -294,6 +294,10 @@ pub struct TapRecord {
     pub worst: TapMetrics,
     /// Key metrics per position.
     pub positions: Vec<KeyMetrics>,
+    /// Key metrics per position of the engine's op replayed on the oracle's own inputs
+    /// (absent when the op could not be replayed).
+    #[serde(default)]
+    pub replay: Option<Vec<KeyMetrics>>,
 }
 
 /// One prompt position.

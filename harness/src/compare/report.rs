@@ -2,7 +2,7 @@
 //! stdout is a terminal) and the same as Markdown for a pull-request comment.
 
 use super::receipt::{Receipt, TapRecord};
-use super::verdict::{check_tap, Verdict};
+use super::verdict::{check_at, Verdict};
 
 /// The worst tap of one layer (or of the model-level taps, `layer = None`).
 #[derive(Clone, Debug, PartialEq)]
@@ -12,6 +12,8 @@ pub struct LayerRow {
     pub nmse: f64,
     pub cosine: f64,
     pub max_abs_diff: f64,
+    /// The largest op-level (replay) NMSE of the layer, when its ops were replayed.
+    pub replay_nmse: Option<f64>,
     /// MATCH when no tap of the layer crosses its limit at any position, WRONG on a NaN/Inf
     /// mismatch, DRIFT otherwise.
     pub verdict: Verdict,
@@ -37,8 +39,9 @@ pub fn layer_rows(r: &Receipt) -> Vec<LayerRow> {
             let mut verdict = Verdict::Match;
             for t in &taps {
                 let limit = r.thresholds.for_tap(&t.name);
-                for m in &t.positions {
-                    if let Some(c) = check_tap(m, limit) {
+                for (p, m) in t.positions.iter().enumerate() {
+                    let replay = t.replay.as_ref().and_then(|v| v.get(p));
+                    if let Some(c) = check_at(m, replay, limit) {
                         verdict = verdict.max(if c.is_nonfinite() {
                             Verdict::Wrong
                         } else {
@@ -53,6 +56,12 @@ pub fn layer_rows(r: &Receipt) -> Vec<LayerRow> {
                 nmse: worst.worst.nmse,
                 cosine: worst.worst.cosine,
                 max_abs_diff: worst.worst.max_abs_diff,
+                replay_nmse: taps
+                    .iter()
+                    .filter_map(|t| t.replay.as_ref())
+                    .flatten()
+                    .map(|m| nan_high(m.nmse))
+                    .reduce(f64::max),
                 verdict,
                 first_divergence: fd_layer == Some(layer),
             })
@@ -130,9 +139,10 @@ pub fn render_table(r: &Receipt, color: bool) -> String {
         "NMSE",
         "1-cosine",
         "max|diff|",
+        "op NMSE",
         "verdict",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|row| {
             [
@@ -146,6 +156,7 @@ pub fn render_table(r: &Receipt, color: bool) -> String {
                 format!("{:.3e}", row.nmse),
                 format!("{:.3e}", 1.0 - row.cosine),
                 format!("{:.3e}", row.max_abs_diff),
+                row.replay_nmse.map_or("-".into(), |v| format!("{v:.3e}")),
                 row.verdict.name().into(),
             ]
         })
@@ -162,7 +173,7 @@ pub fn render_table(r: &Receipt, color: bool) -> String {
             if i > 0 {
                 s.push_str("  ");
             }
-            if (3..6).contains(&i) {
+            if (3..7).contains(&i) {
                 s.push_str(&format!("{x:>0$}", w[i]));
             } else {
                 s.push_str(&format!("{x:<0$}", w[i]));
@@ -193,8 +204,8 @@ pub fn render_markdown(r: &Receipt) -> String {
     for l in headline(r) {
         s.push_str(&format!("- {}\n", l.replace('|', "\\|")));
     }
-    s.push_str("\n| | layer | worst tap | NMSE | 1-cosine | max\\|diff\\| | verdict |\n");
-    s.push_str("|---|---|---|---:|---:|---:|---|\n");
+    s.push_str("\n| | layer | worst tap | NMSE | 1-cosine | max\\|diff\\| | op NMSE | verdict |\n");
+    s.push_str("|---|---|---|---:|---:|---:|---:|---|\n");
     for row in layer_rows(r) {
         let mark = if row.first_divergence { "**>>**" } else { "" };
         let verdict = if row.first_divergence {
@@ -203,12 +214,13 @@ pub fn render_markdown(r: &Receipt) -> String {
             row.verdict.to_string()
         };
         s.push_str(&format!(
-            "| {mark} | {} | `{}` | {:.3e} | {:.3e} | {:.3e} | {verdict} |\n",
+            "| {mark} | {} | `{}` | {:.3e} | {:.3e} | {:.3e} | {} | {verdict} |\n",
             layer_label(row.layer),
             row.worst_tap,
             row.nmse,
             1.0 - row.cosine,
-            row.max_abs_diff
+            row.max_abs_diff,
+            row.replay_nmse.map_or("-".into(), |v| format!("{v:.3e}"))
         ));
     }
     s

@@ -121,6 +121,29 @@ pub fn check_tap(m: &KeyMetrics, th: &TapThreshold) -> Option<Crossing> {
     None
 }
 
+/// The first limit a tap crosses at one position: its op-level replay first (the engine's op on
+/// the oracle's own inputs: isolates the op from upstream differences), then the chained
+/// comparison's limits.
+pub fn check_at(
+    chained: &KeyMetrics,
+    replay: Option<&KeyMetrics>,
+    th: &TapThreshold,
+) -> Option<Crossing> {
+    if let (Some(r), Some(limit)) = (replay, th.max_replay_nmse) {
+        if r.nonfinite_mismatch > 0 {
+            return Some(Crossing::new(
+                "replay_nonfinite_mismatch",
+                r.nonfinite_mismatch as f64,
+                0.0,
+            ));
+        }
+        if !within_max(r.nmse, limit) {
+            return Some(Crossing::new("replay_nmse", r.nmse, limit));
+        }
+    }
+    check_tap(chained, th)
+}
+
 /// Which arithmetic the engine and the oracle do, and whether they are meant to agree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Pairing {
@@ -293,16 +316,17 @@ pub struct FirstDivergence {
 pub struct TapSeries<'a> {
     pub name: &'a str,
     pub positions: &'a [KeyMetrics],
+    /// Op-level replay metrics per position, when the op could be replayed.
+    pub replay: Option<&'a [KeyMetrics]>,
 }
 
 /// Find the first divergence among `taps` (already in graph order).
 pub fn first_divergence(taps: &[TapSeries<'_>], th: &AppliedThresholds) -> Option<FirstDivergence> {
     let (i, p, crossing) = taps.iter().enumerate().find_map(|(i, t)| {
         let limit = th.for_tap(t.name);
-        t.positions
-            .iter()
-            .enumerate()
-            .find_map(|(p, m)| check_tap(m, limit).map(|c| (i, p, c)))
+        t.positions.iter().enumerate().find_map(|(p, m)| {
+            check_at(m, t.replay.and_then(|r| r.get(p)), limit).map(|c| (i, p, c))
+        })
     })?;
     let neighbour = |j: usize| -> Option<Neighbour> {
         let t = taps.get(j)?;
@@ -310,7 +334,7 @@ pub fn first_divergence(taps: &[TapSeries<'_>], th: &AppliedThresholds) -> Optio
         Some(Neighbour {
             tap: t.name.to_string(),
             metrics: m,
-            crossed: check_tap(&m, th.for_tap(t.name)).is_some(),
+            crossed: check_at(&m, t.replay.and_then(|r| r.get(p)), th.for_tap(t.name)).is_some(),
         })
     };
     let t = &taps[i];
@@ -330,12 +354,30 @@ mod tests {
     use super::*;
     use crate::compare::thresholds::{ThresholdKey, Thresholds};
 
+    /// Tight limits, independent of the measured ci/thresholds.toml.
+    const TIGHT: &str = r#"
+version = 1
+[[rule]]
+class = "*"
+max_nmse = 1e-6
+min_cosine = 0.9999995
+max_replay_nmse = 1e-10
+[[rule]]
+class = "logits"
+max_nmse = 1e-6
+min_cosine = 0.9999995
+max_kl = 1e-6
+top1_must_agree = true
+"#;
+
     fn applied() -> AppliedThresholds {
-        Thresholds::default().resolve(&ThresholdKey {
-            format: "tq2_0".into(),
-            profile: "ggml".into(),
-            backend: "cpu".into(),
-        })
+        Thresholds::parse(TIGHT, "tight")
+            .unwrap()
+            .resolve(&ThresholdKey {
+                format: "tq2_0".into(),
+                profile: "ggml".into(),
+                backend: "cpu".into(),
+            })
     }
 
     fn km(nmse: f64) -> KeyMetrics {
@@ -424,14 +466,17 @@ mod tests {
             TapSeries {
                 name: "ffn_sub_norm-1",
                 positions: &ok,
+                replay: None,
             },
             TapSeries {
                 name: "ffn_down-1",
                 positions: &bad,
+                replay: None,
             },
             TapSeries {
                 name: "l_out-1",
                 positions: &later,
+                replay: None,
             },
         ];
         let fd = first_divergence(&taps, &th).unwrap();
@@ -454,6 +499,7 @@ mod tests {
             &[TapSeries {
                 name: "result_norm",
                 positions: &nan,
+                replay: None,
             }],
             &th,
         );

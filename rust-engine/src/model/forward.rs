@@ -123,7 +123,7 @@ impl Engine {
         self.pool.install(|| self.run(cache, tokens, taps))
     }
 
-    fn linear(&self, lin: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    pub(super) fn linear(&self, lin: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let mut y = matmul(
             &self.model.view_unchecked(&lin.w),
             x,
@@ -137,7 +137,24 @@ impl Engine {
         Ok(y)
     }
 
-    fn norm_rows(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+    /// `get_rows` on token_embd: the embeddings of `tokens`, position-major.
+    pub(super) fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let d = self.model.hparams.n_embd;
+        let embd = self.model.view_unchecked(&self.model.tok_embd);
+        let mut x = vec![0f32; tokens.len() * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            if t as usize >= self.model.hparams.n_vocab {
+                return Err(Error::Invalid(format!(
+                    "token id {t} is outside the vocabulary of {}",
+                    self.model.hparams.n_vocab
+                )));
+            }
+            embd.dequantize_row(t as usize, row)?;
+        }
+        Ok(x)
+    }
+
+    pub(super) fn norm_rows(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
         let mut y = x.to_vec();
         for row in y.chunks_exact_mut(w.len()) {
             ops::rms_norm(row, self.model.hparams.rms_eps);
@@ -155,12 +172,7 @@ impl Engine {
             taps: Vec::new(),
         };
 
-        // get_rows on token_embd.
-        let embd = self.model.view_unchecked(&self.model.tok_embd);
-        let mut x = vec![0f32; n * d];
-        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
-            embd.dequantize_row(t as usize, row)?;
-        }
+        let mut x = self.embed(tokens)?;
 
         let mut rope = Vec::new();
         for (il, layer) in self.model.layers.iter().enumerate() {
@@ -261,7 +273,14 @@ impl Engine {
     /// rounded to f16 when the cache is F16, F16's `vec_dot_type`), `soft_max_ext` with scale
     /// `1/sqrt(head_dim)`, `kqv = mul_mat(v, kq)` (probabilities rounded to f16 for an F16
     /// cache); dot products sum f32 products in f64 as ggml's generic `vec_dot` does.
-    fn attention(&self, cache: &KvCache, il: usize, q: &[f32], n: usize, start: usize) -> Vec<f32> {
+    pub(super) fn attention(
+        &self,
+        cache: &KvCache,
+        il: usize,
+        q: &[f32],
+        n: usize,
+        start: usize,
+    ) -> Vec<f32> {
         let hp = &self.model.hparams;
         let (hd, n_head) = (hp.head_dim, hp.n_head);
         let group = hp.n_head / hp.n_head_kv;

@@ -4,6 +4,7 @@
 mod forward;
 mod kv_cache;
 pub mod ops;
+mod replay;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use forward::{Engine, Forward};
 pub use kv_cache::KvCache;
+pub use replay::TapSource;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, Value};

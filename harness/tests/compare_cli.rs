@@ -1,0 +1,150 @@
+//! `harness compare` end to end against the built-in llama.cpp oracle: exit codes, stdout and
+//! stderr of the main cases, the receipt it writes, and the gate on that receipt.
+#![cfg(feature = "llama-cpp")]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use xval_harness::compare::{Receipt, Verdict};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn matching_profile_passes_and_the_gate_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["bitnet-tq2_0.gguf", "bitnet-tq1_0.gguf", "bitnet-f32.gguf"] {
+        let out_path = dir.path().join(format!("{name}.json"));
+        let plot = dir.path().join(format!("{name}.svg"));
+        let o = harness(&[
+            "compare",
+            &fixture(name),
+            "--steps",
+            "4",
+            "--out",
+            out_path.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(0), "{name}\n{stdout}\n{stderr}");
+        assert!(stdout.contains("(passes)"), "{stdout}");
+        assert!(stdout.contains("first divergence: none"), "{stdout}");
+        assert!(stdout.contains("op NMSE"), "{stdout}");
+        let r = Receipt::read(&out_path).unwrap();
+        assert!(r.summary.passes);
+        assert!(r.pairing.matched);
+        assert_eq!(r.oracle["kind"], "builtin");
+        assert_eq!(r.decode.steps.len(), 4);
+        // Every op replayed on the oracle's inputs sits at summation-order noise.
+        for t in &r.taps {
+            let replay = t.replay.as_ref().expect("replayed");
+            assert!(replay.iter().all(|m| m.nmse <= 1e-10), "{name} {}", t.name);
+        }
+        assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+        let g = harness(&["gate", out_path.to_str().unwrap()]);
+        assert_eq!(g.status.code(), Some(0), "{}", text(&g.stdout));
+    }
+}
+
+#[test]
+fn mismatched_profile_is_drift_with_an_explanation_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("r.json");
+    let o = harness(&[
+        "compare",
+        &fixture("bitnet-tq2_0.gguf"),
+        "--profile",
+        "f32",
+        "--steps",
+        "2",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("numerics differ by design"), "{stdout}");
+    assert!(
+        stdout.contains("first divergence: Qcur-0 (layer 0) at position 0: replay_nmse"),
+        "{stdout}"
+    );
+    let r = Receipt::read(&out_path).unwrap();
+    assert!(r.positions.iter().all(|p| p.verdict != Verdict::Match));
+    let g = harness(&["gate", out_path.to_str().unwrap()]);
+    assert_eq!(g.status.code(), Some(1));
+    // Markdown for a PR comment.
+    let o = harness(&[
+        "compare",
+        &fixture("bitnet-tq2_0.gguf"),
+        "--profile",
+        "f32",
+        "--steps",
+        "1",
+        "--format",
+        "markdown",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).starts_with("### xval comparison"));
+}
+
+#[test]
+fn bad_input_exits_2_and_missing_oracles_exit_3() {
+    let o = harness(&["compare", "no/such/model.gguf"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("no/such/model.gguf"));
+
+    let o = harness(&[
+        "compare",
+        &fixture("bitnet-tq2_0.gguf"),
+        "--oracle",
+        "nonsense",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+
+    let o = harness(&[
+        "compare",
+        &fixture("bitnet-tq2_0.gguf"),
+        "--backend",
+        "simd",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("only the scalar kernels"));
+
+    let o = harness(&[
+        "compare",
+        &fixture("bitnet-tq2_0.gguf"),
+        "--oracle",
+        "ggml-graph",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+
+    // Mainline llama.cpp cannot run bitnet-b1.58 (ReLU^2): the message says why.
+    let o = harness(&[
+        "compare",
+        &fixture("bitnet-b1.58-i2_s.gguf"),
+        "--oracle",
+        "builtin",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("hard-codes SiLU"),
+        "{}",
+        text(&o.stderr)
+    );
+}

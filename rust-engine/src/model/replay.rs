@@ -1,0 +1,209 @@
+//! Op-level replay ("teacher forcing"): recompute one tap with this engine's op from *given*
+//! inputs, normally the oracle's own captured inputs of that op.
+//!
+//! A chained comparison lets every difference flow downstream: with 8-bit activation
+//! quantization, a 1-ulp difference in a norm output can flip one rounding and move the next
+//! matmul's output by a whole quantization step, which then spreads through attention to later
+//! positions. Replaying each op on the oracle's inputs measures that op alone, so the first op
+//! whose replay disagrees is the op that is wrong, whatever happened upstream.
+
+use super::forward::Engine;
+use super::kv_cache::KvCache;
+use super::{ops, Activation, Linear};
+use crate::error::{Error, Result};
+use crate::quant::matmul::matmul;
+use crate::taps::{split_name, tap_name};
+
+/// Inputs of a replay, looked up by engine tap name; values position-major (a tap's `data`).
+pub type TapSource<'a> = dyn Fn(&str) -> Option<&'a [f32]> + 'a;
+
+impl Engine {
+    /// Recompute tap `name` for `tokens` (evaluated from position 0) from the inputs `get`
+    /// returns. `Ok(None)` when an input is not available (or the tap is not part of this
+    /// model, e.g. `ffn_up_s` without a `.scale` tensor).
+    pub fn replay(
+        &self,
+        name: &str,
+        tokens: &[u32],
+        get: &TapSource<'_>,
+    ) -> Result<Option<Vec<f32>>> {
+        let hp = &self.model().hparams;
+        let n = tokens.len();
+        let (tag, layer) = split_name(name);
+        let input = |tag: &str, l: Option<usize>| get(&tap_name(tag, l));
+        let check = |v: &[f32], width: usize, what: &str| -> Result<()> {
+            if v.len() != n * width {
+                return Err(Error::Invalid(format!(
+                    "replay of {name}: input {what} has {} values, expected {n} x {width}",
+                    v.len()
+                )));
+            }
+            Ok(())
+        };
+        // The residual stream entering layer `l`: the embeddings for layer 0.
+        let residual_in = |l: usize| -> Result<Option<Vec<f32>>> {
+            if l == 0 {
+                return self.embed(tokens).map(Some);
+            }
+            Ok(input("l_out", Some(l - 1)).map(<[f32]>::to_vec))
+        };
+        let d = hp.n_embd;
+        let out = match (tag, layer) {
+            ("result_norm", None) => {
+                let Some(x) = input("l_out", Some(hp.n_layer - 1)) else {
+                    return Ok(None);
+                };
+                check(x, d, "l_out")?;
+                self.norm_rows(x, &self.model().output_norm)
+            }
+            ("result_output", None) => {
+                let Some(x) = input("result_norm", None) else {
+                    return Ok(None);
+                };
+                check(x, d, "result_norm")?;
+                let w = self.model().view_unchecked(&self.model().output);
+                matmul(&w, x, n, self.numerics().profile)?
+            }
+            (tag, Some(l)) if l < hp.n_layer => {
+                let ly = &self.model().layers[l];
+                let lin = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
+                    check(x, width, what)?;
+                    self.linear(lin, x, n)
+                };
+                let raw = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
+                    check(x, width, what)?;
+                    matmul(
+                        &self.model().view_unchecked(&lin.w),
+                        x,
+                        n,
+                        self.numerics().profile,
+                    )
+                };
+                let scaled = |lin: &Linear, pre: &str| -> Result<Option<Vec<f32>>> {
+                    let (Some(s), Some(x)) = (lin.scale, input(pre, Some(l))) else {
+                        return Ok(None);
+                    };
+                    check(x, hp.n_ff, pre)?;
+                    Ok(Some(x.iter().map(|v| v * s).collect()))
+                };
+                let rope = |mut v: Vec<f32>, width: usize| -> Vec<f32> {
+                    let mut cache = Vec::new();
+                    for t in 0..n {
+                        ops::rope_cache(t, hp.n_rot, hp.rope_freq_base, &mut cache);
+                        for head in v[t * width..(t + 1) * width].chunks_exact_mut(hp.head_dim) {
+                            ops::rope_neox(head, &cache);
+                        }
+                    }
+                    v
+                };
+                let need = |tag: &str| input(tag, Some(l));
+                macro_rules! need {
+                    ($tag:expr) => {
+                        match need($tag) {
+                            Some(v) => v,
+                            None => return Ok(None),
+                        }
+                    };
+                }
+                match tag {
+                    "attn_norm" => {
+                        let Some(x) = residual_in(l)? else {
+                            return Ok(None);
+                        };
+                        check(&x, d, "residual")?;
+                        self.norm_rows(&x, &ly.attn_norm)
+                    }
+                    "Qcur" => rope(lin(&ly.wq, need!("attn_norm"), d, "attn_norm")?, d),
+                    "Kcur" => rope(
+                        lin(&ly.wk, need!("attn_norm"), d, "attn_norm")?,
+                        hp.n_embd_kv(),
+                    ),
+                    "Vcur" => lin(&ly.wv, need!("attn_norm"), d, "attn_norm")?,
+                    "kqv_out" => {
+                        let (q, k, v) = (need!("Qcur"), need!("Kcur"), need!("Vcur"));
+                        check(q, d, "Qcur")?;
+                        check(k, hp.n_embd_kv(), "Kcur")?;
+                        check(v, hp.n_embd_kv(), "Vcur")?;
+                        // A cache holding exactly the given keys and values of this layer
+                        // (stored in the engine's KV type, as the forward pass would).
+                        let mut cache = KvCache::new(hp, self.numerics().kv);
+                        cache.reserve(n)?;
+                        cache.append(l, k, v);
+                        cache.advance(n);
+                        self.attention(&cache, l, q, n, 0)
+                    }
+                    "attn_sub_norm" => {
+                        let x = need!("kqv_out");
+                        check(x, d, "kqv_out")?;
+                        self.norm_rows(x, &ly.attn_sub_norm)
+                    }
+                    "attn_out" => lin(&ly.wo, need!("attn_sub_norm"), d, "attn_sub_norm")?,
+                    "ffn_inp" => {
+                        let o = need!("attn_out");
+                        let Some(x) = residual_in(l)? else {
+                            return Ok(None);
+                        };
+                        check(o, d, "attn_out")?;
+                        check(&x, d, "residual")?;
+                        o.iter().zip(&x).map(|(a, b)| a + b).collect()
+                    }
+                    "ffn_norm" => {
+                        let x = need!("ffn_inp");
+                        check(x, d, "ffn_inp")?;
+                        self.norm_rows(x, &ly.ffn_norm)
+                    }
+                    "ffn_up" => raw(&ly.ffn_up, need!("ffn_norm"), d, "ffn_norm")?,
+                    "ffn_gate" => raw(&ly.ffn_gate, need!("ffn_norm"), d, "ffn_norm")?,
+                    "ffn_up_s" => match scaled(&ly.ffn_up, "ffn_up")? {
+                        Some(v) => v,
+                        None => return Ok(None),
+                    },
+                    "ffn_gate_s" => match scaled(&ly.ffn_gate, "ffn_gate")? {
+                        Some(v) => v,
+                        None => return Ok(None),
+                    },
+                    "ffn_sub_out" => {
+                        let pick = |lin: &Linear, t: &str| {
+                            if lin.scale.is_some() {
+                                need(&format!("{t}_s"))
+                            } else {
+                                need(t)
+                            }
+                        };
+                        let (Some(g), Some(u)) =
+                            (pick(&ly.ffn_gate, "ffn_gate"), pick(&ly.ffn_up, "ffn_up"))
+                        else {
+                            return Ok(None);
+                        };
+                        check(g, hp.n_ff, "ffn_gate")?;
+                        check(u, hp.n_ff, "ffn_up")?;
+                        g.iter()
+                            .zip(u)
+                            .map(|(&g, &u)| match hp.activation {
+                                Activation::Silu => ops::silu(g) * u,
+                                Activation::ReluSqr => ops::relu_sqr(g) * u,
+                            })
+                            .collect()
+                    }
+                    "ffn_sub_norm" => {
+                        let x = need!("ffn_sub_out");
+                        check(x, hp.n_ff, "ffn_sub_out")?;
+                        self.norm_rows(x, &ly.ffn_sub_norm)
+                    }
+                    "ffn_down" => {
+                        lin(&ly.ffn_down, need!("ffn_sub_norm"), hp.n_ff, "ffn_sub_norm")?
+                    }
+                    "l_out" => {
+                        let (a, b) = (need!("ffn_down"), need!("ffn_inp"));
+                        check(a, d, "ffn_down")?;
+                        check(b, d, "ffn_inp")?;
+                        a.iter().zip(b).map(|(a, b)| a + b).collect()
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(out))
+    }
+}
