@@ -148,3 +148,91 @@ fn bad_input_exits_2_and_missing_oracles_exit_3() {
         text(&o.stderr)
     );
 }
+
+/// Round every float to 3 significant digits (receipt snapshots check structure, verdicts and
+/// the first divergence exactly, numbers only to that precision; `harness gate` enforces bounds).
+fn bucket(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap();
+            *v = serde_json::json!(format!("{x:.2e}").parse::<f64>().unwrap());
+        }
+        Value::Array(a) => a.iter_mut().for_each(bucket),
+        Value::Object(o) => o.values_mut().for_each(bucket),
+        _ => {}
+    }
+}
+
+/// The parts of a receipt a reviewer reads: verdicts, first divergence, decode parity, and
+/// per tap the worst chained and replayed metrics (not every position's numbers).
+fn compact(r: &serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let taps: Vec<_> = r["taps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let worst_replay = t["replay"]
+                .as_array()
+                .map(|v| v.iter().map(|m| m["nmse"].as_f64().unwrap()).fold(0.0, f64::max));
+            json!({"name": t["name"], "worst_nmse": t["worst"]["nmse"], "worst_position": t["worst_position"], "worst_replay_nmse": worst_replay})
+        })
+        .collect();
+    let positions: Vec<_> = r["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| json!([p["token"], p["verdict"], p["logits"]["kl"]]))
+        .collect();
+    let steps: Vec<_> = r["decode"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            json!([
+                s["input_token"],
+                s["engine_token"],
+                s["oracle_token"],
+                s["verdict"]
+            ])
+        })
+        .collect();
+    let mut v = json!({
+        "summary": r["summary"],
+        "pairing_matched": r["pairing"]["matched"],
+        "thresholds_provisional": r["thresholds"]["provisional"],
+        "tokenizer_matched": r["tokenizer"]["matched"],
+        "first_divergence": r["first_divergence"],
+        "positions": positions,
+        "decode": steps,
+        "taps": taps,
+    });
+    bucket(&mut v);
+    v
+}
+
+#[test]
+fn receipt_snapshots_of_every_fixture_and_profile() {
+    for name in ["bitnet-tq2_0", "bitnet-tq1_0", "bitnet-f32"] {
+        for profile in ["ggml", "f32", "bitnet-cpp"] {
+            let o = harness(&[
+                "compare",
+                &fixture(&format!("{name}.gguf")),
+                "--profile",
+                profile,
+                "--steps",
+                "4",
+                "--format",
+                "json",
+            ]);
+            assert!(
+                matches!(o.status.code(), Some(0 | 1)),
+                "{}",
+                text(&o.stderr)
+            );
+            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            insta::assert_json_snapshot!(format!("{name}.{profile}.scalar"), compact(&r));
+        }
+    }
+}
