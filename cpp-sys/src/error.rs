@@ -27,6 +27,12 @@ pub enum Error {
     #[error("{path}: {reason}")]
     BadModel { path: String, reason: String },
 
+    /// A golden recording holds no answer for this request (a prompt that was not recorded, a
+    /// decode token other than the recorded greedy continuation): the caller asked for
+    /// something outside the recording.
+    #[error("golden recording {file}: {reason}")]
+    NotRecorded { file: String, reason: String },
+
     /// llama.cpp could not load the model (unknown architecture, missing tensor, ...): the
     /// message carries llama.cpp's own last log lines.
     #[error("llama.cpp could not load {path}: {reason}")]
@@ -76,7 +82,10 @@ fn tail(stderr_tail: &str) -> String {
 impl Error {
     /// Whether the caller's input is at fault (CLI exit code 2) rather than the oracle (3).
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::InvalidRequest(_) | Error::BadModel { .. })
+        matches!(
+            self,
+            Error::InvalidRequest(_) | Error::BadModel { .. } | Error::NotRecorded { .. }
+        )
     }
 
     /// A short machine-readable kind, for receipts and the worker protocol.
@@ -86,6 +95,7 @@ impl Error {
             Error::Unsupported(_) => "unsupported",
             Error::InvalidRequest(_) => "invalid_request",
             Error::BadModel { .. } => "bad_model",
+            Error::NotRecorded { .. } => "not_recorded",
             Error::Load { .. } => "load",
             Error::Llama(_) => "llama",
             Error::Capture(_) => "capture",
@@ -115,6 +125,10 @@ pub enum WireError {
         path: String,
         reason: String,
     },
+    NotRecorded {
+        file: String,
+        reason: String,
+    },
     Load {
         path: String,
         reason: String,
@@ -138,6 +152,7 @@ impl From<&Error> for WireError {
             Error::Unsupported(message) => WireError::Unsupported { message },
             Error::InvalidRequest(message) => WireError::InvalidRequest { message },
             Error::BadModel { path, reason } => WireError::BadModel { path, reason },
+            Error::NotRecorded { file, reason } => WireError::NotRecorded { file, reason },
             Error::Load { path, reason } => WireError::Load { path, reason },
             Error::Llama(message) => WireError::Llama { message },
             Error::Capture(message) => WireError::Capture { message },
@@ -157,6 +172,7 @@ impl From<WireError> for Error {
             WireError::Unsupported { message } => Error::Unsupported(message),
             WireError::InvalidRequest { message } => Error::InvalidRequest(message),
             WireError::BadModel { path, reason } => Error::BadModel { path, reason },
+            WireError::NotRecorded { file, reason } => Error::NotRecorded { file, reason },
             WireError::Load { path, reason } => Error::Load { path, reason },
             WireError::Llama { message } => Error::Llama(message),
             WireError::Capture { message } => Error::Capture(message),

@@ -2,6 +2,8 @@
 //!
 //! - [`llama_cpp`] (feature `llama-cpp`, on by default): the built-in oracle, mainline llama.cpp
 //!   built from the pinned crates.io tree `llama-cpp-sys-2 =0.1.161`, taps through `cb_eval`.
+//! - [`golden`]: recorded oracle numbers replayed through the same trait (pure Rust, always
+//!   compiled), for machines without the C++ build.
 //! - [`isolated`]: any oracle in a child process ([`worker`] is the child's side, [`protocol`]
 //!   the pipe format), so that a crash or hang in C++ becomes an [`Error`], not a dead harness.
 //!
@@ -18,6 +20,7 @@
 //! back from its CMakeCache and hashes the compiled sources for [`OracleIdentity`].
 
 mod error;
+pub mod golden;
 pub mod isolated;
 #[cfg(feature = "llama-cpp")]
 pub mod llama_cpp;
@@ -29,7 +32,7 @@ pub use error::{Error, Result, WireError};
 pub use isolated::{IsolatedOracle, Limits};
 pub use oracle::{
     BuildIdentity, Evaluation, GraphNode, KvType, ModelInfo, Oracle, OracleIdentity,
-    OracleSettings, ReferenceKernels, SettingsIdentity, TapSource, TokenId,
+    OracleSettings, RecordedFrom, ReferenceKernels, SettingsIdentity, TapSource, TokenId,
 };
 
 /// Whether the built-in llama.cpp oracle is compiled into this binary.

@@ -73,6 +73,21 @@ pub struct OracleIdentity {
     pub version: String,
     pub build: BuildIdentity,
     pub settings: SettingsIdentity,
+    /// Set when these are recorded numbers replayed (kind `golden`): which oracle recorded
+    /// them and from which file. The other fields are the recording oracle's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<RecordedFrom>,
+}
+
+/// Where a replayed oracle's numbers come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFrom {
+    /// Always true: the numbers are a recording, not a live oracle.
+    pub golden: bool,
+    /// The kind of the oracle that recorded them (`builtin`).
+    pub oracle_kind: String,
+    /// The recording's index file.
+    pub file: String,
 }
 
 /// How the oracle's C/C++ code was obtained and built.

@@ -4,13 +4,23 @@
 mod common;
 use common::*;
 
-const COMMITTED: [&str; 4] = [
+const COMMITTED: [&str; 11] = [
     "models/bitnet-tq2_0.gguf",
     "models/bitnet-tq1_0.gguf",
     "models/bitnet-f32.gguf",
     "models/bitnet-b1.58-i2_s.gguf",
+    "golden/bitnet-tq2_0.json",
+    "golden/bitnet-tq2_0.f32",
+    "golden/bitnet-tq1_0.json",
+    "golden/bitnet-tq1_0.f32",
+    "golden/bitnet-f32.json",
+    "golden/bitnet-f32.f32",
+    "golden/index.json",
 ];
 
+/// Regen records goldens with the built-in oracle: byte for byte only where the oracle is built
+/// (and built the same way; the recordings carry the build identity).
+#[cfg(feature = "llama-cpp")]
 #[test]
 fn regen_reproduces_the_committed_files_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
@@ -32,13 +42,14 @@ fn regen_reproduces_the_committed_files_byte_for_byte() {
 fn verify_passes_on_the_repository() {
     let out = harness(&["fixtures", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("4 files match"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("11 files match"), "{}", stderr(&out));
 }
 
 #[test]
 fn verify_names_tampered_and_missing_files() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("models")).unwrap();
+    std::fs::create_dir(tmp.path().join("golden")).unwrap();
     for f in COMMITTED.iter().chain(&["MANIFEST"]) {
         std::fs::copy(fixtures_dir().join(f), tmp.path().join(f)).unwrap();
     }
@@ -54,14 +65,19 @@ fn verify_names_tampered_and_missing_files() {
     bytes[last] ^= 1;
     std::fs::write(&victim, bytes).unwrap();
     std::fs::remove_file(tmp.path().join("models/bitnet-tq1_0.gguf")).unwrap();
+    let golden = tmp.path().join("golden/bitnet-tq2_0.f32");
+    let mut bytes = std::fs::read(&golden).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&golden, bytes).unwrap();
 
     let out = harness(&["fixtures", "verify", "--dir", dir]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("models/bitnet-f32.gguf: sha256"), "{err}");
     assert!(err.contains("models/bitnet-tq1_0.gguf: missing"), "{err}");
+    assert!(err.contains("golden/bitnet-tq2_0.f32: sha256"), "{err}");
     assert!(
-        !err.contains("bitnet-tq2_0"),
+        !err.contains("bitnet-tq2_0.gguf") && !err.contains("bitnet-tq2_0.json"),
         "intact files are not listed: {err}"
     );
 }
@@ -72,4 +88,19 @@ fn verify_without_a_manifest_is_bad_input() {
     let out = harness(&["fixtures", "verify", "--dir", path_str(tmp.path())]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("MANIFEST"), "{}", stderr(&out));
+}
+
+/// Without the built-in oracle regen cannot record goldens: it refuses before writing anything.
+#[cfg(not(feature = "llama-cpp"))]
+#[test]
+fn regen_without_the_oracle_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = harness(&["fixtures", "regen", "--out", path_str(tmp.path())]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("llama-cpp feature") && err.contains("golden"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
 }

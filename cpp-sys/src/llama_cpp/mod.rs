@@ -427,6 +427,7 @@ impl LlamaCppOracle {
                 outputs: "all positions".into(),
                 model_input,
             },
+            recorded: None,
         };
         Ok(LlamaCppOracle {
             model,
