@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
+use xval_cpp_sys::golden::GoldenOracle;
 use xval_cpp_sys::{Evaluation, KvType, Limits, Oracle, OracleSettings};
 use xval_engine::gguf::GgufFile;
 use xval_engine::model::{Engine, KvCache};
@@ -59,8 +60,9 @@ pub enum FormatArg {
 pub struct CompareArgs {
     /// The GGUF model.
     pub model: PathBuf,
-    /// Prompt text [default: "The quick brown fox jumps over the lazy dog."]. Both sides
-    /// tokenize it; both then run the oracle's ids.
+    /// Prompt text [default: "The quick brown fox jumps over the lazy dog."; with golden
+    /// recordings, every recorded prompt]. Both sides tokenize it; both then run the oracle's
+    /// ids.
     #[arg(long, short = 'p')]
     pub prompt: Option<String>,
     /// Token ids to run instead of a prompt (comma or space separated).
@@ -142,9 +144,32 @@ fn unavailable(oracle: &str, reason: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A live oracle, or recorded outputs that answer only for what was recorded.
+enum OracleBox {
+    Live(Box<dyn Oracle>),
+    Golden(GoldenOracle),
+}
+
+impl OracleBox {
+    fn get(&mut self) -> &mut dyn Oracle {
+        match self {
+            OracleBox::Live(o) => o.as_mut(),
+            OracleBox::Golden(g) => g,
+        }
+    }
+
+    /// How many decode steps can follow `ids` (recordings hold a fixed greedy continuation).
+    fn step_limit(&self, ids: &[u32]) -> Option<usize> {
+        match self {
+            OracleBox::Live(_) => None,
+            OracleBox::Golden(g) => Some(g.greedy_continuation(ids).map_or(0, <[u32]>::len)),
+        }
+    }
+}
+
 /// An opened oracle and how the receipt should describe the run.
 struct OpenedOracle {
-    oracle: Box<dyn Oracle>,
+    oracle: OracleBox,
     mode: Mode,
     /// What the oracle computes as (a numerics profile name).
     numerics: String,
@@ -174,7 +199,7 @@ fn open_oracle(
             ));
         }
         Ok(OpenedOracle {
-            oracle: Box::new(spawn_builtin(&args.model, settings, limits)?),
+            oracle: OracleBox::Live(Box::new(spawn_builtin(&args.model, settings, limits)?)),
             mode: Mode::oracle(),
             numerics: "ggml".into(),
         })
@@ -194,16 +219,33 @@ fn open_oracle(
     }
 }
 
-fn open_golden(_args: &CompareArgs, choice: OracleChoice) -> anyhow::Result<OpenedOracle> {
-    Err(unavailable(
+fn open_golden(args: &CompareArgs, choice: OracleChoice) -> anyhow::Result<OpenedOracle> {
+    let dir = match &args.fixtures {
+        Some(d) => d.clone(),
+        None => {
+            let cwd = std::env::current_dir()
+                .map_err(|e| Error::Invalid(format!("cannot read the current directory: {e}")))?;
+            crate::fixtures::find_repo_root(&cwd)?.join(crate::fixtures::FIXTURES_DIR)
+        }
+    };
+    let golden = GoldenOracle::open(&dir, &args.model).map_err(|e| {
         if choice == OracleChoice::Auto {
-            "auto"
+            unavailable(
+                "auto",
+                format!(
+                    "no live oracle can run this model in this build and no golden recording \
+                     fits it ({e})"
+                ),
+            )
         } else {
-            "golden"
-        },
-        "no live oracle can run this model in this build, and golden recordings are not in \
-         this version of xval",
-    ))
+            Error::Oracle(e).into()
+        }
+    })?;
+    Ok(OpenedOracle {
+        oracle: OracleBox::Golden(golden),
+        mode: Mode::rust_only(),
+        numerics: "ggml".into(),
+    })
 }
 
 fn side_eval(tokens: Vec<u32>, n_vocab: usize, logits: Vec<f32>, taps: Vec<Tap>) -> SideEval {
@@ -327,7 +369,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
     let applied = thresholds.resolve(&key);
 
     // Inputs: prompts (tokenized by both sides) or ids.
-    let prompts: Vec<Option<String>> = match (&args.prompt, &args.tokens, &args.prompts) {
+    let mut prompts: Vec<Option<String>> = match (&args.prompt, &args.tokens, &args.prompts) {
         (Some(p), _, _) => vec![Some(p.clone())],
         (_, Some(_), _) => vec![None],
         (_, _, Some(f)) => {
@@ -368,13 +410,24 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         ..OracleSettings::default()
     };
     let mut opened = open_oracle(args, &arch, &settings)?;
+    // Recordings answer only for what was recorded: without an explicit input, compare them all.
+    if let (OracleBox::Golden(g), None, None, None) =
+        (&opened.oracle, &args.prompt, &args.tokens, &args.prompts)
+    {
+        prompts = g
+            .recording()
+            .prompts
+            .iter()
+            .map(|p| Some(p.text.clone()))
+            .collect();
+    }
     let load_s = t_load.elapsed().as_secs_f64();
     let pairing = Pairing::new(
         engine.numerics().profile.name(),
-        &opened.oracle.identity().kind,
+        &opened.oracle.get().identity().kind,
         &opened.numerics,
     );
-    let oracle_identity = serde_json::to_value(opened.oracle.identity())?;
+    let oracle_identity = serde_json::to_value(opened.oracle.get().identity())?;
     let mut engine_identity =
         EngineIdentity::of_engine(&engine, option_env!("XVAL_GIT_COMMIT").map(String::from));
     engine_identity.backend = "scalar".into();
@@ -390,6 +443,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
                 tokenizer.encode(p, true, true)?,
                 opened
                     .oracle
+                    .get()
                     .tokenize(p, true, true)
                     .map_err(Error::Oracle)?,
             ),
@@ -402,12 +456,16 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
             return Err(Error::Invalid("the prompt tokenizes to no tokens".into()).into());
         }
         let mut timings = BTreeMap::from([("load".to_string(), load_s)]);
+        let steps = match opened.oracle.step_limit(&oracle_ids) {
+            Some(limit) => args.steps.min(limit),
+            None => args.steps,
+        };
         let (e_pre, o_pre, e_steps, o_steps, replay) = run_both(
             &engine,
             &mut cache,
-            opened.oracle.as_mut(),
+            opened.oracle.get(),
             &oracle_ids,
-            args.steps,
+            steps,
             &taps,
             &mut timings,
             progress,
