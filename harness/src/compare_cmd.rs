@@ -147,14 +147,14 @@ fn unavailable(oracle: &str, reason: impl Into<String>) -> anyhow::Error {
 /// A live oracle, or recorded outputs that answer only for what was recorded.
 enum OracleBox {
     Live(Box<dyn Oracle>),
-    Golden(GoldenOracle),
+    Golden(Box<GoldenOracle>),
 }
 
 impl OracleBox {
     fn get(&mut self) -> &mut dyn Oracle {
         match self {
             OracleBox::Live(o) => o.as_mut(),
-            OracleBox::Golden(g) => g,
+            OracleBox::Golden(g) => g.as_mut(),
         }
     }
 
@@ -242,7 +242,7 @@ fn open_golden(args: &CompareArgs, choice: OracleChoice) -> anyhow::Result<Opene
         }
     })?;
     Ok(OpenedOracle {
-        oracle: OracleBox::Golden(golden),
+        oracle: OracleBox::Golden(Box::new(golden)),
         mode: Mode::rust_only(),
         numerics: "ggml".into(),
     })
