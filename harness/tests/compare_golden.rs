@@ -1,0 +1,68 @@
+//! `harness compare --oracle golden`: the engine against the recorded oracle outputs, which
+//! needs no C++ at run time.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use xval_harness::compare::Receipt;
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn golden_comparison_runs_every_recorded_prompt_and_says_so_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "compare",
+            &fixture("bitnet-tq1_0.gguf"),
+            "--oracle",
+            "golden",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("RUST-ONLY"), "{stderr}");
+    for i in 0..3 {
+        let r = Receipt::read(&dir.path().join(format!("g.{i}.json"))).unwrap();
+        assert!(r.summary.passes);
+        assert_eq!(r.oracle["kind"], "golden");
+        assert!(r.mode.warning.as_deref().unwrap().contains("RUST-ONLY"));
+        assert_eq!(r.decode.steps.len(), 16);
+    }
+    // A prompt that was not recorded is refused, listing what was.
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "compare",
+            &fixture("bitnet-tq1_0.gguf"),
+            "--oracle",
+            "golden",
+        ])
+        .args(["--prompt", "something else"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("recorded prompts"), "{stderr}");
+    // No recording exists for the I2_S fixture; the index says why.
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "compare",
+            &fixture("bitnet-b1.58-i2_s.gguf"),
+            "--oracle",
+            "golden",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("SiLU"));
+}
