@@ -15,24 +15,9 @@ use crate::error::Result;
 /// are checked against the vocabulary when they cross into C).
 pub type TokenId = u32;
 
-/// The K/V cache element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KvType {
-    /// The most exact oracle (default).
-    F32,
-    /// llama.cpp's own default, and what bitnet.cpp runs with.
-    F16,
-}
-
-impl KvType {
-    pub fn name(self) -> &'static str {
-        match self {
-            KvType::F32 => "f32",
-            KvType::F16 => "f16",
-        }
-    }
-}
+/// The K/V cache element type (the engine's: `f32`, the most exact oracle and the default, or
+/// `f16`, llama.cpp's own default and what bitnet.cpp runs with).
+pub use xval_engine::numerics::KvType;
 
 /// What the caller asks of an oracle. Defaults are the most exact oracle: F32 K/V cache, no
 /// flash attention, no op fusion, one thread.

@@ -31,11 +31,20 @@ impl From<ProfileArg> for Profile {
     }
 }
 
-/// KV cache element types (`--kv`).
+/// KV cache element types (`--kv`, `--kv-type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KvArg {
     F32,
     F16,
+}
+
+impl From<KvArg> for KvType {
+    fn from(k: KvArg) -> KvType {
+        match k {
+            KvArg::F32 => KvType::F32,
+            KvArg::F16 => KvType::F16,
+        }
+    }
 }
 
 /// How the engine runs a model.
@@ -84,10 +93,7 @@ impl EngineArgs {
             .unwrap_or_else(|| Profile::default_for(model.projection_type()));
         let mut numerics = Numerics::new(profile);
         if let Some(kv) = self.kv {
-            numerics = numerics.with_kv(match kv {
-                KvArg::F32 => KvType::F32,
-                KvArg::F16 => KvType::F16,
-            });
+            numerics = numerics.with_kv(kv.into());
         }
         Ok(Engine::new(model, numerics, self.threads)?)
     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::json;
-use xval_cpp_sys::{Evaluation, IsolatedOracle, KvType, Limits, Oracle, OracleSettings, TokenId};
+use xval_cpp_sys::{Evaluation, IsolatedOracle, Limits, Oracle, OracleSettings, TokenId};
+
+use crate::engine_args::KvArg;
 use xval_engine::taps::TapFilter;
 
 use crate::error::Error;
@@ -19,13 +21,6 @@ use crate::error::Error;
 pub enum OracleKind {
     /// Mainline llama.cpp built into this binary (pinned crates.io tree).
     Builtin,
-}
-
-/// K/V cache element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum KvArg {
-    F32,
-    F16,
 }
 
 /// Run only the oracle on MODEL and print its logits and taps.
@@ -106,10 +101,7 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
     let settings = OracleSettings {
         threads: args.threads,
         n_ctx: args.ctx,
-        kv_type: match args.kv_type {
-            KvArg::F32 => KvType::F32,
-            KvArg::F16 => KvType::F16,
-        },
+        kv_type: args.kv_type.into(),
         ..OracleSettings::default()
     };
     let limit = Duration::from_secs(args.timeout.max(1));

@@ -7,7 +7,7 @@
 //! | `ggml` | Q8_K per 256-block (`quantize_row_q8_K_ref`), per-block `sumi * (d_x * d_y)` in f32 | ggml's `vec_dot_type` for the weight type | F32 (or F16, to match the oracle) |
 //! | `f32` | none: weights dequantized, f32 activations, f64 accumulation | same | F32 |
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -72,7 +72,7 @@ impl std::fmt::Display for Profile {
 }
 
 /// Element type of the KV cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvType {
     F32,

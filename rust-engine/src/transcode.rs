@@ -28,15 +28,7 @@ const LLAMA_FTYPE_MOSTLY_TQ2_0: u32 = 37;
 pub const PROVENANCE_KEY: &str = "xval.transcode";
 
 /// Projection tags whose output llama.cpp multiplies by a one-element `.scale` tensor.
-const SCALED_PROJECTIONS: [&str; 7] = [
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
+use crate::model::PROJECTIONS as SCALED_PROJECTIONS;
 
 /// What a transcode did.
 #[derive(Clone, Debug, PartialEq, Eq)]

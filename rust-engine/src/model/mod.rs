@@ -20,6 +20,18 @@ use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::quant::i2_s::I2sLayout;
 use crate::quant::matmul::WeightMatrix;
 
+/// The projection tensors of a layer (`blk.N.<name>.weight`, optional `blk.N.<name>.scale`), in
+/// llama.cpp's order (`llama_model_bitnet::load_arch_tensors`).
+pub const PROJECTIONS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
 /// The supported architectures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
