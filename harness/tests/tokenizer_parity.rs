@@ -24,6 +24,9 @@
 //!   those code points, so each invalid byte becomes the three bytes EF BF BD before BPE. A
 //!   truncated sequence such as `E2 82` therefore gives two U+FFFD in llama.cpp but one with
 //!   `from_utf8_lossy`: to reproduce llama.cpp on bytes, replace per byte, not per subpart.
+//!   Its decoder checks lead and continuation bits and length only: overlong forms (`C0 80`)
+//!   and encoded surrogates (`ED A0 80`) decode to code points instead of U+FFFD, where Rust
+//!   rejects them. (The words are rebuilt from code points in `unicode_regex_split`.)
 //!   Its detokenizer writes the pieces' bytes as they are (no validation), like ours.
 #![cfg(feature = "llama-cpp")]
 
