@@ -2,6 +2,8 @@
 //!
 //! - [`llama_cpp`] (feature `llama-cpp`, on by default): the built-in oracle, mainline llama.cpp
 //!   built from the pinned crates.io tree `llama-cpp-sys-2 =0.1.161`, taps through `cb_eval`.
+//! - [`gguf_c`] (feature `llama-cpp`): llama.cpp's own GGUF writer and reader (the `gguf_*`
+//!   C API), to check our reader against files llama.cpp writes and reads.
 //! - [`golden`]: recorded oracle numbers replayed through the same trait (pure Rust, always
 //!   compiled), for machines without the C++ build.
 //! - [`isolated`]: any oracle in a child process ([`worker`] is the child's side, [`protocol`]
@@ -20,6 +22,8 @@
 //! back from its CMakeCache and hashes the compiled sources for [`OracleIdentity`].
 
 mod error;
+#[cfg(feature = "llama-cpp")]
+pub mod gguf_c;
 pub mod golden;
 pub mod isolated;
 #[cfg(feature = "llama-cpp")]

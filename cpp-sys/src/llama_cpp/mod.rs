@@ -93,12 +93,12 @@ unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_cha
     });
 }
 
-fn clear_log() {
+pub(crate) fn clear_log() {
     LOG.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 /// The last `n` lines llama.cpp logged (for error messages).
-fn recent_log(n: usize) -> String {
+pub(crate) fn recent_log(n: usize) -> String {
     let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
     let (a, b) = log.as_slices();
     let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
@@ -112,6 +112,14 @@ fn recent_log(n: usize) -> String {
 }
 
 /// `atoi(v) == 1`, as ggml-cpu.c reads `GGML_CPU_DISABLE_FUSION`.
+/// Route ggml's and llama.cpp's log into [`recent_log`] without initialising any backend (the
+/// gguf reader/writer needs only the log, and must not latch the fusion setting).
+pub(crate) fn install_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets a static callback; llama_log_set forwards it to ggml_log_set.
+    ONCE.call_once(|| unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) });
+}
+
 fn atoi_is_one(v: &str) -> bool {
     let t = v.trim_start();
     let (sign, digits) = match t.as_bytes().first() {
