@@ -15,7 +15,7 @@ use crate::inspect;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (for comparisons: every position MATCHes)
+  0  success (for comparisons: everything within the thresholds)
   1  divergence between the engine and the oracle
   2  bad input: unreadable or malformed model, bad arguments, missing file
   3  oracle failure";
@@ -55,8 +55,8 @@ pub enum Command {
     Oracle(crate::oracle_cmd::OracleArgs),
     /// Compare the engine with an oracle on the same token ids: every tap of every layer, the
     /// logits, greedy decode steps through both KV caches. Writes a receipt (`--out`), prints a
-    /// per-layer table (or markdown / the JSON receipt), exits 0 when everything MATCHes within
-    /// the thresholds, 1 on divergence, 2 on bad input, 3 when the oracle fails.
+    /// per-layer table (or markdown / the JSON receipt), exits 0 when everything is within the
+    /// thresholds, 1 on divergence, 2 on bad input, 3 when the oracle fails.
     Compare(crate::compare_cmd::CompareArgs),
     /// Internal: serve an oracle over stdin/stdout for an isolated parent process.
     #[command(name = "__oracle-worker", hide = true)]

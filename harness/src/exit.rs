@@ -6,7 +6,7 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
-    /// Success; for comparisons, every position MATCHes.
+    /// Success; for comparisons, everything within the thresholds.
     Success = 0,
     /// The engine and the oracle diverge.
     Divergence = 1,
