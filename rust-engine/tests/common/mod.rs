@@ -185,15 +185,7 @@ pub fn weights(spec: Spec) -> Weights {
     }
 }
 
-pub const PROJ_NAMES: [&str; 7] = [
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
+pub use xval_engine::model::PROJECTIONS as PROJ_NAMES;
 
 /// Serialize as GGUF. `skip` omits one tensor (for error tests).
 pub fn gguf_bytes(w: &Weights, skip: Option<&str>) -> Vec<u8> {
