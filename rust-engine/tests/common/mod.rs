@@ -360,27 +360,19 @@ impl RefModel {
                     .iter()
                     .map(|n| deq(&format!("blk.{l}.{n}.weight")))
                     .collect();
-                let projs = [
-                    "attn_q",
-                    "attn_k",
-                    "attn_v",
-                    "attn_output",
-                    "ffn_gate",
-                    "ffn_up",
-                    "ffn_down",
-                ]
-                .iter()
-                .map(|n| {
-                    let sc = f
-                        .tensor(&format!("blk.{l}.{n}.scale"))
-                        .map(|t| f32::from_le_bytes(t.data[..4].try_into().unwrap()) as f64)
-                        .unwrap_or(1.0);
-                    deq(&format!("blk.{l}.{n}.weight"))
-                        .into_iter()
-                        .map(|v| v * sc)
-                        .collect()
-                })
-                .collect();
+                let projs = PROJ_NAMES
+                    .iter()
+                    .map(|n| {
+                        let sc = f
+                            .tensor(&format!("blk.{l}.{n}.scale"))
+                            .map(|t| f32::from_le_bytes(t.data[..4].try_into().unwrap()) as f64)
+                            .unwrap_or(1.0);
+                        deq(&format!("blk.{l}.{n}.weight"))
+                            .into_iter()
+                            .map(|v| v * sc)
+                            .collect()
+                    })
+                    .collect();
                 (norms, projs)
             })
             .collect();
