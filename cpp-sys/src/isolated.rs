@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
-use crate::oracle::{Evaluation, ModelInfo, Oracle, OracleIdentity, OracleSettings, TokenId};
+use crate::oracle::{
+    Evaluation, ModelInfo, Oracle, OracleIdentity, OracleKind, OracleSettings, TokenId,
+};
 use crate::protocol::{decode_evaluation, read_frame, write_frame, Frame, Request, Response};
 
 /// Time limits for the worker's answers.
@@ -67,7 +69,18 @@ impl IsolatedOracle {
     /// Start the worker `command` (its stdin, stdout and stderr are taken over), load `model`
     /// in it with `settings`, and wait for the answer within `limits.load`.
     pub fn spawn(
+        command: Command,
+        model: &Path,
+        settings: &OracleSettings,
+        limits: Limits,
+    ) -> Result<IsolatedOracle> {
+        Self::spawn_kind(command, &OracleKind::Builtin, model, settings, limits)
+    }
+
+    /// [`IsolatedOracle::spawn`] for any oracle kind the worker can open.
+    pub fn spawn_kind(
         mut command: Command,
+        kind: &OracleKind,
         model: &Path,
         settings: &OracleSettings,
         limits: Limits,
@@ -135,6 +148,7 @@ impl IsolatedOracle {
         let load = Request::Load {
             model: model.to_path_buf(),
             settings: settings.clone(),
+            oracle: kind.clone(),
         };
         match worker.call(&load, limits.load)? {
             (Response::Loaded { identity, model }, _) => Ok(IsolatedOracle {

@@ -22,6 +22,9 @@
 //! back from its CMakeCache and hashes the compiled sources for [`OracleIdentity`].
 
 mod error;
+pub mod external;
+#[cfg(feature = "llama-cpp")]
+pub mod ggml_graph;
 #[cfg(feature = "llama-cpp")]
 pub mod gguf_c;
 pub mod golden;
@@ -35,8 +38,9 @@ pub mod worker;
 pub use error::{Error, Result, WireError};
 pub use isolated::{IsolatedOracle, Limits};
 pub use oracle::{
-    BuildIdentity, Evaluation, GraphNode, KvType, ModelInfo, Oracle, OracleIdentity,
+    BuildIdentity, Evaluation, GraphNode, KvType, ModelInfo, Oracle, OracleIdentity, OracleKind,
     OracleSettings, RecordedFrom, ReferenceKernels, SettingsIdentity, TapSource, TokenId,
+    BITNET_CPP_DIR_ENV,
 };
 
 /// Whether the built-in llama.cpp oracle is compiled into this binary.
@@ -64,6 +68,40 @@ pub fn open_builtin(model: &std::path::Path, settings: &OracleSettings) -> Resul
         Err(Error::Unavailable {
             oracle: "builtin".into(),
             reason: "this binary was built without the llama-cpp feature".into(),
+        })
+    }
+}
+
+/// Open any live oracle kind in this process (the worker process calls this; the harness runs
+/// oracles through [`IsolatedOracle`]).
+pub fn open(
+    kind: &OracleKind,
+    model: &std::path::Path,
+    settings: &OracleSettings,
+) -> Result<Box<dyn Oracle>> {
+    match kind {
+        OracleKind::Builtin => open_builtin(model, settings),
+        OracleKind::GgmlGraph => open_ggml_graph(model, settings),
+        OracleKind::External { dir } => external::open(dir, model, settings),
+    }
+}
+
+/// Open the ggml-graph oracle (our BitNet graph from ggml ops) in this process.
+pub fn open_ggml_graph(
+    model: &std::path::Path,
+    settings: &OracleSettings,
+) -> Result<Box<dyn Oracle>> {
+    #[cfg(feature = "llama-cpp")]
+    {
+        ggml_graph::open(model, settings)
+    }
+    #[cfg(not(feature = "llama-cpp"))]
+    {
+        let _ = (model, settings);
+        Err(Error::Unavailable {
+            oracle: "ggml-graph".into(),
+            reason: "this binary was built without the llama-cpp feature (ggml comes with it)"
+                .into(),
         })
     }
 }

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use xval_engine::taps::{Tap, TapFilter};
 
 use crate::error::Result;
@@ -18,6 +19,54 @@ pub type TokenId = u32;
 /// The K/V cache element type (the engine's: `f32`, the most exact oracle and the default, or
 /// `f16`, llama.cpp's own default and what bitnet.cpp runs with).
 pub use xval_engine::numerics::KvType;
+
+/// Which live oracle implementation runs a model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OracleKind {
+    /// Mainline llama.cpp built into this binary, running its own `bitnet` graph.
+    #[default]
+    Builtin,
+    /// The BitNet forward pass built by us from ggml ops (runs `bitnet-b1.58` too).
+    GgmlGraph,
+    /// A user's own llama.cpp or bitnet.cpp source+build tree, loaded through a C shim.
+    External { dir: PathBuf },
+}
+
+/// The environment variable that names an external build tree when `dir:` comes without a path.
+pub const BITNET_CPP_DIR_ENV: &str = "BITNET_CPP_DIR";
+
+impl OracleKind {
+    /// Parse `builtin`, `ggml-graph`, `dir:PATH` (or `dir` / `dir:` to take the path from
+    /// `$BITNET_CPP_DIR`).
+    pub fn parse(s: &str) -> Result<OracleKind, String> {
+        match s {
+            "builtin" => Ok(OracleKind::Builtin),
+            "ggml-graph" => Ok(OracleKind::GgmlGraph),
+            "dir" | "dir:" => match std::env::var_os(BITNET_CPP_DIR_ENV) {
+                Some(d) if !d.is_empty() => Ok(OracleKind::External { dir: d.into() }),
+                _ => Err(format!(
+                    "oracle '{s}': no path given and ${BITNET_CPP_DIR_ENV} is not set"
+                )),
+            },
+            _ => match s.strip_prefix("dir:") {
+                Some(p) => Ok(OracleKind::External { dir: p.into() }),
+                None => Err(format!(
+                    "oracle '{s}': expected builtin, ggml-graph or dir:PATH"
+                )),
+            },
+        }
+    }
+
+    /// How receipts and messages name it (`builtin`, `ggml-graph`, `dir:/path`).
+    pub fn label(&self) -> String {
+        match self {
+            OracleKind::Builtin => "builtin".into(),
+            OracleKind::GgmlGraph => "ggml-graph".into(),
+            OracleKind::External { dir } => format!("dir:{}", dir.display()),
+        }
+    }
+}
 
 /// What the caller asks of an oracle. Defaults are the most exact oracle: F32 K/V cache, no
 /// flash attention, no op fusion, one thread.

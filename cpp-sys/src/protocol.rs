@@ -15,7 +15,8 @@ use xval_engine::taps::Tap;
 
 use crate::error::{Error, Result, WireError};
 use crate::oracle::{
-    Evaluation, GraphNode, ModelInfo, OracleIdentity, OracleSettings, TapSource, TokenId,
+    Evaluation, GraphNode, ModelInfo, OracleIdentity, OracleKind, OracleSettings, TapSource,
+    TokenId,
 };
 
 /// Frame magic: protocol version 1.
@@ -35,6 +36,9 @@ pub enum Request {
     Load {
         model: PathBuf,
         settings: OracleSettings,
+        /// Which oracle implementation the worker opens.
+        #[serde(default)]
+        oracle: OracleKind,
     },
     Tokenize {
         text: String,
@@ -363,6 +367,9 @@ mod tests {
             Request::Load {
                 model: "m.gguf".into(),
                 settings: OracleSettings::default(),
+                oracle: OracleKind::External {
+                    dir: "/opt/bitnet.cpp".into(),
+                },
             },
             Request::Tokenize {
                 text: "héllo\u{0}\n".into(),

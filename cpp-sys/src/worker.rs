@@ -8,11 +8,12 @@ use std::path::Path;
 use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result, WireError};
-use crate::oracle::{Oracle, OracleSettings};
+use crate::oracle::{Oracle, OracleKind, OracleSettings};
 use crate::protocol::{encode_evaluation, read_frame, write_frame, Request, Response};
 
 /// Opens the oracle a `Load` request names.
-pub type OpenOracle<'a> = dyn FnMut(&Path, &OracleSettings) -> Result<Box<dyn Oracle>> + 'a;
+pub type OpenOracle<'a> =
+    dyn FnMut(&OracleKind, &Path, &OracleSettings) -> Result<Box<dyn Oracle>> + 'a;
 
 /// A deliberate failure, for testing the parent's handling of crashing and hanging oracles.
 /// Only the hidden worker subcommand reads it (from an environment variable the harness
@@ -93,7 +94,14 @@ pub fn serve<R: Read, W: Write>(
                 write_frame(output, &Response::Bye, &[])?;
                 return Ok(());
             }
-            (Request::Load { model, settings }, None) => match open(&model, &settings) {
+            (
+                Request::Load {
+                    model,
+                    settings,
+                    oracle: kind,
+                },
+                None,
+            ) => match open(&kind, &model, &settings) {
                 Ok(o) => {
                     let reply = Response::Loaded {
                         identity: Box::new(o.identity().clone()),
@@ -198,7 +206,7 @@ mod tests {
         .unwrap();
         write_frame(&mut input, &Request::Shutdown, &[]).unwrap();
         let mut output = Vec::new();
-        let mut open = |_: &Path, _: &OracleSettings| -> Result<Box<dyn Oracle>> {
+        let mut open = |_: &OracleKind, _: &Path, _: &OracleSettings| -> Result<Box<dyn Oracle>> {
             Err(Error::Unavailable {
                 oracle: "builtin".into(),
                 reason: "test".into(),
@@ -228,12 +236,13 @@ mod tests {
             &Request::Load {
                 model: "m.gguf".into(),
                 settings: OracleSettings::default(),
+                oracle: OracleKind::Builtin,
             },
             &[],
         )
         .unwrap();
         let mut output = Vec::new();
-        let mut open = |p: &Path, _: &OracleSettings| -> Result<Box<dyn Oracle>> {
+        let mut open = |_: &OracleKind, p: &Path, _: &OracleSettings| -> Result<Box<dyn Oracle>> {
             Err(Error::BadModel {
                 path: p.display().to_string(),
                 reason: "truncated".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use xval_cpp_sys::golden::GoldenOracle;
-use xval_cpp_sys::{Evaluation, KvType, Limits, Oracle, OracleSettings};
+use xval_cpp_sys::{Evaluation, KvType, Limits, Oracle, OracleKind, OracleSettings};
 use xval_engine::gguf::GgufFile;
 use xval_engine::model::{Engine, KvCache};
 use xval_engine::taps::{Tap, TapFilter};
@@ -24,7 +24,7 @@ use crate::compare::{
 use crate::engine_args::EngineArgs;
 use crate::error::Error;
 use crate::exit::Exit;
-use crate::oracle_cmd::{parse_token_ids, spawn_builtin};
+use crate::oracle_cmd::{parse_token_ids, spawn_oracle};
 use crate::run_cmd::argmax;
 
 /// The prompt compared when none is given.
@@ -71,8 +71,10 @@ pub struct CompareArgs {
     /// A file of prompts, one per line (empty lines skipped): one receipt per prompt.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// The oracle: auto (built-in llama.cpp when it can run the model, else recorded golden
-    /// outputs), builtin, golden, ggml-graph or dir:PATH.
+    /// The oracle: auto, builtin (mainline llama.cpp built in), golden (recorded outputs),
+    /// ggml-graph (our BitNet graph from ggml ops) or dir:PATH (your llama.cpp/bitnet.cpp build
+    /// tree; `dir` alone reads $BITNET_CPP_DIR). auto: the tree in $BITNET_CPP_DIR when set,
+    /// else builtin for `bitnet`, ggml-graph for `bitnet-b1.58`, else golden recordings.
     #[arg(long, default_value = "auto")]
     pub oracle: String,
     /// Engine kernels to compare.
@@ -113,26 +115,18 @@ pub struct CompareArgs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum OracleChoice {
     Auto,
-    Builtin,
     Golden,
-    GgmlGraph,
-    Dir(PathBuf),
+    Live(OracleKind),
 }
 
 fn parse_oracle(s: &str) -> Result<OracleChoice, Error> {
     Ok(match s {
         "auto" => OracleChoice::Auto,
-        "builtin" => OracleChoice::Builtin,
         "golden" => OracleChoice::Golden,
-        "ggml-graph" => OracleChoice::GgmlGraph,
-        _ => match s.strip_prefix("dir:") {
-            Some(p) if !p.is_empty() => OracleChoice::Dir(PathBuf::from(p)),
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "--oracle {s}: expected auto, builtin, golden, ggml-graph or dir:PATH"
-                )))
-            }
-        },
+        _ => OracleChoice::Live(
+            OracleKind::parse(s)
+                .map_err(|e| Error::Invalid(format!("--oracle: {e} (or auto, golden)")))?,
+        ),
     })
 }
 
@@ -181,42 +175,59 @@ fn open_oracle(
     settings: &OracleSettings,
 ) -> anyhow::Result<OpenedOracle> {
     let choice = parse_oracle(&args.oracle)?;
-    let builtin_can_run = arch == "bitnet";
     let limit = Duration::from_secs(args.timeout.max(1));
     let limits = Limits {
         load: limit,
         request: limit,
     };
-    let builtin = || -> anyhow::Result<OpenedOracle> {
-        if !builtin_can_run {
+    let live = |kind: OracleKind| -> anyhow::Result<OpenedOracle> {
+        if kind == OracleKind::Builtin && arch != "bitnet" {
             return Err(unavailable(
                 "builtin",
                 format!(
                     "mainline llama.cpp cannot run architecture '{arch}' (its `bitnet` graph \
-                     hard-codes SiLU; `bitnet-b1.58` needs ReLU^2): the ggml-graph oracle for it \
-                     comes with its own issue"
+                     hard-codes SiLU; `bitnet-b1.58` needs ReLU^2): use --oracle ggml-graph or \
+                     dir:PATH to a bitnet.cpp tree"
                 ),
             ));
         }
         Ok(OpenedOracle {
-            oracle: OracleBox::Live(Box::new(spawn_builtin(&args.model, settings, limits)?)),
+            oracle: OracleBox::Live(Box::new(spawn_oracle(
+                &kind,
+                &args.model,
+                settings,
+                limits,
+            )?)),
             mode: Mode::oracle(),
             numerics: "ggml".into(),
         })
     };
     match choice {
-        OracleChoice::Builtin => builtin(),
-        OracleChoice::Auto if xval_cpp_sys::BUILTIN_AVAILABLE && builtin_can_run => builtin(),
-        OracleChoice::Auto | OracleChoice::Golden => open_golden(args, choice),
-        OracleChoice::GgmlGraph => Err(unavailable(
-            "ggml-graph",
-            "the ggml-graph oracle is not in this version of xval",
-        )),
-        OracleChoice::Dir(p) => Err(unavailable(
-            &format!("dir:{}", p.display()),
-            "external build-tree oracles are not in this version of xval",
-        )),
+        OracleChoice::Live(kind) => live(kind),
+        OracleChoice::Auto => match auto_kind(arch) {
+            Some(kind) => live(kind),
+            None => open_golden(args, choice),
+        },
+        OracleChoice::Golden => open_golden(args, choice),
     }
+}
+
+/// What `--oracle auto` runs live: the tree `$BITNET_CPP_DIR` names, else the built-in
+/// llama.cpp for `bitnet` and the ggml-graph oracle for the architectures mainline lacks;
+/// `None` (golden recordings) in a build without ggml.
+fn auto_kind(arch: &str) -> Option<OracleKind> {
+    if let Some(dir) = std::env::var_os(xval_cpp_sys::BITNET_CPP_DIR_ENV).filter(|d| !d.is_empty())
+    {
+        return Some(OracleKind::External { dir: dir.into() });
+    }
+    if !xval_cpp_sys::BUILTIN_AVAILABLE {
+        return None;
+    }
+    Some(if arch == "bitnet" {
+        OracleKind::Builtin
+    } else {
+        OracleKind::GgmlGraph
+    })
 }
 
 fn open_golden(args: &CompareArgs, choice: OracleChoice) -> anyhow::Result<OpenedOracle> {

@@ -7,21 +7,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{ArgGroup, Args, ValueEnum};
+use clap::{ArgGroup, Args};
 use serde_json::json;
-use xval_cpp_sys::{Evaluation, IsolatedOracle, Limits, Oracle, OracleSettings, TokenId};
+use xval_cpp_sys::{
+    Evaluation, IsolatedOracle, Limits, Oracle, OracleKind, OracleSettings, TokenId,
+};
 
 use crate::engine_args::KvArg;
 use xval_engine::taps::TapFilter;
 
 use crate::error::Error;
-
-/// Which oracle runs the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OracleKind {
-    /// Mainline llama.cpp built into this binary (pinned crates.io tree).
-    Builtin,
-}
 
 /// Run only the oracle on MODEL and print its logits and taps.
 #[derive(Debug, Args)]
@@ -35,8 +30,10 @@ pub struct OracleArgs {
     /// Token ids to evaluate, comma- or space-separated (e.g. `1,15043,3186`).
     #[arg(long)]
     pub tokens: Option<String>,
-    /// Which oracle runs the model.
-    #[arg(long, value_enum, default_value_t = OracleKind::Builtin)]
+    /// Which oracle runs the model: builtin (mainline llama.cpp built into this binary),
+    /// ggml-graph (our BitNet graph from ggml ops; runs bitnet-b1.58 too) or dir:PATH (your
+    /// own llama.cpp or bitnet.cpp build tree; `dir` alone takes PATH from $BITNET_CPP_DIR).
+    #[arg(long, default_value = "builtin", value_parser = OracleKind::parse)]
     pub oracle: OracleKind,
     /// Taps to capture: comma-separated glob patterns over tap names (`*`, `l_out-*`,
     /// `attn_norm-0,result_norm`); none by default.
@@ -75,15 +72,17 @@ pub fn parse_token_ids(s: &str) -> Result<Vec<TokenId>, Error> {
     Ok(ids)
 }
 
-/// Start the built-in oracle in a worker process (this same binary, hidden subcommand).
-pub fn spawn_builtin(
+/// Start an oracle in a worker process (this same binary, hidden subcommand).
+pub fn spawn_oracle(
+    kind: &OracleKind,
     model: &std::path::Path,
     settings: &OracleSettings,
     limits: Limits,
 ) -> anyhow::Result<IsolatedOracle> {
-    if !xval_cpp_sys::BUILTIN_AVAILABLE {
+    let needs_ggml = !matches!(kind, OracleKind::External { .. });
+    if needs_ggml && !xval_cpp_sys::BUILTIN_AVAILABLE {
         return Err(Error::Oracle(xval_cpp_sys::Error::Unavailable {
-            oracle: "builtin".into(),
+            oracle: kind.label(),
             reason: "this harness was built without the llama-cpp feature".into(),
         })
         .into());
@@ -91,12 +90,11 @@ pub fn spawn_builtin(
     let exe = std::env::current_exe().context("cannot locate the harness binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__oracle-worker");
-    Ok(IsolatedOracle::spawn(cmd, model, settings, limits).map_err(Error::Oracle)?)
+    Ok(IsolatedOracle::spawn_kind(cmd, kind, model, settings, limits).map_err(Error::Oracle)?)
 }
 
 /// Run the command, printing to stdout.
 pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
-    let OracleKind::Builtin = args.oracle;
     let tokens = args.tokens.as_deref().map(parse_token_ids).transpose()?;
     let settings = OracleSettings {
         threads: args.threads,
@@ -105,7 +103,8 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
         ..OracleSettings::default()
     };
     let limit = Duration::from_secs(args.timeout.max(1));
-    let mut oracle = spawn_builtin(
+    let mut oracle = spawn_oracle(
+        &args.oracle,
         &args.model,
         &settings,
         Limits {

@@ -1,6 +1,6 @@
 //! The hidden `harness __oracle-worker` subcommand: the child side of oracle isolation. It
 //! serves the pipe protocol of `xval_cpp_sys::protocol` on stdin/stdout with the built-in
-//! oracle; llama.cpp's log goes to stderr, which the parent keeps for error reports.
+//! oracle the parent names (built-in, ggml-graph or external); llama.cpp's log goes to stderr, which the parent keeps for error reports.
 
 use clap::Args;
 use std::io::{BufReader, BufWriter};
@@ -34,7 +34,7 @@ pub fn run(_args: &WorkerArgs) -> Exit {
     match serve(
         &mut input,
         &mut output,
-        &mut xval_cpp_sys::open_builtin,
+        &mut xval_cpp_sys::open,
         fault.as_ref(),
     ) {
         Ok(()) => Exit::Success,

@@ -130,9 +130,10 @@ fn bad_input_exits_2_and_missing_oracles_exit_3() {
         "compare",
         &fixture("bitnet-tq2_0.gguf"),
         "--oracle",
-        "ggml-graph",
+        "dir:/no/such/tree",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("/no/such/tree"));
 
     // Mainline llama.cpp cannot run bitnet-b1.58 (ReLU^2): the message says why.
     let o = harness(&[
