@@ -11,6 +11,7 @@
 //! callback.
 
 use std::ffi::{c_void, CStr, CString};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
@@ -119,10 +120,10 @@ impl CpuBackend {
         self.0.as_ptr()
     }
 
-    /// Compute `graph` (every tensor in it allocated).
-    pub fn compute(&self, graph: *mut sys::ggml_cgraph) -> Result<()> {
-        // SAFETY: live backend; the caller built and allocated the graph.
-        let status = unsafe { sys::ggml_backend_graph_compute(self.ptr(), graph) };
+    /// Compute `graph` (every tensor in it allocated by a [`GraphAllocator`] or a [`Buffer`]).
+    pub fn compute(&self, graph: &Graph<'_>) -> Result<()> {
+        // SAFETY: live backend and graph.
+        let status = unsafe { sys::ggml_backend_graph_compute(self.ptr(), graph.ptr()) };
         if status == sys::GGML_STATUS_SUCCESS {
             Ok(())
         } else {
@@ -189,9 +190,9 @@ impl GraphAllocator {
     }
 
     /// Place every unallocated tensor of `graph`.
-    pub fn alloc(&mut self, graph: *mut sys::ggml_cgraph) -> Result<()> {
-        // SAFETY: live allocator; the caller's graph.
-        if unsafe { sys::ggml_gallocr_alloc_graph(self.0.as_ptr(), graph) } {
+    pub fn alloc(&mut self, graph: &Graph<'_>) -> Result<()> {
+        // SAFETY: live allocator and graph.
+        if unsafe { sys::ggml_gallocr_alloc_graph(self.0.as_ptr(), graph.ptr()) } {
             Ok(())
         } else {
             Err(Error::Llama(
@@ -208,29 +209,54 @@ impl Drop for GraphAllocator {
     }
 }
 
-/// A new graph of up to `nodes` nodes in `ctx` (which needs the room: [`Context::new`]).
-pub fn new_graph(ctx: &Context, nodes: usize) -> Result<*mut sys::ggml_cgraph> {
-    // SAFETY: live context with room for the graph.
-    let g = unsafe { sys::ggml_new_graph_custom(ctx.ptr(), nodes, false) };
-    if g.is_null() {
-        Err(Error::Llama("ggml_new_graph_custom failed".into()))
-    } else {
-        Ok(g)
-    }
+/// A compute graph living in a [`Context`]'s memory.
+pub struct Graph<'ctx> {
+    ptr: NonNull<sys::ggml_cgraph>,
+    _ctx: PhantomData<&'ctx Context>,
 }
 
-/// The nodes of a built graph, in execution order.
-pub fn graph_nodes(graph: *mut sys::ggml_cgraph) -> Vec<Tensor> {
-    // SAFETY: a live graph; indices below its node count.
-    unsafe {
-        (0..sys::ggml_graph_n_nodes(graph))
-            .map(|i| sys::ggml_graph_node(graph, i))
-            .collect()
+impl<'ctx> Graph<'ctx> {
+    /// A new graph of up to `nodes` nodes in `ctx` (which needs the room: [`Context::new`]).
+    pub fn new(ctx: &'ctx Context, nodes: usize) -> Result<Graph<'ctx>> {
+        // SAFETY: live context with room for the graph.
+        let g = unsafe { sys::ggml_new_graph_custom(ctx.ptr(), nodes, false) };
+        NonNull::new(g)
+            .map(|ptr| Graph {
+                ptr,
+                _ctx: PhantomData,
+            })
+            .ok_or_else(|| Error::Llama("ggml_new_graph_custom failed".into()))
+    }
+
+    pub fn ptr(&self) -> *mut sys::ggml_cgraph {
+        self.ptr.as_ptr()
+    }
+
+    /// Add `t` and everything it depends on.
+    ///
+    /// # Safety
+    /// `t` must be a live tensor of a live context.
+    pub unsafe fn expand(&mut self, t: Tensor) {
+        // SAFETY (caller): live tensor; live graph.
+        unsafe { sys::ggml_build_forward_expand(self.ptr(), t) }
+    }
+
+    /// The nodes, in execution order.
+    pub fn nodes(&self) -> Vec<Tensor> {
+        // SAFETY: a live graph; indices below its node count.
+        unsafe {
+            (0..sys::ggml_graph_n_nodes(self.ptr()))
+                .map(|i| sys::ggml_graph_node(self.ptr(), i))
+                .collect()
+        }
     }
 }
 
 /// A tensor's name.
-pub fn name(t: Tensor) -> String {
+///
+/// # Safety
+/// `t` must be a live tensor of a live context (allocated, where data is read or written).
+pub unsafe fn name(t: Tensor) -> String {
     // SAFETY: live tensor; `name` is a NUL-terminated array inside the struct.
     unsafe { CStr::from_ptr((*t).name.as_ptr()) }
         .to_string_lossy()
@@ -238,14 +264,20 @@ pub fn name(t: Tensor) -> String {
 }
 
 /// Set a tensor's name (ggml truncates at 63 bytes).
-pub fn set_name(t: Tensor, name: &str) {
+///
+/// # Safety
+/// `t` must be a live tensor of a live context (allocated, where data is read or written).
+pub unsafe fn set_name(t: Tensor, name: &str) {
     let c = CString::new(name).expect("tensor names have no NUL");
     // SAFETY: live tensor; ggml copies the string.
     unsafe { sys::ggml_set_name(t, c.as_ptr()) };
 }
 
 /// A tensor's op as ggml describes it (`MUL_MAT`, `ROPE`, ...).
-pub fn op_desc(t: Tensor) -> String {
+///
+/// # Safety
+/// `t` must be a live tensor of a live context (allocated, where data is read or written).
+pub unsafe fn op_desc(t: Tensor) -> String {
     // SAFETY: static string for any live tensor.
     unsafe { CStr::from_ptr(sys::ggml_op_desc(t)) }
         .to_string_lossy()
@@ -253,7 +285,10 @@ pub fn op_desc(t: Tensor) -> String {
 }
 
 /// Copy `bytes` into a tensor at byte `offset`; the range must lie inside the tensor.
-pub fn write_bytes(t: Tensor, offset: usize, bytes: &[u8]) -> Result<()> {
+///
+/// # Safety
+/// `t` must be a live tensor of a live context (allocated, where data is read or written).
+pub unsafe fn write_bytes(t: Tensor, offset: usize, bytes: &[u8]) -> Result<()> {
     // SAFETY: live tensor.
     let n = unsafe { sys::ggml_nbytes(t) };
     if offset.checked_add(bytes.len()).is_none_or(|end| end > n) {
@@ -271,7 +306,10 @@ pub fn write_bytes(t: Tensor, offset: usize, bytes: &[u8]) -> Result<()> {
 }
 
 /// Write a whole tensor from plain values (`f32`, `i32`, `i64` as its type requires).
-pub fn write<T: Copy>(t: Tensor, values: &[T]) -> Result<()> {
+///
+/// # Safety
+/// `t` must be a live tensor of a live context (allocated, where data is read or written).
+pub unsafe fn write<T: Copy>(t: Tensor, values: &[T]) -> Result<()> {
     // SAFETY: any initialised slice of plain-old-data values can be viewed as its bytes.
     let bytes = unsafe {
         std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
@@ -290,7 +328,10 @@ pub fn write<T: Copy>(t: Tensor, values: &[T]) -> Result<()> {
 
 /// An F32 tensor's values in logical `ne` order (views and permutations gathered through
 /// their strides), with its `ne`.
-pub fn read_f32(t: Tensor) -> Result<(Vec<f32>, [i64; 4])> {
+///
+/// # Safety
+/// `t` must be a live tensor of a live context (allocated, where data is read or written).
+pub unsafe fn read_f32(t: Tensor) -> Result<(Vec<f32>, [i64; 4])> {
     // SAFETY: live tensor; plain fields.
     let (ty, ne, nb, allocated) = unsafe {
         let r = &*t;
@@ -364,22 +405,24 @@ mod tests {
                 sys::ggml_set_output(mm);
                 (mm, sys::ggml_add(ctx.ptr(), mm, c))
             };
-            set_name(mm, "mm");
-            let graph = new_graph(&ctx, 16).unwrap();
-            // SAFETY: live graph and tensor.
-            unsafe { sys::ggml_build_forward_expand(graph, sum) };
+            let mut graph = Graph::new(&ctx, 16).unwrap();
             let mut galloc = GraphAllocator::new().unwrap();
-            galloc.alloc(graph).unwrap();
-            write(a, &[1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0]).unwrap();
-            write(b, &[1.0f32, 1.0, 2.0]).unwrap();
-            write(c, &[10.0f32, 20.0]).unwrap();
-            backend.compute(graph).unwrap();
-            assert_eq!(read_f32(mm).unwrap().0, vec![9.0, 3.5]);
-            assert_eq!(read_f32(sum).unwrap().0, vec![19.0, 23.5]);
-            assert_eq!(name(mm), "mm");
-            assert_eq!(op_desc(mm), "MUL_MAT");
-            assert!(graph_nodes(graph).contains(&sum));
-            assert!(write(c, &[1.0f32]).is_err());
+            // SAFETY: tensors of the live context; allocated before data moves.
+            unsafe {
+                set_name(mm, "mm");
+                graph.expand(sum);
+                galloc.alloc(&graph).unwrap();
+                write(a, &[1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0]).unwrap();
+                write(b, &[1.0f32, 1.0, 2.0]).unwrap();
+                write(c, &[10.0f32, 20.0]).unwrap();
+                backend.compute(&graph).unwrap();
+                assert_eq!(read_f32(mm).unwrap().0, vec![9.0, 3.5]);
+                assert_eq!(read_f32(sum).unwrap().0, vec![19.0, 23.5]);
+                assert_eq!(name(mm), "mm");
+                assert_eq!(op_desc(mm), "MUL_MAT");
+                assert!(graph.nodes().contains(&sum));
+                assert!(write(c, &[1.0f32]).is_err());
+            }
         }
     }
 }
