@@ -241,8 +241,6 @@ pub(crate) struct ModelInput {
     pub(crate) transcoded: Option<tempfile::TempPath>,
     /// How the file reached the oracle, for the identity.
     pub(crate) description: String,
-    /// `general.architecture` as our reader sees it.
-    pub(crate) architecture: String,
 }
 
 impl ModelInput {
@@ -252,7 +250,6 @@ impl ModelInput {
             path: label.clone(),
             reason: e.to_string(),
         })?;
-        let architecture = file.header().architecture().unwrap_or_default().to_string();
         let n_i2s = file
             .tensors()
             .filter(|t| t.info.ty == GgmlType::I2_S)
@@ -261,7 +258,6 @@ impl ModelInput {
             return Ok(ModelInput {
                 transcoded: None,
                 description: "as given".into(),
-                architecture,
             });
         }
         let tmp = tempfile::Builder::new()
@@ -280,7 +276,6 @@ impl ModelInput {
                 "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale \
                  tensors (lossless)"
             ),
-            architecture,
         })
     }
 
@@ -358,7 +353,6 @@ impl LlamaCppOracle {
         let ModelInput {
             transcoded,
             description: model_input,
-            ..
         } = ModelInput::prepare(path)?;
         let load_path = transcoded.as_deref().unwrap_or(path);
         let cpath = path_to_cstring(load_path)?;
