@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use clap::{ArgGroup, Args, ValueEnum};
 use xval_cpp_sys::golden::GoldenOracle;
 use xval_cpp_sys::{Evaluation, KvType, Limits, Oracle, OracleKind, OracleSettings};
-use xval_engine::gguf::GgufFile;
+use xval_engine::gguf::GgmlType;
 use xval_engine::model::{Engine, KvCache};
+use xval_engine::numerics::Profile;
 use xval_engine::taps::{Tap, TapFilter};
 use xval_engine::tokenizer::Tokenizer;
 
@@ -212,6 +213,17 @@ fn open_oracle(
     }
 }
 
+/// The engine profile that mirrors an oracle's arithmetic: ggml's (Q8_K activations) for
+/// llama.cpp, ggml-graph and recordings of them; bitnet.cpp's (int8 per row) for a build tree
+/// that reads I2_S natively, which only bitnet.cpp does (mainline trees get the TQ2_0
+/// transcode, and their identity says so).
+fn oracle_numerics(identity: &xval_cpp_sys::OracleIdentity, projection: GgmlType) -> String {
+    let native_i2s = identity.kind == "external"
+        && projection == GgmlType::I2_S
+        && !identity.settings.model_input.starts_with("transcoded");
+    if native_i2s { "bitnet-cpp" } else { "ggml" }.into()
+}
+
 /// What `--oracle auto` runs live: the tree `$BITNET_CPP_DIR` names, else the built-in
 /// llama.cpp for `bitnet` and the ggml-graph oracle for the architectures mainline lacks;
 /// `None` (golden recordings) in a build without ggml.
@@ -364,20 +376,11 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         }
     }
     let t_load = Instant::now();
-    let engine = args.engine.engine(&args.model)?;
-    let file: &GgufFile = engine.model().file();
-    let tokenizer = Tokenizer::from_gguf(file)?;
-    let arch = engine.model().hparams.arch_name.clone();
-    let thresholds = match &args.thresholds {
-        Some(p) => Thresholds::load(p)?,
-        None => Thresholds::default(),
-    };
-    let key = ThresholdKey {
-        format: engine.model().projection_type().name().to_string(),
-        profile: engine.numerics().profile.name().to_string(),
-        backend: "scalar".into(),
-    };
-    let applied = thresholds.resolve(&key);
+    // The model first: a malformed file is bad input (exit 2) before any oracle sees it.
+    let model = args.engine.model(&args.model)?;
+    let tokenizer = Tokenizer::from_gguf(model.file())?;
+    let arch = model.hparams.arch_name.clone();
+    let projection_type = model.projection_type();
 
     // Inputs: prompts (tokenized by both sides) or ids.
     let mut prompts: Vec<Option<String>> = match (&args.prompt, &args.tokens, &args.prompts) {
@@ -421,6 +424,21 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         ..OracleSettings::default()
     };
     let mut opened = open_oracle(args, &arch, &settings)?;
+    opened.numerics = oracle_numerics(opened.oracle.get().identity(), projection_type);
+    // Without --profile the engine mirrors the oracle's arithmetic.
+    let engine = args
+        .engine
+        .engine_for(model, Profile::parse(&opened.numerics).ok())?;
+    let thresholds = match &args.thresholds {
+        Some(p) => Thresholds::load(p)?,
+        None => Thresholds::default(),
+    };
+    let key = ThresholdKey {
+        format: engine.model().projection_type().name().to_string(),
+        profile: engine.numerics().profile.name().to_string(),
+        backend: "scalar".into(),
+    };
+    let applied = thresholds.resolve(&key);
     // Recordings answer only for what was recorded: without an explicit input, compare them all.
     if let (OracleBox::Golden(g), None, None, None) =
         (&opened.oracle, &args.prompt, &args.tokens, &args.prompts)

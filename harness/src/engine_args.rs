@@ -84,12 +84,23 @@ impl EngineArgs {
 
     /// Open the model and build an engine with these options.
     pub fn engine(&self, path: &Path) -> Result<Engine> {
+        self.engine_for(self.model(path)?, None)
+    }
+
+    /// Open and check the model (every tensor and hyper-parameter) without building an engine.
+    pub fn model(&self, path: &Path) -> Result<Model> {
         let file = Arc::new(GgufFile::open(path)?);
-        let model = Model::load(file, self.i2s_layout())
-            .with_context(|| format!("loading model {}", path.display()))?;
+        Model::load(file, self.i2s_layout())
+            .with_context(|| format!("loading model {}", path.display()))
+    }
+
+    /// Build the engine on a loaded model; without `--profile`, `default` (the profile that
+    /// mirrors the oracle at hand) or else the model's usual one.
+    pub fn engine_for(&self, model: Model, default: Option<Profile>) -> Result<Engine> {
         let profile = self
             .profile
             .map(Profile::from)
+            .or(default)
             .unwrap_or_else(|| Profile::default_for(model.projection_type()));
         let mut numerics = Numerics::new(profile);
         if let Some(kv) = self.kv {

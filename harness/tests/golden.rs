@@ -30,7 +30,10 @@ fn replays_every_recorded_prompt_and_its_greedy_continuation() {
         let id = g.identity().clone();
         assert_eq!(id.kind, "golden");
         let from = id.recorded.as_ref().unwrap();
-        assert!(from.golden && from.oracle_kind == "builtin", "{from:?}");
+        assert!(
+            from.golden && from.oracle_kind == r.oracle.label(),
+            "{from:?}"
+        );
         assert!(from.file.ends_with(&format!("{}.json", r.stem)), "{from:?}");
         assert_eq!(id.settings.threads, 1);
         let n_layer = g.model().n_layer;
@@ -116,14 +119,22 @@ fn finds_a_copy_by_content_and_explains_models_without_recordings() {
     assert_eq!(g.model().path, copy.display().to_string());
     assert_eq!(g.recording().model, RECORDED[2].model);
 
-    let err = GoldenOracle::open(&fixtures_dir(), &model("models/bitnet-b1.58-i2_s.gguf"))
+    // The bitnet-b1.58 fixture is recorded by the ggml-graph oracle.
+    let g = GoldenOracle::open(&fixtures_dir(), &model(RECORDED[3].model)).unwrap();
+    let from = g.identity().recorded.clone().unwrap();
+    assert_eq!(from.oracle_kind, "ggml-graph");
+
+    // A valid model with other weights (one byte of the last tensor changed) has none.
+    let mut bytes = std::fs::read(model(RECORDED[0].model)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let other = tmp.path().join("other.gguf");
+    std::fs::write(&other, &bytes).unwrap();
+    let msg = GoldenOracle::open(&fixtures_dir(), &other)
         .err()
-        .unwrap();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("has no recording") && msg.contains("SiLU"),
-        "{msg}"
-    );
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("no recording of"), "{msg}");
 
     std::fs::write(&copy, b"not a model").unwrap();
     let msg = GoldenOracle::open(&fixtures_dir(), &copy)
@@ -199,45 +210,47 @@ fn engine_ggml_profile_agrees_with_the_recordings() {
 #[test]
 fn recordings_match_the_live_oracle_bit_for_bit() {
     use xval_cpp_sys::OracleSettings;
-    let r = &RECORDED[0];
-    let mut g = open(r.model);
-    let settings = OracleSettings {
-        n_ctx: 256,
-        ..OracleSettings::default()
-    };
-    let mut live = xval_cpp_sys::open_builtin(&model(r.model), &settings).unwrap();
-    let all = TapFilter::all();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for text in PROMPTS {
-        let tokens = live.tokenize(text, true, true).unwrap();
-        assert_eq!(tokens, g.tokenize(text, true, true).unwrap(), "{text:?}");
-        let (a, b) = (
-            live.evaluate(&tokens, &all).unwrap(),
-            g.evaluate(&tokens, &all).unwrap(),
-        );
-        assert_eq!(bits(&a.logits), bits(&b.logits), "{text:?}");
-        assert_eq!(a.taps.len(), b.taps.len());
-        for (x, y) in a.taps.iter().zip(&b.taps) {
-            assert_eq!((&x.name, &x.shape), (&y.name, &y.shape));
-            assert_eq!(bits(&x.data), bits(&y.data), "{text:?} {}", x.name);
-        }
-        assert_eq!(a.tap_sources, b.tap_sources, "{text:?}");
-        for &t in g
-            .greedy_continuation(&tokens)
-            .unwrap()
-            .to_vec()
-            .iter()
-            .take(3)
-        {
+    // One recording per recording oracle: llama.cpp's and the ggml-graph oracle's.
+    for r in [&RECORDED[0], &RECORDED[3]] {
+        let mut g = open(r.model);
+        let settings = OracleSettings {
+            n_ctx: 256,
+            ..OracleSettings::default()
+        };
+        let mut live = xval_cpp_sys::open(&r.oracle, &model(r.model), &settings).unwrap();
+        let all = TapFilter::all();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for text in PROMPTS {
+            let tokens = live.tokenize(text, true, true).unwrap();
+            assert_eq!(tokens, g.tokenize(text, true, true).unwrap(), "{text:?}");
             let (a, b) = (
-                live.decode_step(t, &all).unwrap(),
-                g.decode_step(t, &all).unwrap(),
+                live.evaluate(&tokens, &all).unwrap(),
+                g.evaluate(&tokens, &all).unwrap(),
             );
             assert_eq!(bits(&a.logits), bits(&b.logits), "{text:?}");
+            assert_eq!(a.taps.len(), b.taps.len());
+            for (x, y) in a.taps.iter().zip(&b.taps) {
+                assert_eq!((&x.name, &x.shape), (&y.name, &y.shape));
+                assert_eq!(bits(&x.data), bits(&y.data), "{text:?} {}", x.name);
+            }
+            assert_eq!(a.tap_sources, b.tap_sources, "{text:?}");
+            for &t in g
+                .greedy_continuation(&tokens)
+                .unwrap()
+                .to_vec()
+                .iter()
+                .take(3)
+            {
+                let (a, b) = (
+                    live.decode_step(t, &all).unwrap(),
+                    g.decode_step(t, &all).unwrap(),
+                );
+                assert_eq!(bits(&a.logits), bits(&b.logits), "{text:?}");
+            }
         }
+        let mut want = live.identity().clone();
+        want.kind = "golden".into();
+        want.recorded = g.identity().recorded.clone();
+        assert_eq!(g.identity(), &want);
     }
-    let mut want = live.identity().clone();
-    want.kind = "golden".into();
-    want.recorded = g.identity().recorded.clone();
-    assert_eq!(g.identity(), &want);
 }

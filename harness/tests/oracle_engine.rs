@@ -11,7 +11,7 @@ use versus::{check_bounds, engine_run, ggml_engine, Worst};
 use xval_cpp_sys::OracleSettings;
 use xval_engine::taps::TapFilter;
 use xval_harness::compare::metrics::TapMetrics;
-use xval_harness::fixtures::golden::{DECODE_STEPS, PROMPTS, RECORDED};
+use xval_harness::fixtures::golden::{recorded_by_builtin, DECODE_STEPS, PROMPTS};
 
 fn argmax(v: &[f32]) -> u32 {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
@@ -24,7 +24,7 @@ fn oracle_and_engine_ggml_profile_agree_on_the_bitnet_fixtures() {
         ..OracleSettings::default()
     };
     let all = TapFilter::all();
-    for r in &RECORDED {
+    for r in recorded_by_builtin() {
         let path = fixtures_dir().join(r.model);
         let mut oracle = xval_cpp_sys::open_builtin(&path, &settings).unwrap();
         let engine = ggml_engine(&path);

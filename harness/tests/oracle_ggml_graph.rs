@@ -12,7 +12,7 @@ use common::fixtures_dir;
 use xval_cpp_sys::{Oracle, OracleSettings};
 use xval_engine::taps::TapFilter;
 use xval_harness::compare::metrics::TapMetrics;
-use xval_harness::fixtures::golden::{DECODE_STEPS, PROMPTS, RECORDED};
+use xval_harness::fixtures::golden::{recorded_by_builtin, DECODE_STEPS, PROMPTS};
 
 fn argmax(v: &[f32]) -> u32 {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
@@ -31,7 +31,7 @@ fn settings() -> OracleSettings {
 #[test]
 fn ggml_graph_matches_llama_cpp_on_every_bitnet_fixture() {
     let all = TapFilter::all();
-    for r in &RECORDED {
+    for r in recorded_by_builtin() {
         let path = fixtures_dir().join(r.model);
         let mut reference = xval_cpp_sys::open_builtin(&path, &settings()).unwrap();
         let mut ours = xval_cpp_sys::open_ggml_graph(&path, &settings()).unwrap();

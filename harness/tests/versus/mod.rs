@@ -57,9 +57,16 @@ impl Worst {
             "{what}: {:?}",
             a.shape_mismatches
         );
+        // With `.scale` tensors the oracle also has the unscaled product (`ffn_up` beside
+        // `ffn_up_s`); the engine folds the scale in and names only the scaled one.
+        let unscaled = |name: &String| {
+            let (tag, layer) = xval_engine::taps::split_name(name);
+            let scaled = xval_engine::taps::tap_name(&format!("{tag}_s"), layer);
+            oracle.taps.iter().any(|t| t.name == scaled)
+        };
         if !oracle.taps.is_empty() {
             assert!(
-                a.engine_only.is_empty() && a.oracle_only.is_empty(),
+                a.engine_only.is_empty() && a.oracle_only.iter().all(unscaled),
                 "{what}: engine only {:?}, oracle only {:?}",
                 a.engine_only,
                 a.oracle_only
@@ -121,8 +128,13 @@ pub fn check_bounds(model: &str, prompt: &Worst, all: &Worst) {
     // F32 weights: llama.cpp's F32 matmul (llamafile sgemm) sums in another order than the
     // engine's scalar dot, measured 1.7e-4 / KL 4e-9 / NMSE 3.6e-9; ternary weights: Q8_K
     // integer dots, measured 2.3e-5 / 8e-11 / 5.6e-11.
+    // I2_S (bitnet-b1.58, ggml-graph recordings): one activation rounding flip in ffn_down-2
+    // of the third prompt (the op itself replays at NMSE 3e-14) carries to the logits:
+    // measured 5.0e-3 / KL 1.1e-6 / tap NMSE 3.9e-6.
     let (max_diff, kl, nmse) = if model.contains("f32") {
         (1e-3, 3e-8, 2e-8)
+    } else if model.contains("i2_s") {
+        (2e-2, 5e-6, 2e-5)
     } else {
         (1e-4, 5e-10, 5e-10)
     };
