@@ -141,7 +141,7 @@ pub(super) fn build(
         b.cb(tokens, "inp_tokens", -1);
         sys::ggml_set_input(tokens);
         let mut inp_l = sys::ggml_get_rows(c, w.tok_embd, tokens);
-        b.cb(inp_l, "inp_embd", -1);
+        b.cb(inp_l, "embd", -1);
 
         // build_inp_pos, build_attn_inp_kv (mask and cache indices), build_inp_out_ids
         let pos = sys::ggml_new_tensor_1d(c, sys::GGML_TYPE_I32, n_tokens);
