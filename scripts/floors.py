@@ -3,6 +3,7 @@ import collections
 import glob
 import json
 import os
+import re
 import sys
 
 CLASS = {"attn_norm": "norm", "attn_sub_norm": "norm", "ffn_norm": "norm", "ffn_sub_norm": "norm",
@@ -21,7 +22,14 @@ def main(d):
     kl = collections.defaultdict(float)
     flips = collections.Counter()
     for f in sorted(glob.glob(os.path.join(d, "*.json"))):
-        fixture, profile = os.path.basename(f).split(".")[:2]
+        # FIXTURE.PROFILE[.N].json; fixture names may contain dots (bitnet-b1.58-i2_s).
+        m = re.match(r"^(.*)\.(ggml|f32|bitnet-cpp)(\.\d+)?\.json$", os.path.basename(f))
+        if not m:
+            continue
+        fixture, profile = m.group(1), m.group(2)
+        # I2_S (bitnet-b1.58, ggml-graph oracle) floors are reported apart from the others.
+        if "i2_s" in fixture:
+            profile += " [i2_s]"
         r = json.load(open(f))
         for t in r["taps"]:
             for p in t["positions"]:

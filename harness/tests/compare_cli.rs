@@ -29,7 +29,12 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn matching_profile_passes_and_the_gate_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["bitnet-tq2_0.gguf", "bitnet-tq1_0.gguf", "bitnet-f32.gguf"] {
+    for name in [
+        "bitnet-tq2_0.gguf",
+        "bitnet-tq1_0.gguf",
+        "bitnet-f32.gguf",
+        "bitnet-b1.58-i2_s.gguf",
+    ] {
         let out_path = dir.path().join(format!("{name}.json"));
         let plot = dir.path().join(format!("{name}.svg"));
         let o = harness(&[
@@ -50,7 +55,13 @@ fn matching_profile_passes_and_the_gate_agrees() {
         let r = Receipt::read(&out_path).unwrap();
         assert!(r.summary.passes);
         assert!(r.pairing.matched);
-        assert_eq!(r.oracle["kind"], "builtin");
+        // auto: llama.cpp itself for `bitnet`, the ggml-graph oracle for `bitnet-b1.58`.
+        let kind = if name.contains("b1.58") {
+            "ggml-graph"
+        } else {
+            "builtin"
+        };
+        assert_eq!(r.oracle["kind"], kind);
         assert_eq!(r.decode.steps.len(), 4);
         // Every op replayed on the oracle's inputs sits at summation-order noise.
         for t in &r.taps {
@@ -215,7 +226,12 @@ fn compact(r: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn receipt_snapshots_of_every_fixture_and_profile() {
-    for name in ["bitnet-tq2_0", "bitnet-tq1_0", "bitnet-f32"] {
+    for name in [
+        "bitnet-tq2_0",
+        "bitnet-tq1_0",
+        "bitnet-f32",
+        "bitnet-b1.58-i2_s",
+    ] {
         for profile in ["ggml", "f32", "bitnet-cpp"] {
             let o = harness(&[
                 "compare",
