@@ -107,6 +107,10 @@ pub struct CompareArgs {
     /// Seconds the oracle may take to load or to answer one request before it is stopped.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Run the oracle in ggml's reference mode (ggml-graph oracle only; recorded in the
+    /// receipt's oracle settings).
+    #[arg(long)]
+    pub oracle_reference_kernels: bool,
     /// Where golden recordings live [default: the repository's fixtures/].
     #[arg(long, value_name = "DIR")]
     pub fixtures: Option<PathBuf>,
@@ -421,6 +425,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         // decode steps; llama.cpp rounds it up to a multiple of 256.
         n_ctx: (2 * longest + args.steps + 8).max(64),
         kv_type: KvType::F32,
+        reference_kernels: args.oracle_reference_kernels,
         ..OracleSettings::default()
     };
     let mut opened = open_oracle(args, &arch, &settings)?;

@@ -54,6 +54,10 @@ pub struct OracleArgs {
     /// Seconds the oracle may take for loading or for one evaluation before it is killed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// ggml's reference mode (`ggml_backend_cpu_set_use_ref`): only the ggml-graph oracle, which
+    /// owns its CPU backend, can honour it; the others refuse.
+    #[arg(long)]
+    pub reference_kernels: bool,
 }
 
 /// Parse `1,2,3` or `1 2 3`.
@@ -100,6 +104,7 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
         threads: args.threads,
         n_ctx: args.ctx,
         kv_type: args.kv_type.into(),
+        reference_kernels: args.reference_kernels,
         ..OracleSettings::default()
     };
     let limit = Duration::from_secs(args.timeout.max(1));

@@ -131,3 +131,53 @@ fn exit_codes_say_whose_fault_it_is() {
     assert_eq!(code(&o), Some(3), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("unknown model architecture"));
 }
+
+/// `harness oracle --oracle ggml-graph` works like the built-in one: on a `bitnet` fixture the
+/// same tokens, logits and taps; on the `bitnet-b1.58` fixture (which the built-in refuses) it
+/// runs, in ggml's reference mode when asked.
+#[test]
+fn ggml_graph_oracle_from_the_cli() {
+    let fixture = |n: &str| format!("{}/../fixtures/models/{n}", env!("CARGO_MANIFEST_DIR"));
+    let run = |model: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "oracle",
+            model,
+            "--prompt",
+            "the cat sat on",
+            "--taps",
+            "*",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = harness(&args, None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let tq2 = fixture("bitnet-tq2_0.gguf");
+    let builtin = run(&tq2, &[]);
+    let graph = run(&tq2, &["--oracle", "ggml-graph"]);
+    assert_eq!(graph["oracle"]["kind"], "ggml-graph");
+    for key in ["tokens", "logits_last", "taps"] {
+        assert_eq!(graph[key], builtin[key], "{key}");
+    }
+
+    let i2s = fixture("bitnet-b1.58-i2_s.gguf");
+    let v = run(&i2s, &["--oracle", "ggml-graph", "--reference-kernels"]);
+    assert_eq!(
+        v["oracle"]["settings"]["reference_kernels"]["enabled"],
+        true
+    );
+    assert!(v["oracle"]["settings"]["model_input"]
+        .as_str()
+        .unwrap()
+        .contains("relu^2"));
+    assert!(!v["taps"].as_array().unwrap().is_empty());
+
+    // The built-in oracle cannot switch reference mode on: it says so (exit 3).
+    let out = harness(
+        &["oracle", &tq2, "--tokens", "1,2", "--reference-kernels"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("reference kernels"));
+}
