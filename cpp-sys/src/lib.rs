@@ -26,6 +26,8 @@ pub mod external;
 #[cfg(feature = "llama-cpp")]
 pub mod ggml_graph;
 #[cfg(feature = "llama-cpp")]
+pub mod ggml_rt;
+#[cfg(feature = "llama-cpp")]
 pub mod gguf_c;
 pub mod golden;
 pub mod isolated;

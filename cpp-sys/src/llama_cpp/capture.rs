@@ -137,7 +137,7 @@ impl Capture {
 /// The positions dimension of a tap: the highest dimension equal to the number of evaluated
 /// positions with only 1s above it. For a single position that is ambiguous, so the engine's
 /// rank decides (`[head_dim, n_head, pos]` for Q/K/V, `[width, pos]` otherwise).
-pub(super) fn tap_shape(name: &str, ne: [i64; 4], n_tokens: usize) -> Result<Vec<usize>, String> {
+pub(crate) fn tap_shape(name: &str, ne: [i64; 4], n_tokens: usize) -> Result<Vec<usize>, String> {
     let ne: Vec<usize> = ne
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("{name}: negative dimension in {ne:?}")))

@@ -15,7 +15,8 @@
 //! never exposes; it reads no environment variable for it either. So the setting is reported as
 //! unavailable here and requests for it are refused.
 
-mod capture;
+pub(crate) mod capture;
+pub(crate) mod vocab;
 
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -34,6 +35,7 @@ use crate::oracle::{
     ReferenceKernels, SettingsIdentity, TokenId,
 };
 use capture::Capture;
+use vocab::Vocab;
 
 mod build_info {
     include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
@@ -47,9 +49,9 @@ pub const REFERENCE_KERNELS_NOTE: &str =
      ggml-graph oracle in reference mode instead";
 
 /// Process-wide llama.cpp state: initialised once, before any backend exists.
-struct Global {
+pub(crate) struct Global {
     /// Whether ggml latched op fusion off (`GGML_CPU_DISABLE_FUSION`, `atoi(v) == 1`).
-    fusion_disabled: bool,
+    pub(crate) fusion_disabled: bool,
 }
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
@@ -136,7 +138,7 @@ fn atoi_is_one(v: &str) -> bool {
 
 /// Initialise llama.cpp once per process. The first caller's fusion setting decides
 /// `GGML_CPU_DISABLE_FUSION` unless the process already has it in its environment.
-fn global(fusion: bool) -> &'static Global {
+pub(crate) fn global(fusion: bool) -> &'static Global {
     GLOBAL.get_or_init(|| {
         let var = "GGML_CPU_DISABLE_FUSION";
         if std::env::var_os(var).is_none() {
@@ -154,7 +156,7 @@ fn global(fusion: bool) -> &'static Global {
     })
 }
 
-fn c_str(p: *const c_char) -> String {
+pub(crate) fn c_str(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();
     }
@@ -200,7 +202,7 @@ fn cpu_features() -> Vec<String> {
         .collect()
 }
 
-fn build_identity() -> BuildIdentity {
+pub(crate) fn build_identity() -> BuildIdentity {
     BuildIdentity {
         source: format!("crates.io llama-cpp-sys-2 {}", build_info::PACKAGE_VERSION),
         source_vcs: build_info::SOURCE_VCS.map(|c| format!("utilityai/llama-cpp-rs@{c}")),
@@ -231,6 +233,63 @@ fn build_identity() -> BuildIdentity {
     }
 }
 
+/// A model file as ggml will read it: checked by our reader first (a malformed file is named
+/// by our checks before C++ sees it), and I2_S tensors transcoded losslessly to TQ2_0 plus
+/// one-element `.scale` tensors in a temporary file (mainline ggml has no I2_S).
+pub(crate) struct ModelInput {
+    /// The transcoded copy, deleted when dropped; `None` when the file is read as given.
+    pub(crate) transcoded: Option<tempfile::TempPath>,
+    /// How the file reached the oracle, for the identity.
+    pub(crate) description: String,
+    /// `general.architecture` as our reader sees it.
+    pub(crate) architecture: String,
+}
+
+impl ModelInput {
+    pub(crate) fn prepare(path: &Path) -> Result<ModelInput> {
+        let label = path.display().to_string();
+        let file = GgufFile::open(path).map_err(|e| Error::BadModel {
+            path: label.clone(),
+            reason: e.to_string(),
+        })?;
+        let architecture = file.header().architecture().unwrap_or_default().to_string();
+        let n_i2s = file
+            .tensors()
+            .filter(|t| t.info.ty == GgmlType::I2_S)
+            .count();
+        if n_i2s == 0 {
+            return Ok(ModelInput {
+                transcoded: None,
+                description: "as given".into(),
+                architecture,
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("xval-i2s-as-tq2_0-")
+            .suffix(".gguf")
+            .tempfile()
+            .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
+            .into_temp_path();
+        xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
+            path: label,
+            reason: format!("cannot transcode I2_S for ggml: {e}"),
+        })?;
+        Ok(ModelInput {
+            transcoded: Some(tmp),
+            description: format!(
+                "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale \
+                 tensors (lossless)"
+            ),
+            architecture,
+        })
+    }
+
+    /// The file ggml should read.
+    pub(crate) fn path<'a>(&'a self, original: &'a Path) -> &'a Path {
+        self.transcoded.as_deref().unwrap_or(original)
+    }
+}
+
 /// Owns a `llama_batch` from `llama_batch_init`.
 struct Batch(sys::llama_batch);
 
@@ -245,7 +304,7 @@ impl Drop for Batch {
 pub struct LlamaCppOracle {
     model: NonNull<sys::llama_model>,
     ctx: NonNull<sys::llama_context>,
-    vocab: *const sys::llama_vocab,
+    vocab: Vocab,
     /// Registered as `cb_eval_user_data`; freed after the context in `Drop`.
     capture: *mut Capture,
     identity: OracleIdentity,
@@ -296,37 +355,11 @@ impl LlamaCppOracle {
             )));
         }
 
-        // Our own reader first: a malformed file is named by our checks, before C++ sees it.
-        let file = GgufFile::open(path).map_err(|e| Error::BadModel {
-            path: label.clone(),
-            reason: e.to_string(),
-        })?;
-        let n_i2s = file
-            .tensors()
-            .filter(|t| t.info.ty == GgmlType::I2_S)
-            .count();
-        let (transcoded, model_input) = if n_i2s > 0 {
-            let tmp = tempfile::Builder::new()
-                .prefix("xval-i2s-as-tq2_0-")
-                .suffix(".gguf")
-                .tempfile()
-                .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
-                .into_temp_path();
-            xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
-                path: label.clone(),
-                reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
-            })?;
-            (
-                Some(tmp),
-                format!(
-                    "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale \
-                     tensors (lossless)"
-                ),
-            )
-        } else {
-            (None, "as given".to_string())
-        };
-        drop(file);
+        let ModelInput {
+            transcoded,
+            description: model_input,
+            ..
+        } = ModelInput::prepare(path)?;
         let load_path = transcoded.as_deref().unwrap_or(path);
         let cpath = path_to_cstring(load_path)?;
 
@@ -389,12 +422,12 @@ impl LlamaCppOracle {
         // SAFETY: valid model and context; getters only.
         let (vocab, n_vocab, eff_ctx, eff_batch, eff_ubatch, info) = unsafe {
             let m = model.as_ptr();
-            let vocab = sys::llama_model_get_vocab(m);
+            let vocab = Vocab::of_model(m);
             let info = ModelInfo {
                 path: label.clone(),
                 architecture: meta_string(m, "general.architecture"),
                 description: model_desc(m),
-                n_vocab: sys::llama_vocab_n_tokens(vocab).max(0) as usize,
+                n_vocab: vocab.n_vocab,
                 n_layer: sys::llama_model_n_layer(m).max(0) as usize,
                 n_embd: sys::llama_model_n_embd(m).max(0) as usize,
                 n_head: sys::llama_model_n_head(m).max(0) as usize,
@@ -451,16 +484,6 @@ impl LlamaCppOracle {
             n_past: None,
             _transcoded: transcoded,
         })
-    }
-
-    fn check_ids(&self, tokens: &[TokenId]) -> Result<()> {
-        match tokens.iter().position(|&t| t as usize >= self.n_vocab) {
-            Some(i) => Err(Error::InvalidRequest(format!(
-                "token {} (at index {i}) is outside the vocabulary of {}",
-                tokens[i], self.n_vocab
-            ))),
-            None => Ok(()),
-        }
     }
 
     /// Decode `tokens` at positions `start..start + n` with every position an output.
@@ -531,7 +554,7 @@ impl LlamaCppOracle {
     }
 }
 
-fn path_to_cstring(p: &Path) -> Result<CString> {
+pub(crate) fn path_to_cstring(p: &Path) -> Result<CString> {
     #[cfg(unix)]
     let bytes = {
         use std::os::unix::ffi::OsStrExt;
@@ -573,24 +596,6 @@ unsafe fn model_desc(model: *const sys::llama_model) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Call a llama.cpp "write into this buffer or tell me the size" function: a negative return
-/// is the size needed.
-fn grow_call(mut f: impl FnMut(&mut [u8]) -> i32, what: &str) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 64];
-    for _ in 0..2 {
-        let n = f(&mut buf);
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        if n == i32::MIN {
-            return Err(Error::InvalidRequest(format!("{what}: result too large")));
-        }
-        buf = vec![0u8; n.unsigned_abs() as usize];
-    }
-    Err(Error::Llama(format!("{what}: size changed between calls")))
-}
-
 impl Oracle for LlamaCppOracle {
     fn identity(&self) -> &OracleIdentity {
         &self.identity
@@ -606,41 +611,7 @@ impl Oracle for LlamaCppOracle {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<TokenId>> {
-        let len = i32::try_from(text.len())
-            .map_err(|_| Error::InvalidRequest("text longer than 2 GiB".into()))?;
-        let mut ids: Vec<sys::llama_token> = vec![0; text.len() + 8];
-        for _ in 0..2 {
-            // SAFETY: valid vocab; text pointer/length describe `text`; ids writable for its
-            // length (clamped to i32).
-            let n = unsafe {
-                sys::llama_tokenize(
-                    self.vocab,
-                    text.as_ptr().cast(),
-                    len,
-                    ids.as_mut_ptr(),
-                    ids.len().min(i32::MAX as usize) as i32,
-                    add_special,
-                    parse_special,
-                )
-            };
-            if n >= 0 {
-                ids.truncate(n as usize);
-                return ids
-                    .into_iter()
-                    .map(|t| {
-                        TokenId::try_from(t)
-                            .map_err(|_| Error::Llama(format!("llama_tokenize produced id {t}")))
-                    })
-                    .collect();
-            }
-            if n == i32::MIN {
-                return Err(Error::InvalidRequest("tokenization overflows i32".into()));
-            }
-            ids = vec![0; n.unsigned_abs() as usize];
-        }
-        Err(Error::Llama(
-            "llama_tokenize: size changed between calls".into(),
-        ))
+        self.vocab.tokenize(text, add_special, parse_special)
     }
 
     fn detokenize(
@@ -649,49 +620,12 @@ impl Oracle for LlamaCppOracle {
         remove_special: bool,
         unparse_special: bool,
     ) -> Result<Vec<u8>> {
-        self.check_ids(tokens)?;
-        let ids: Vec<sys::llama_token> = tokens.iter().map(|&t| t as sys::llama_token).collect();
-        let n_ids = i32::try_from(ids.len())
-            .map_err(|_| Error::InvalidRequest("too many tokens".into()))?;
-        let vocab = self.vocab;
-        grow_call(
-            |buf| {
-                // SAFETY: valid vocab; ids and buf describe live buffers of the given lengths.
-                unsafe {
-                    sys::llama_detokenize(
-                        vocab,
-                        ids.as_ptr(),
-                        n_ids,
-                        buf.as_mut_ptr().cast(),
-                        buf.len().min(i32::MAX as usize) as i32,
-                        remove_special,
-                        unparse_special,
-                    )
-                }
-            },
-            "llama_detokenize",
-        )
+        self.vocab
+            .detokenize(tokens, remove_special, unparse_special)
     }
 
     fn token_piece(&mut self, token: TokenId, special: bool) -> Result<Vec<u8>> {
-        self.check_ids(&[token])?;
-        let vocab = self.vocab;
-        grow_call(
-            |buf| {
-                // SAFETY: valid vocab and token id; buf is writable for its length.
-                unsafe {
-                    sys::llama_token_to_piece(
-                        vocab,
-                        token as sys::llama_token,
-                        buf.as_mut_ptr().cast(),
-                        buf.len().min(i32::MAX as usize) as i32,
-                        0,
-                        special,
-                    )
-                }
-            },
-            "llama_token_to_piece",
-        )
+        self.vocab.token_piece(token, special)
     }
 
     fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation> {
@@ -707,7 +641,7 @@ impl Oracle for LlamaCppOracle {
                 self.n_ubatch
             )));
         }
-        self.check_ids(tokens)?;
+        self.vocab.check_ids(tokens)?;
         // A fresh sequence: forget every cached position.
         // SAFETY: valid context; clears its KV cache (data too).
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
@@ -726,7 +660,7 @@ impl Oracle for LlamaCppOracle {
                 self.n_ctx
             )));
         }
-        self.check_ids(&[token])?;
+        self.vocab.check_ids(&[token])?;
         self.run(&[token], pos, taps)
     }
 }
