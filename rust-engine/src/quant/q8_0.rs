@@ -99,7 +99,11 @@ mod tests {
         x[2] = -3.5;
         let w = quantize(&x).unwrap();
         let a = quantize_act(&x).unwrap();
-        assert_eq!((w[3] as i8, w[4] as i8), (3, -4), "roundf: half away from zero");
+        assert_eq!(
+            (w[3] as i8, w[4] as i8),
+            (3, -4),
+            "roundf: half away from zero"
+        );
         assert_eq!((a[3] as i8, a[4] as i8), (2, -4), "AVX2: half to even");
         assert_eq!(&w[..2], &a[..2], "same f16 d");
     }
