@@ -4,9 +4,11 @@
 //! [`parity_support::Kind`] for the extreme inputs).
 //!
 //! Judged bit-exact wherever the arithmetic is the same sequence of IEEE operations (codecs,
-//! integer ternary dots, the scalar `_generic` kernels, elementwise ops); by NMSE against ggml's
-//! output where ggml's optimized (AVX2) kernel sums or rounds in another order, with the
-//! threshold and its reason beside each use. `--nocapture` prints one `PARITY` line per
+//! activation quantizers, the integer part of every quantized dot, RMSNorm, ReLU^2, mul, add);
+//! by NMSE against ggml's output where ggml sums, rounds or fuses in another order (its AVX2
+//! and tinyBLAS dots, FMA-contracted `_generic` dots and RoPE, `ggml_v_expf` in softmax and
+//! SiLU), with the threshold and its reason beside each use. docs/kernel-parity.md has the
+//! table of what is compared. `--nocapture` prints one `PARITY` line per
 //! (op, format, comparison): cases, max NMSE, how many cases were not bit-exact, the limit.
 //!
 //! Run: `cargo test -p xval-cpp-sys --test kernel_parity -- --nocapture`.
@@ -689,14 +691,6 @@ const MUL_MAT_ROWS: [usize; 6] = [1, 3, 17, 32, 64, 70];
 /// Activation rows (tokens): 1 (the decode matrix-vector path) and several.
 const MUL_MAT_TOKENS: [usize; 4] = [1, 2, 5, 9];
 
-/// Limit of `quant::matmul` (ggml profile) against ggml's `mul_mat`. Optimized mode: llamafile's
-/// tinyBLAS computes F32/F16/BF16 (and Q8_0) tiles with f32 FMA accumulators in its own order
-/// when m % 4 == 0 and n >= 2; otherwise, and in reference mode, the AVX2 vec_dot. The same
-/// kind of difference (summation order), the same limit and reason as [`avx2_dot_limit`].
-fn mul_mat_limit(f: Fmt, _use_ref: bool) -> Limit {
-    avx2_dot_limit(f)
-}
-
 fn check_mul_mat(f: Fmt, wkind: Kind, akind: Kind, seed: u64, units: usize, mi: usize, ni: usize) {
     let k = f.row_len(units);
     let (m, n) = (MUL_MAT_ROWS[mi], MUL_MAT_TOKENS[ni]);
@@ -709,9 +703,13 @@ fn check_mul_mat(f: Fmt, wkind: Kind, akind: Kind, seed: u64, units: usize, mi: 
     let xt = g.tensor(F32, &[k as i64, n as i64]);
     let out = g.mul_mat(wt, xt);
     let xb = bytes_f32(&x);
+    // Optimized mode: llamafile's tinyBLAS computes F32/F16/BF16 (and Q8_0) tiles with f32 FMA
+    // accumulators in its own order when m % 4 == 0 and n >= 2; otherwise, and in reference
+    // mode, the AVX2 vec_dot. The same kind of difference (summation order), the same limit and
+    // reason as for the dots.
     record_modes(
         &format!("mul_mat | {}", f.name),
-        |r| mul_mat_limit(f, r),
+        |_| avx2_dot_limit(f),
         &ours,
         &g.compute(out, &[(wt, &w), (xt, &xb)], &MODES),
     );
