@@ -130,16 +130,9 @@ pub fn transcode_to_writer(
             )));
         }
         let n = t.info.n_elements() as usize;
-        let trits = i2_s::trits(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
-        let scale = i2_s::scale(t.data, n).map_err(|e| bad(e.to_string()))?;
-        if !scale.is_finite() {
-            return Err(bad(format!("I2_S scale is {scale}")));
-        }
         // Rows are whole blocks (ne0 % 256 == 0), so the tensor packs block after block.
-        let mut packed = Vec::with_capacity(n / tq2_0::BLOCK * tq2_0::BLOCK_BYTES);
-        for block in trits.chunks_exact(tq2_0::BLOCK) {
-            tq2_0::pack_block(block, f16::ONE, &mut packed);
-        }
+        let (packed, scale) =
+            i2s_tensor_to_tq2_0(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
         w.add_tensor(name.clone(), GgmlType::TQ2_0, &t.info.shape, packed)?;
         w.add_tensor(
             scale_name,
@@ -150,6 +143,32 @@ pub fn transcode_to_writer(
         report.transcoded.push(name.clone());
     }
     Ok((w, report))
+}
+
+/// The transcode of one I2_S tensor image of `n` weights (`n` a multiple of 256): its TQ2_0
+/// blocks with d = 1.0 and the per-tensor scale, which must be finite. Public so that the
+/// kernel-parity tests run ggml's TQ2_0 kernels on exactly what the transcoded file holds.
+pub fn i2s_tensor_to_tq2_0(
+    data: &[u8],
+    n: usize,
+    layout: i2_s::I2sLayout,
+) -> Result<(Vec<u8>, f32)> {
+    let trits = i2_s::trits(data, n, layout)?;
+    let scale = i2_s::scale(data, n)?;
+    if !scale.is_finite() {
+        return Err(Error::format("i2_s", format!("I2_S scale is {scale}")));
+    }
+    if n % tq2_0::BLOCK != 0 {
+        return Err(Error::format(
+            "i2_s",
+            format!("{n} weights is not a multiple of 256: TQ2_0 blocks cannot hold them"),
+        ));
+    }
+    let mut packed = Vec::with_capacity(n / tq2_0::BLOCK * tq2_0::BLOCK_BYTES);
+    for block in trits.chunks_exact(tq2_0::BLOCK) {
+        tq2_0::pack_block(block, f16::ONE, &mut packed);
+    }
+    Ok((packed, scale))
 }
 
 /// `blk.N.<projection>.weight` -> `blk.N.<projection>.scale`; `None` for any other tensor.

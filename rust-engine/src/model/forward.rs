@@ -205,7 +205,7 @@ impl Engine {
             let o = self.linear(&layer.wo, &cur, n)?;
             sink.put("attn_out", l, &[d], n, &o);
 
-            let ffn_inp: Vec<f32> = o.iter().zip(&x).map(|(a, b)| a + b).collect();
+            let ffn_inp = ops::add(&o, &x);
             sink.put("ffn_inp", l, &[d], n, &ffn_inp);
             let cur = self.norm_rows(&ffn_inp, &layer.ffn_norm);
             sink.put("ffn_norm", l, &[d], n, &cur);
@@ -246,7 +246,7 @@ impl Engine {
             sink.put("ffn_sub_norm", l, &[hp.n_ff], n, &cur);
             let down = self.linear(&layer.ffn_down, &cur, n)?;
             sink.put("ffn_down", l, &[d], n, &down);
-            x = down.iter().zip(&ffn_inp).map(|(a, b)| a + b).collect();
+            x = ops::add(&down, &ffn_inp);
             sink.put("l_out", l, &[d], n, &x);
         }
         cache.advance(n);

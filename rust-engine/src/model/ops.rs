@@ -44,6 +44,30 @@ pub fn rope_neox(head: &mut [f32], cache: &[(f32, f32)]) {
     }
 }
 
+/// NORM rotation (`GGML_ROPE_TYPE_NORMAL`, `rotate_pairs` with `n_offset = 1` in ggml's
+/// `ggml_compute_forward_rope_flt`): adjacent pairs `(x[2i], x[2i + 1])`; dims past `n_rot`
+/// stay as they are. The BitNet architectures use NEOX; this is the LLaMA-style mode, kept
+/// beside it so both of ggml's ordinary RoPE modes are checked against ggml.
+pub fn rope_norm(head: &mut [f32], cache: &[(f32, f32)]) {
+    for (i, &(cos, sin)) in cache.iter().enumerate() {
+        let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+        head[2 * i] = x0 * cos - x1 * sin;
+        head[2 * i + 1] = x0 * sin + x1 * cos;
+    }
+}
+
+/// `ggml_add` of two tensors of the same shape (the residual connections): `a[i] + b[i]`.
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    debug_assert_eq!(
+        a.len(),
+        b.len(),
+        "add of {} and {} values",
+        a.len(),
+        b.len()
+    );
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
 /// `ggml_silu_f32`.
 #[inline]
 pub fn silu(x: f32) -> f32 {

@@ -145,7 +145,7 @@ impl Engine {
                         };
                         check(o, d, "attn_out")?;
                         check(&x, d, "residual")?;
-                        o.iter().zip(&x).map(|(a, b)| a + b).collect()
+                        ops::add(o, &x)
                     }
                     "ffn_norm" => {
                         let x = need!("ffn_inp");
@@ -197,7 +197,7 @@ impl Engine {
                         let (a, b) = (need!("ffn_down"), need!("ffn_inp"));
                         check(a, d, "ffn_down")?;
                         check(b, d, "ffn_inp")?;
-                        a.iter().zip(b).map(|(a, b)| a + b).collect()
+                        ops::add(a, b)
                     }
                     _ => return Ok(None),
                 }

@@ -153,7 +153,7 @@ fn prepare(w: &WeightMatrix, x: &[f32], profile: Profile) -> Result<Prepared> {
             bf16::to_bf16_row(x, &mut v);
             Prepared::BF16(v)
         }
-        (_, GgmlType::Q8_0) => Prepared::Q8_0(q8_0::quantize(x)?),
+        (_, GgmlType::Q8_0) => Prepared::Q8_0(q8_0::quantize_act(x)?),
         (_, other) => {
             return Err(Error::Invalid(format!(
                 "no kernel for weight type {other} in tensor '{}'",

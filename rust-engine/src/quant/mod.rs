@@ -99,7 +99,20 @@ pub(crate) fn check_blocks(
 }
 
 /// Round half away from zero, as C's `roundf`/`lroundf` (Rust's `f32::round` does the same).
+///
+/// A non-finite argument gives 0. It occurs only when a block's largest |x| is so small (below
+/// ~2^-128) that the reciprocal scale `id` overflows, so `x * id` is +-inf (or NaN for x = 0).
+/// C leaves the conversion of those to an integer undefined; on x86-64, where llama-quantize
+/// runs, it yields the "integer indefinite" 0x8000_0000(_0000_0000), which becomes the zero code
+/// in both of ggml's encoders: `(int8_t)roundf(..)` in `quantize_row_q8_0_ref` keeps its low byte
+/// 0, `lroundf(..) + 1` in `quantize_row_tq{1,2}_0_ref` truncates to 1 (trit 0). Without this,
+/// Rust's saturating cast wrote 0xff / code 2 for +inf (found by the kernel-parity tests; the
+/// block's f16 scale is 0, so the decoded values agreed, the bytes did not).
 #[inline]
 pub(crate) fn round_away(x: f32) -> i32 {
-    x.round() as i32
+    if x.is_finite() {
+        x.round() as i32
+    } else {
+        0
+    }
 }
