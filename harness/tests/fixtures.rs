@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-const COMMITTED: [&str; 11] = [
+const COMMITTED: [&str; 13] = [
     "models/bitnet-tq2_0.gguf",
     "models/bitnet-tq1_0.gguf",
     "models/bitnet-f32.gguf",
@@ -15,10 +15,12 @@ const COMMITTED: [&str; 11] = [
     "golden/bitnet-tq1_0.f32",
     "golden/bitnet-f32.json",
     "golden/bitnet-f32.f32",
+    "golden/bitnet-b1.58-i2_s.json",
+    "golden/bitnet-b1.58-i2_s.f32",
     "golden/index.json",
 ];
 
-/// Regen records goldens with the built-in oracle: byte for byte only where the oracle is built
+/// Regen records goldens with live oracles: byte for byte only where the oracle is built
 /// (and built the same way; the recordings carry the build identity).
 #[cfg(feature = "llama-cpp")]
 #[test]
@@ -42,7 +44,7 @@ fn regen_reproduces_the_committed_files_byte_for_byte() {
 fn verify_passes_on_the_repository() {
     let out = harness(&["fixtures", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("11 files match"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("13 files match"), "{}", stderr(&out));
 }
 
 #[test]

@@ -402,8 +402,9 @@ top1_must_agree = true
             assert!(c.floor.is_some(), "{c:?}");
             assert_eq!(c.max_replay_nmse, Some(1e-10), "{c:?}");
         }
-        // No oracle runs I2_S models yet: their limits are provisional.
-        assert!(t.resolve(&key("i2_s", "bitnet-cpp")).provisional);
+        // I2_S floors were measured against the ggml-graph oracle: nothing is provisional.
+        assert!(!t.resolve(&key("i2_s", "ggml")).provisional);
+        assert!(!t.resolve(&key("i2_s", "bitnet-cpp")).provisional);
     }
 
     #[test]
