@@ -25,18 +25,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use llama_cpp_sys_2 as sys;
-use xval_engine::gguf::{GgmlType, GgufFile};
 use xval_engine::taps::{all_names, TapFilter};
 
 use crate::error::{Error, Result};
+use crate::llama_common::{
+    check_prompt, check_settings, clamp_len, detokenize_with, fusion_mismatch, latch_fusion,
+    next_position, path_to_cstring, piece_with, prepare_model, tokenize_with,
+};
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
     ReferenceKernels, SettingsIdentity, TokenId,
 };
-use capture::Capture;
+use crate::tap_capture::Capture;
 
 mod build_info {
     include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
+}
+
+/// The pinned llama.cpp as a user's tree would hold it: its source directory (`include/`,
+/// `ggml/include/`, `ggml/src/`) and its cmake build directory (`CMakeCache.txt`, the static
+/// libraries). Tests assemble an external tree from these.
+pub fn builtin_tree() -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        build_info::LLAMA_SOURCE.into(),
+        Path::new(build_info::LLAMA_ROOT).join("build"),
+    )
 }
 
 /// Why reference kernels cannot be switched on for llama.cpp's own graph.
@@ -101,17 +114,9 @@ pub(crate) fn clear_log() {
 pub(crate) fn recent_log(n: usize) -> String {
     let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
     let (a, b) = log.as_slices();
-    let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
-    if tail.is_empty() {
-        "llama.cpp logged nothing".into()
-    } else {
-        format!("llama.cpp said: {tail}")
-    }
+    crate::llama_common::log_summary(&[a, b].concat(), n)
 }
 
-/// `atoi(v) == 1`, as ggml-cpu.c reads `GGML_CPU_DISABLE_FUSION`.
 /// Route ggml's and llama.cpp's log into [`recent_log`] without initialising any backend (the
 /// gguf reader/writer needs only the log, and must not latch the fusion setting).
 pub(crate) fn install_log() {
@@ -120,31 +125,11 @@ pub(crate) fn install_log() {
     ONCE.call_once(|| unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) });
 }
 
-fn atoi_is_one(v: &str) -> bool {
-    let t = v.trim_start();
-    let (sign, digits) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => (1, t),
-    };
-    let end = digits
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse::<i64>().map(|n| sign * n) == Ok(1)
-}
-
 /// Initialise llama.cpp once per process. The first caller's fusion setting decides
 /// `GGML_CPU_DISABLE_FUSION` unless the process already has it in its environment.
 fn global(fusion: bool) -> &'static Global {
     GLOBAL.get_or_init(|| {
-        let var = "GGML_CPU_DISABLE_FUSION";
-        if std::env::var_os(var).is_none() {
-            // Done once, under the OnceLock, before llama.cpp exists in this process; the
-            // isolated worker gets the variable from its parent instead and never gets here.
-            std::env::set_var(var, if fusion { "0" } else { "1" });
-        }
-        let fusion_disabled = std::env::var(var).map(|v| atoi_is_one(&v)).unwrap_or(false);
+        let fusion_disabled = latch_fusion(fusion);
         // SAFETY: plain initialisation calls with no arguments but a static callback.
         unsafe {
             sys::llama_log_set(Some(log_callback), std::ptr::null_mut());
@@ -264,69 +249,13 @@ impl LlamaCppOracle {
     /// Load `path` into llama.cpp with `settings`.
     pub fn load(path: &Path, settings: &OracleSettings) -> Result<LlamaCppOracle> {
         let label = path.display().to_string();
-        if settings.reference_kernels {
-            return Err(Error::Unsupported(format!(
-                "reference kernels: {REFERENCE_KERNELS_NOTE}"
-            )));
-        }
-        if settings.threads == 0 || settings.threads > 1024 {
-            return Err(Error::InvalidRequest(format!(
-                "threads must be 1..=1024, got {}",
-                settings.threads
-            )));
-        }
-        if settings.n_ctx == 0 || settings.n_ctx > 1 << 20 {
-            return Err(Error::InvalidRequest(format!(
-                "context length must be 1..={}, got {}",
-                1 << 20,
-                settings.n_ctx
-            )));
-        }
+        check_settings(settings, REFERENCE_KERNELS_NOTE)?;
         let g = global(settings.fusion);
         if g.fusion_disabled == settings.fusion {
-            return Err(Error::Unsupported(format!(
-                "op fusion {} requested, but this process latched GGML_CPU_DISABLE_FUSION \
-                 ({}) when ggml initialised; ggml reads it once per process",
-                if settings.fusion { "on" } else { "off" },
-                if g.fusion_disabled {
-                    "fusion off"
-                } else {
-                    "fusion on"
-                },
-            )));
+            return Err(fusion_mismatch(settings.fusion, g.fusion_disabled));
         }
-
-        // Our own reader first: a malformed file is named by our checks, before C++ sees it.
-        let file = GgufFile::open(path).map_err(|e| Error::BadModel {
-            path: label.clone(),
-            reason: e.to_string(),
-        })?;
-        let n_i2s = file
-            .tensors()
-            .filter(|t| t.info.ty == GgmlType::I2_S)
-            .count();
-        let (transcoded, model_input) = if n_i2s > 0 {
-            let tmp = tempfile::Builder::new()
-                .prefix("xval-i2s-as-tq2_0-")
-                .suffix(".gguf")
-                .tempfile()
-                .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
-                .into_temp_path();
-            xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
-                path: label.clone(),
-                reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
-            })?;
-            (
-                Some(tmp),
-                format!(
-                    "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale \
-                     tensors (lossless)"
-                ),
-            )
-        } else {
-            (None, "as given".to_string())
-        };
-        drop(file);
+        // Mainline llama.cpp has no I2_S type: such models reach it transcoded.
+        let (transcoded, model_input) = prepare_model(path, false)?;
         let load_path = transcoded.as_deref().unwrap_or(path);
         let cpath = path_to_cstring(load_path)?;
 
@@ -453,16 +382,6 @@ impl LlamaCppOracle {
         })
     }
 
-    fn check_ids(&self, tokens: &[TokenId]) -> Result<()> {
-        match tokens.iter().position(|&t| t as usize >= self.n_vocab) {
-            Some(i) => Err(Error::InvalidRequest(format!(
-                "token {} (at index {i}) is outside the vocabulary of {}",
-                tokens[i], self.n_vocab
-            ))),
-            None => Ok(()),
-        }
-    }
-
     /// Decode `tokens` at positions `start..start + n` with every position an output.
     fn run(&mut self, tokens: &[TokenId], start: usize, taps: &TapFilter) -> Result<Evaluation> {
         let n = tokens.len();
@@ -531,22 +450,6 @@ impl LlamaCppOracle {
     }
 }
 
-fn path_to_cstring(p: &Path) -> Result<CString> {
-    #[cfg(unix)]
-    let bytes = {
-        use std::os::unix::ffi::OsStrExt;
-        p.as_os_str().as_bytes().to_vec()
-    };
-    #[cfg(not(unix))]
-    let bytes = p
-        .to_str()
-        .ok_or_else(|| Error::InvalidRequest(format!("{}: path is not UTF-8", p.display())))?
-        .as_bytes()
-        .to_vec();
-    CString::new(bytes)
-        .map_err(|_| Error::InvalidRequest(format!("{}: path contains a NUL byte", p.display())))
-}
-
 /// # Safety
 /// `model` must be a valid loaded model.
 unsafe fn meta_string(model: *const sys::llama_model, key: &str) -> String {
@@ -573,24 +476,6 @@ unsafe fn model_desc(model: *const sys::llama_model) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Call a llama.cpp "write into this buffer or tell me the size" function: a negative return
-/// is the size needed.
-fn grow_call(mut f: impl FnMut(&mut [u8]) -> i32, what: &str) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 64];
-    for _ in 0..2 {
-        let n = f(&mut buf);
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        if n == i32::MIN {
-            return Err(Error::InvalidRequest(format!("{what}: result too large")));
-        }
-        buf = vec![0u8; n.unsigned_abs() as usize];
-    }
-    Err(Error::Llama(format!("{what}: size changed between calls")))
-}
-
 impl Oracle for LlamaCppOracle {
     fn identity(&self) -> &OracleIdentity {
         &self.identity
@@ -606,41 +491,22 @@ impl Oracle for LlamaCppOracle {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<TokenId>> {
-        let len = i32::try_from(text.len())
-            .map_err(|_| Error::InvalidRequest("text longer than 2 GiB".into()))?;
-        let mut ids: Vec<sys::llama_token> = vec![0; text.len() + 8];
-        for _ in 0..2 {
+        let vocab = self.vocab;
+        tokenize_with(text, |len, ids| {
             // SAFETY: valid vocab; text pointer/length describe `text`; ids writable for its
             // length (clamped to i32).
-            let n = unsafe {
+            unsafe {
                 sys::llama_tokenize(
-                    self.vocab,
+                    vocab,
                     text.as_ptr().cast(),
                     len,
                     ids.as_mut_ptr(),
-                    ids.len().min(i32::MAX as usize) as i32,
+                    clamp_len(ids),
                     add_special,
                     parse_special,
                 )
-            };
-            if n >= 0 {
-                ids.truncate(n as usize);
-                return ids
-                    .into_iter()
-                    .map(|t| {
-                        TokenId::try_from(t)
-                            .map_err(|_| Error::Llama(format!("llama_tokenize produced id {t}")))
-                    })
-                    .collect();
             }
-            if n == i32::MIN {
-                return Err(Error::InvalidRequest("tokenization overflows i32".into()));
-            }
-            ids = vec![0; n.unsigned_abs() as usize];
-        }
-        Err(Error::Llama(
-            "llama_tokenize: size changed between calls".into(),
-        ))
+        })
     }
 
     fn detokenize(
@@ -649,65 +515,25 @@ impl Oracle for LlamaCppOracle {
         remove_special: bool,
         unparse_special: bool,
     ) -> Result<Vec<u8>> {
-        self.check_ids(tokens)?;
-        let ids: Vec<sys::llama_token> = tokens.iter().map(|&t| t as sys::llama_token).collect();
-        let n_ids = i32::try_from(ids.len())
-            .map_err(|_| Error::InvalidRequest("too many tokens".into()))?;
         let vocab = self.vocab;
-        grow_call(
-            |buf| {
-                // SAFETY: valid vocab; ids and buf describe live buffers of the given lengths.
-                unsafe {
-                    sys::llama_detokenize(
-                        vocab,
-                        ids.as_ptr(),
-                        n_ids,
-                        buf.as_mut_ptr().cast(),
-                        buf.len().min(i32::MAX as usize) as i32,
-                        remove_special,
-                        unparse_special,
-                    )
-                }
-            },
-            "llama_detokenize",
-        )
+        detokenize_with(tokens, self.n_vocab, |ids, n, buf, len| {
+            // SAFETY: valid vocab; ids and buf describe live buffers of the given lengths.
+            unsafe {
+                sys::llama_detokenize(vocab, ids, n, buf, len, remove_special, unparse_special)
+            }
+        })
     }
 
     fn token_piece(&mut self, token: TokenId, special: bool) -> Result<Vec<u8>> {
-        self.check_ids(&[token])?;
         let vocab = self.vocab;
-        grow_call(
-            |buf| {
-                // SAFETY: valid vocab and token id; buf is writable for its length.
-                unsafe {
-                    sys::llama_token_to_piece(
-                        vocab,
-                        token as sys::llama_token,
-                        buf.as_mut_ptr().cast(),
-                        buf.len().min(i32::MAX as usize) as i32,
-                        0,
-                        special,
-                    )
-                }
-            },
-            "llama_token_to_piece",
-        )
+        piece_with(token, self.n_vocab, |t, buf, len| {
+            // SAFETY: valid vocab and token id; buf is writable for its length.
+            unsafe { sys::llama_token_to_piece(vocab, t, buf, len, 0, special) }
+        })
     }
 
     fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidRequest(
-                "nothing to evaluate: no tokens".into(),
-            ));
-        }
-        if tokens.len() > self.n_ubatch {
-            return Err(Error::InvalidRequest(format!(
-                "{} tokens exceed the oracle's batch of {} positions (raise the context length)",
-                tokens.len(),
-                self.n_ubatch
-            )));
-        }
-        self.check_ids(tokens)?;
+        check_prompt(tokens, self.n_ubatch, self.n_vocab)?;
         // A fresh sequence: forget every cached position.
         // SAFETY: valid context; clears its KV cache (data too).
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
@@ -715,18 +541,7 @@ impl Oracle for LlamaCppOracle {
     }
 
     fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation> {
-        let Some(pos) = self.n_past else {
-            return Err(Error::InvalidRequest(
-                "decode step without a successfully evaluated prefix".into(),
-            ));
-        };
-        if pos + 1 > self.n_ctx {
-            return Err(Error::InvalidRequest(format!(
-                "position {pos} is past the context of {} positions",
-                self.n_ctx
-            )));
-        }
-        self.check_ids(&[token])?;
+        let pos = next_position(self.n_past, self.n_ctx, token, self.n_vocab)?;
         self.run(&[token], pos, taps)
     }
 }
