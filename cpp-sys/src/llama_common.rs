@@ -7,9 +7,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use xval_engine::gguf::{GgmlType, GgufFile};
+use xval_engine::taps::{all_names, TapFilter};
 
 use crate::error::{Error, Result};
-use crate::oracle::{OracleSettings, TokenId};
+use crate::oracle::{Evaluation, OracleSettings, TokenId};
+use crate::tap_capture::Capture;
 
 /// The variable ggml's CPU backend reads once, in `ggml_cpu_init`, to turn op fusion off.
 pub(crate) const FUSION_ENV: &str = "GGML_CPU_DISABLE_FUSION";
@@ -258,6 +260,68 @@ pub(crate) fn next_position(
     }
     check_ids(&[token], n_vocab)?;
     Ok(pos)
+}
+
+/// One decode of `tokens` at positions `start..start + n`, every position an output, with the
+/// taps `taps` selects captured into `capture`: `decode()` runs llama.cpp's decode and returns
+/// its status, `logits_row(i)` is `llama_get_logits_ith(ctx, i)`, `log()` what llama.cpp said
+/// last (for the error).
+///
+/// # Safety
+/// `capture` must be the `Capture` the context's `cb_eval` writes to, referenced nowhere else
+/// during the call; `logits_row` must return null or `n_vocab` floats that stay valid until
+/// this function returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn decode_with_taps(
+    capture: *mut Capture,
+    n_layer: usize,
+    taps: &TapFilter,
+    tokens: &[TokenId],
+    start: usize,
+    n_vocab: usize,
+    decode: impl FnOnce() -> i32,
+    mut logits_row: impl FnMut(i32) -> *const f32,
+    log: impl FnOnce() -> String,
+) -> Result<Evaluation> {
+    let n = tokens.len();
+    let wanted = all_names(n_layer)
+        .into_iter()
+        .filter(|name| taps.wants(name))
+        .collect();
+    // SAFETY (caller): no decode is running; this is the only live reference to the capture.
+    unsafe { (*capture).reset(wanted, n) };
+    let rc = decode();
+    if rc != 0 {
+        return Err(Error::Llama(format!(
+            "llama_decode returned {rc} for positions {start}..{}: {}",
+            start + n,
+            log()
+        )));
+    }
+    // SAFETY (caller): the decode is over; exclusive access again.
+    let capture = unsafe { &mut *capture };
+    if let Some(e) = capture.error.take() {
+        return Err(Error::Capture(e));
+    }
+    let mut logits = Vec::with_capacity(n * n_vocab);
+    for i in 0..n {
+        let row = logits_row(i as i32);
+        if row.is_null() {
+            return Err(Error::Llama(format!("no logits for batch entry {i}")));
+        }
+        // SAFETY (caller): a non-null row of n_vocab floats, valid until we return.
+        logits.extend_from_slice(unsafe { std::slice::from_raw_parts(row, n_vocab) });
+    }
+    let (taps, tap_sources, graph) = capture.finish();
+    Ok(Evaluation {
+        start_pos: start,
+        tokens: tokens.to_vec(),
+        n_vocab,
+        logits,
+        taps,
+        tap_sources,
+        graph,
+    })
 }
 
 /// The last `n` non-empty lines of llama.cpp's log, for an error message.

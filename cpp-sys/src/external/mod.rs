@@ -27,13 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
-use xval_engine::taps::{all_names, TapFilter};
+use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::llama_common::{
-    check_prompt, check_settings, clamp_len, detokenize_with, fusion_mismatch, grow_call,
-    latch_fusion, log_summary, next_position, path_to_cstring, piece_with, prepare_model,
-    tokenize_with,
+    check_prompt, check_settings, clamp_len, decode_with_taps, detokenize_with, fusion_mismatch,
+    grow_call, latch_fusion, log_summary, next_position, path_to_cstring, piece_with,
+    prepare_model, tokenize_with,
 };
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
@@ -457,59 +457,28 @@ impl ExternalOracle {
         clear: bool,
         taps: &TapFilter,
     ) -> Result<Evaluation> {
-        let n = tokens.len();
-        let wanted = all_names(self.info.n_layer)
-            .into_iter()
-            .filter(|name| taps.wants(name))
-            .collect();
-        // SAFETY: no evaluation is running; this is the only live reference to the capture.
-        unsafe { (*self.capture).reset(wanted, n) };
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let (shim, h) = (self.shim, self.handle.as_ptr());
         self.n_past = None;
-        // SAFETY: valid handle; ids holds n tokens, checked against the vocabulary; the node
-        // callback only touches the capture, which nothing else references during the call.
-        let rc = unsafe {
-            (self.shim.eval)(
-                self.handle.as_ptr(),
-                ids.as_ptr(),
-                n as i32,
-                start as i32,
-                clear,
+        // SAFETY: the capture is the one the shim's node callback writes to and nothing else
+        // references it; the logits rows hold n_vocab floats and live until the next decode.
+        let eval = unsafe {
+            decode_with_taps(
+                self.capture,
+                self.info.n_layer,
+                taps,
+                tokens,
+                start,
+                self.n_vocab,
+                // SAFETY: valid handle; ids holds the tokens, checked against the vocabulary.
+                || (shim.eval)(h, ids.as_ptr(), ids.len() as i32, start as i32, clear),
+                // SAFETY: valid handle; every position was an output.
+                |i| (shim.logits_ith)(h, i),
+                || shim.recent_log(3),
             )
-        };
-        if rc != 0 {
-            return Err(Error::Llama(format!(
-                "llama_decode returned {rc} for positions {start}..{}: {}",
-                start + n,
-                self.shim.recent_log(3)
-            )));
-        }
-        // SAFETY: the evaluation is over; exclusive access again.
-        let capture = unsafe { &mut *self.capture };
-        if let Some(e) = capture.error.take() {
-            return Err(Error::Capture(e));
-        }
-        let mut logits = Vec::with_capacity(n * self.n_vocab);
-        for i in 0..n {
-            // SAFETY: every position was an output; llama.cpp returns n_vocab floats or null.
-            let row = unsafe { (self.shim.logits_ith)(self.handle.as_ptr(), i as i32) };
-            if row.is_null() {
-                return Err(Error::Llama(format!("no logits for batch entry {i}")));
-            }
-            // SAFETY: non-null row of n_vocab floats owned by the context until the next decode.
-            logits.extend_from_slice(unsafe { std::slice::from_raw_parts(row, self.n_vocab) });
-        }
-        let (taps, tap_sources, graph) = capture.finish();
-        self.n_past = Some(start + n);
-        Ok(Evaluation {
-            start_pos: start,
-            tokens: tokens.to_vec(),
-            n_vocab: self.n_vocab,
-            logits,
-            taps,
-            tap_sources,
-            graph,
-        })
+        }?;
+        self.n_past = Some(start + tokens.len());
+        Ok(eval)
     }
 }
 

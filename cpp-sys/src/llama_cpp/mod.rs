@@ -25,12 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use llama_cpp_sys_2 as sys;
-use xval_engine::taps::{all_names, TapFilter};
+use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::llama_common::{
-    check_prompt, check_settings, clamp_len, detokenize_with, fusion_mismatch, latch_fusion,
-    next_position, path_to_cstring, piece_with, prepare_model, tokenize_with,
+    check_prompt, check_settings, clamp_len, decode_with_taps, detokenize_with, fusion_mismatch,
+    latch_fusion, next_position, path_to_cstring, piece_with, prepare_model, tokenize_with,
 };
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
@@ -385,13 +385,6 @@ impl LlamaCppOracle {
     /// Decode `tokens` at positions `start..start + n` with every position an output.
     fn run(&mut self, tokens: &[TokenId], start: usize, taps: &TapFilter) -> Result<Evaluation> {
         let n = tokens.len();
-        let wanted = all_names(self.info.n_layer)
-            .into_iter()
-            .filter(|name| taps.wants(name))
-            .collect();
-        // SAFETY: no decode is running; this is the only live reference to the capture.
-        unsafe { (*self.capture).reset(wanted, n) };
-
         // SAFETY: llama_batch_init allocates n entries of each array (one seq id each);
         // every entry is written below before llama_decode reads it.
         let batch = unsafe {
@@ -408,45 +401,32 @@ impl LlamaCppOracle {
         let mut raw = batch.0;
         raw.n_tokens = n as i32;
         self.n_past = None;
-        // SAFETY: valid context and a fully initialised batch; the eval callback only touches
-        // the capture, which nothing else references during the call.
-        let rc = unsafe { sys::llama_decode(self.ctx.as_ptr(), raw) };
-        // SAFETY: as above; waits for the backend.
-        unsafe { sys::llama_synchronize(self.ctx.as_ptr()) };
-        drop(batch);
-        if rc != 0 {
-            return Err(Error::Llama(format!(
-                "llama_decode returned {rc} for positions {start}..{}: {}",
-                start + n,
-                recent_log(3)
-            )));
-        }
-        // SAFETY: the decode is over; exclusive access again.
-        let capture = unsafe { &mut *self.capture };
-        if let Some(e) = capture.error.take() {
-            return Err(Error::Capture(e));
-        }
-        let mut logits = Vec::with_capacity(n * self.n_vocab);
-        for i in 0..n {
-            // SAFETY: every batch entry was an output; llama.cpp returns n_vocab floats or null.
-            let row = unsafe { sys::llama_get_logits_ith(self.ctx.as_ptr(), i as i32) };
-            if row.is_null() {
-                return Err(Error::Llama(format!("no logits for batch entry {i}")));
-            }
-            // SAFETY: non-null row of n_vocab floats owned by the context until the next decode.
-            logits.extend_from_slice(unsafe { std::slice::from_raw_parts(row, self.n_vocab) });
-        }
-        let (taps, tap_sources, graph) = capture.finish();
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: the capture is the one cb_eval writes to and nothing else references it;
+        // llama.cpp's logits rows hold n_vocab floats and live until the next decode.
+        let eval = unsafe {
+            decode_with_taps(
+                self.capture,
+                self.info.n_layer,
+                taps,
+                tokens,
+                start,
+                self.n_vocab,
+                || {
+                    // SAFETY: valid context and a fully initialised batch; then wait for the
+                    // backend.
+                    let rc = sys::llama_decode(ctx, raw);
+                    sys::llama_synchronize(ctx);
+                    rc
+                },
+                // SAFETY: every batch entry was an output; returns n_vocab floats or null.
+                |i| sys::llama_get_logits_ith(ctx, i),
+                || recent_log(3),
+            )
+        }?;
+        // The batch is freed when this returns, after the decode that read it.
         self.n_past = Some(start + n);
-        Ok(Evaluation {
-            start_pos: start,
-            tokens: tokens.to_vec(),
-            n_vocab: self.n_vocab,
-            logits,
-            taps,
-            tap_sources,
-            graph,
-        })
+        Ok(eval)
     }
 }
 
