@@ -54,6 +54,12 @@ fn the_shim_compiles_against_the_fork_api() {
     assert_eq!(api.batch_get_one_args, Some(4));
     assert!(api.i2s && api.detokenize && !api.flash_attn_type);
     external::shim_syntax_check(&inc, &api).unwrap();
+    // Older trees without llama_detokenize: the shim's fallback from token pieces compiles.
+    let no_detok = Api {
+        detokenize: false,
+        ..api.clone()
+    };
+    external::shim_syntax_check(&inc, &no_detok).unwrap();
     // The same headers with a current-API macro set must not compile: the check has teeth.
     let wrong = Api {
         vocab: true,
