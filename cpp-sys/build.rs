@@ -94,6 +94,25 @@ fn build_info(root: &Path) -> String {
     let mut code = String::new();
     writeln!(code, "pub const FLAGS: &[(&str, &str)] = &{flags:?};").unwrap();
     writeln!(code, "pub const PACKAGE_VERSION: &str = {version:?};").unwrap();
+    // Where the pinned tree's sources and cmake output are: tests point the external oracle
+    // at them (a user-style tree assembled from the built-in build).
+    writeln!(
+        code,
+        "pub const LLAMA_ROOT: &str = {:?};",
+        root.display().to_string()
+    )
+    .unwrap();
+    writeln!(
+        code,
+        "pub const LLAMA_SOURCE: &str = {:?};",
+        source.display().to_string()
+    )
+    .unwrap();
+    println!("cargo:rustc-env=XVAL_BUILTIN_LLAMA_ROOT={}", root.display());
+    println!(
+        "cargo:rustc-env=XVAL_BUILTIN_LLAMA_SOURCE={}",
+        source.display()
+    );
     writeln!(code, "pub const SOURCE_VCS: Option<&str> = {vcs:?};").unwrap();
     writeln!(
         code,

@@ -31,10 +31,12 @@ pub mod ggml_rt;
 pub mod gguf_c;
 pub mod golden;
 pub mod isolated;
+mod llama_common;
 #[cfg(feature = "llama-cpp")]
 pub mod llama_cpp;
 pub mod oracle;
 pub mod protocol;
+mod tap_capture;
 pub mod worker;
 
 pub use error::{Error, Result, WireError};
@@ -49,8 +51,9 @@ pub use oracle::{
 pub const BUILTIN_AVAILABLE: bool = cfg!(feature = "llama-cpp");
 
 /// Copy llama.cpp's log to stderr (the worker process does it, so that a crash report's stderr
-/// tail shows what llama.cpp said last). A no-op without the built-in oracle.
+/// tail shows what llama.cpp said last): the built-in's and an external tree's.
 pub fn echo_oracle_log(on: bool) {
+    external::echo_log_to_stderr(on);
     #[cfg(feature = "llama-cpp")]
     llama_cpp::echo_log_to_stderr(on);
     #[cfg(not(feature = "llama-cpp"))]

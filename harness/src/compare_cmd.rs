@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use xval_cpp_sys::golden::GoldenOracle;
-use xval_cpp_sys::{Evaluation, KvType, Limits, Oracle, OracleKind, OracleSettings};
+use xval_cpp_sys::{Evaluation, Limits, Oracle, OracleKind, OracleSettings};
 use xval_engine::gguf::GgmlType;
 use xval_engine::model::{Engine, KvCache};
 use xval_engine::numerics::Profile;
@@ -104,6 +104,10 @@ pub struct CompareArgs {
     /// Oracle compute threads (its results do not depend on it).
     #[arg(long, default_value_t = 1)]
     pub oracle_threads: usize,
+    /// The oracle's K/V cache type: f32 is the most exact; bitnet.cpp's fork runs only f16
+    /// (pair it with `--profile bitnet-cpp`).
+    #[arg(long, value_enum, default_value_t = crate::engine_args::KvArg::F32)]
+    pub oracle_kv_type: crate::engine_args::KvArg,
     /// Seconds the oracle may take to load or to answer one request before it is stopped.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -424,7 +428,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         // Room for the longest prompt (with slack for the oracle's own tokenization) and the
         // decode steps; llama.cpp rounds it up to a multiple of 256.
         n_ctx: (2 * longest + args.steps + 8).max(64),
-        kv_type: KvType::F32,
+        kv_type: args.oracle_kv_type.into(),
         reference_kernels: args.oracle_reference_kernels,
         ..OracleSettings::default()
     };

@@ -28,13 +28,14 @@ use xval_engine::taps::{all_names, graph_order, Tap, TapFilter};
 
 use crate::error::{Error, Result};
 use crate::ggml_rt::{self, Context, CpuBackend, Graph, GraphAllocator};
-use crate::llama_cpp::capture::tap_shape;
+use crate::llama_common::{check_ranges, path_to_cstring, prepare_model};
 use crate::llama_cpp::vocab::Vocab;
-use crate::llama_cpp::{self as lc, ModelInput};
+use crate::llama_cpp::{self as lc};
 use crate::oracle::{
     Evaluation, GraphNode, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
     ReferenceKernels, SettingsIdentity, TapSource, TokenId,
 };
+use crate::tap_capture::tap_shape;
 use graph::{Inputs, KvCache};
 use weights::Weights;
 
@@ -64,7 +65,8 @@ pub struct GgmlGraphOracle {
     identity: OracleIdentity,
     info: ModelInfo,
     n_past: Option<usize>,
-    _input: ModelInput,
+    /// The transcoded copy of an I2_S model, deleted when the oracle goes.
+    _transcoded: Option<tempfile::TempPath>,
     _vocab_file: tempfile::TempPath,
 }
 
@@ -72,19 +74,7 @@ impl GgmlGraphOracle {
     /// Load `path` with `settings`.
     pub fn load(path: &Path, settings: &OracleSettings) -> Result<GgmlGraphOracle> {
         let label = path.display().to_string();
-        if settings.threads == 0 || settings.threads > 1024 {
-            return Err(Error::InvalidRequest(format!(
-                "threads must be 1..=1024, got {}",
-                settings.threads
-            )));
-        }
-        if settings.n_ctx == 0 || settings.n_ctx > 1 << 20 {
-            return Err(Error::InvalidRequest(format!(
-                "context length must be 1..={}, got {}",
-                1 << 20,
-                settings.n_ctx
-            )));
-        }
+        check_ranges(settings)?;
         if settings.flash_attn {
             return Err(Error::Unsupported(
                 "flash attention: the ggml-graph oracle builds the plain soft_max attention \
@@ -101,10 +91,11 @@ impl GgmlGraphOracle {
             )));
         }
 
-        let input = ModelInput::prepare(path)?;
+        // Mainline ggml has no I2_S: such files go through the lossless transcode.
+        let (transcoded, model_input) = prepare_model(path, false)?;
         let backend = CpuBackend::new(settings.threads, settings.reference_kernels)?;
         lc::clear_log();
-        let weights = Weights::load(input.path(path), &label, &backend)?;
+        let weights = Weights::load(transcoded.as_deref().unwrap_or(path), &label, &backend)?;
         let (vocab_file, vocab_model) = load_vocab(path, &label, &weights.hp.arch)?;
         // SAFETY: the model outlives `vocab` (both dropped together, model last, in Drop).
         let vocab = unsafe { Vocab::of_model(vocab_model.as_ptr()) };
@@ -174,7 +165,7 @@ impl GgmlGraphOracle {
                 model_input: format!(
                     "{}; graph: llama.cpp's bitnet graph rebuilt from ggml ops, activation \
                      {}, lm_head {}",
-                    input.description,
+                    model_input,
                     hp.activation.name(),
                     if weights.tied_output {
                         "tied token_embd"
@@ -195,7 +186,7 @@ impl GgmlGraphOracle {
             identity,
             info,
             n_past: None,
-            _input: input,
+            _transcoded: transcoded,
             _vocab_file: vocab_file,
         })
     }
@@ -371,7 +362,7 @@ fn load_vocab(
         .into_temp_path();
     w.write_file(&tmp)
         .map_err(|e| Error::Llama(format!("cannot write the vocabulary file: {e}")))?;
-    let cpath = lc::path_to_cstring(&tmp)?;
+    let cpath = path_to_cstring(&tmp)?;
     // SAFETY: default parameters with vocab_only set; the path outlives the call.
     let model = unsafe {
         let mut mp = sys::llama_model_default_params();

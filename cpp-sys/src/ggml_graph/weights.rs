@@ -14,7 +14,7 @@ use llama_cpp_sys_2 as sys;
 
 use crate::error::{Error, Result};
 use crate::ggml_rt::{self, Buffer, Context, CpuBackend, Tensor};
-use crate::llama_cpp::path_to_cstring;
+use crate::llama_common::path_to_cstring;
 
 /// The feed-forward activation (`bitnet`: SiLU, `bitnet-b1.58` / `bitnet-25`: ReLU^2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

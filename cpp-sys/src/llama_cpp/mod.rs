@@ -15,7 +15,7 @@
 //! never exposes; it reads no environment variable for it either. So the setting is reported as
 //! unavailable here and requests for it are refused.
 
-pub(crate) mod capture;
+mod capture;
 pub(crate) mod vocab;
 
 use std::collections::VecDeque;
@@ -26,19 +26,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use llama_cpp_sys_2 as sys;
-use xval_engine::gguf::{GgmlType, GgufFile};
-use xval_engine::taps::{all_names, TapFilter};
+use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
+use crate::llama_common::{
+    check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion, next_position,
+    path_to_cstring, prepare_model,
+};
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
     ReferenceKernels, SettingsIdentity, TokenId,
 };
-use capture::Capture;
+use crate::tap_capture::Capture;
 use vocab::Vocab;
 
 mod build_info {
     include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
+}
+
+/// The pinned llama.cpp as a user's tree would hold it: its source directory (`include/`,
+/// `ggml/include/`, `ggml/src/`) and its cmake build directory (`CMakeCache.txt`, the static
+/// libraries). Tests assemble an external tree from these.
+pub fn builtin_tree() -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        build_info::LLAMA_SOURCE.into(),
+        Path::new(build_info::LLAMA_ROOT).join("build"),
+    )
 }
 
 /// Why reference kernels cannot be switched on for llama.cpp's own graph.
@@ -103,17 +116,9 @@ pub(crate) fn clear_log() {
 pub(crate) fn recent_log(n: usize) -> String {
     let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
     let (a, b) = log.as_slices();
-    let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
-    if tail.is_empty() {
-        "llama.cpp logged nothing".into()
-    } else {
-        format!("llama.cpp said: {tail}")
-    }
+    crate::llama_common::log_summary(&[a, b].concat(), n)
 }
 
-/// `atoi(v) == 1`, as ggml-cpu.c reads `GGML_CPU_DISABLE_FUSION`.
 /// Route ggml's and llama.cpp's log into [`recent_log`] without initialising any backend (the
 /// gguf reader/writer needs only the log, and must not latch the fusion setting).
 pub(crate) fn install_log() {
@@ -122,31 +127,11 @@ pub(crate) fn install_log() {
     ONCE.call_once(|| unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) });
 }
 
-fn atoi_is_one(v: &str) -> bool {
-    let t = v.trim_start();
-    let (sign, digits) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => (1, t),
-    };
-    let end = digits
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse::<i64>().map(|n| sign * n) == Ok(1)
-}
-
 /// Initialise llama.cpp once per process. The first caller's fusion setting decides
 /// `GGML_CPU_DISABLE_FUSION` unless the process already has it in its environment.
 pub(crate) fn global(fusion: bool) -> &'static Global {
     GLOBAL.get_or_init(|| {
-        let var = "GGML_CPU_DISABLE_FUSION";
-        if std::env::var_os(var).is_none() {
-            // Done once, under the OnceLock, before llama.cpp exists in this process; the
-            // isolated worker gets the variable from its parent instead and never gets here.
-            std::env::set_var(var, if fusion { "0" } else { "1" });
-        }
-        let fusion_disabled = std::env::var(var).map(|v| atoi_is_one(&v)).unwrap_or(false);
+        let fusion_disabled = latch_fusion(fusion);
         // SAFETY: plain initialisation calls with no arguments but a static callback.
         unsafe {
             sys::llama_log_set(Some(log_callback), std::ptr::null_mut());
@@ -233,58 +218,6 @@ pub(crate) fn build_identity() -> BuildIdentity {
     }
 }
 
-/// A model file as ggml will read it: checked by our reader first (a malformed file is named
-/// by our checks before C++ sees it), and I2_S tensors transcoded losslessly to TQ2_0 plus
-/// one-element `.scale` tensors in a temporary file (mainline ggml has no I2_S).
-pub(crate) struct ModelInput {
-    /// The transcoded copy, deleted when dropped; `None` when the file is read as given.
-    pub(crate) transcoded: Option<tempfile::TempPath>,
-    /// How the file reached the oracle, for the identity.
-    pub(crate) description: String,
-}
-
-impl ModelInput {
-    pub(crate) fn prepare(path: &Path) -> Result<ModelInput> {
-        let label = path.display().to_string();
-        let file = GgufFile::open(path).map_err(|e| Error::BadModel {
-            path: label.clone(),
-            reason: e.to_string(),
-        })?;
-        let n_i2s = file
-            .tensors()
-            .filter(|t| t.info.ty == GgmlType::I2_S)
-            .count();
-        if n_i2s == 0 {
-            return Ok(ModelInput {
-                transcoded: None,
-                description: "as given".into(),
-            });
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix("xval-i2s-as-tq2_0-")
-            .suffix(".gguf")
-            .tempfile()
-            .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
-            .into_temp_path();
-        xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
-            path: label,
-            reason: format!("cannot transcode I2_S for ggml: {e}"),
-        })?;
-        Ok(ModelInput {
-            transcoded: Some(tmp),
-            description: format!(
-                "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale \
-                 tensors (lossless)"
-            ),
-        })
-    }
-
-    /// The file ggml should read.
-    pub(crate) fn path<'a>(&'a self, original: &'a Path) -> &'a Path {
-        self.transcoded.as_deref().unwrap_or(original)
-    }
-}
-
 /// Owns a `llama_batch` from `llama_batch_init`.
 struct Batch(sys::llama_batch);
 
@@ -318,42 +251,13 @@ impl LlamaCppOracle {
     /// Load `path` into llama.cpp with `settings`.
     pub fn load(path: &Path, settings: &OracleSettings) -> Result<LlamaCppOracle> {
         let label = path.display().to_string();
-        if settings.reference_kernels {
-            return Err(Error::Unsupported(format!(
-                "reference kernels: {REFERENCE_KERNELS_NOTE}"
-            )));
-        }
-        if settings.threads == 0 || settings.threads > 1024 {
-            return Err(Error::InvalidRequest(format!(
-                "threads must be 1..=1024, got {}",
-                settings.threads
-            )));
-        }
-        if settings.n_ctx == 0 || settings.n_ctx > 1 << 20 {
-            return Err(Error::InvalidRequest(format!(
-                "context length must be 1..={}, got {}",
-                1 << 20,
-                settings.n_ctx
-            )));
-        }
+        check_settings(settings, REFERENCE_KERNELS_NOTE)?;
         let g = global(settings.fusion);
         if g.fusion_disabled == settings.fusion {
-            return Err(Error::Unsupported(format!(
-                "op fusion {} requested, but this process latched GGML_CPU_DISABLE_FUSION \
-                 ({}) when ggml initialised; ggml reads it once per process",
-                if settings.fusion { "on" } else { "off" },
-                if g.fusion_disabled {
-                    "fusion off"
-                } else {
-                    "fusion on"
-                },
-            )));
+            return Err(fusion_mismatch(settings.fusion, g.fusion_disabled));
         }
-
-        let ModelInput {
-            transcoded,
-            description: model_input,
-        } = ModelInput::prepare(path)?;
+        // Mainline llama.cpp has no I2_S type: such models reach it transcoded.
+        let (transcoded, model_input) = prepare_model(path, false)?;
         let load_path = transcoded.as_deref().unwrap_or(path);
         let cpath = path_to_cstring(load_path)?;
 
@@ -483,13 +387,6 @@ impl LlamaCppOracle {
     /// Decode `tokens` at positions `start..start + n` with every position an output.
     fn run(&mut self, tokens: &[TokenId], start: usize, taps: &TapFilter) -> Result<Evaluation> {
         let n = tokens.len();
-        let wanted = all_names(self.info.n_layer)
-            .into_iter()
-            .filter(|name| taps.wants(name))
-            .collect();
-        // SAFETY: no decode is running; this is the only live reference to the capture.
-        unsafe { (*self.capture).reset(wanted, n) };
-
         // SAFETY: llama_batch_init allocates n entries of each array (one seq id each);
         // every entry is written below before llama_decode reads it.
         let batch = unsafe {
@@ -506,62 +403,33 @@ impl LlamaCppOracle {
         let mut raw = batch.0;
         raw.n_tokens = n as i32;
         self.n_past = None;
-        // SAFETY: valid context and a fully initialised batch; the eval callback only touches
-        // the capture, which nothing else references during the call.
-        let rc = unsafe { sys::llama_decode(self.ctx.as_ptr(), raw) };
-        // SAFETY: as above; waits for the backend.
-        unsafe { sys::llama_synchronize(self.ctx.as_ptr()) };
-        drop(batch);
-        if rc != 0 {
-            return Err(Error::Llama(format!(
-                "llama_decode returned {rc} for positions {start}..{}: {}",
-                start + n,
-                recent_log(3)
-            )));
-        }
-        // SAFETY: the decode is over; exclusive access again.
-        let capture = unsafe { &mut *self.capture };
-        if let Some(e) = capture.error.take() {
-            return Err(Error::Capture(e));
-        }
-        let mut logits = Vec::with_capacity(n * self.n_vocab);
-        for i in 0..n {
-            // SAFETY: every batch entry was an output; llama.cpp returns n_vocab floats or null.
-            let row = unsafe { sys::llama_get_logits_ith(self.ctx.as_ptr(), i as i32) };
-            if row.is_null() {
-                return Err(Error::Llama(format!("no logits for batch entry {i}")));
-            }
-            // SAFETY: non-null row of n_vocab floats owned by the context until the next decode.
-            logits.extend_from_slice(unsafe { std::slice::from_raw_parts(row, self.n_vocab) });
-        }
-        let (taps, tap_sources, graph) = capture.finish();
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: the capture is the one cb_eval writes to and nothing else references it;
+        // llama.cpp's logits rows hold n_vocab floats and live until the next decode.
+        let eval = unsafe {
+            decode_with_taps(
+                self.capture,
+                self.info.n_layer,
+                taps,
+                tokens,
+                start,
+                self.n_vocab,
+                || {
+                    // SAFETY: valid context and a fully initialised batch; then wait for the
+                    // backend.
+                    let rc = sys::llama_decode(ctx, raw);
+                    sys::llama_synchronize(ctx);
+                    rc
+                },
+                // SAFETY: every batch entry was an output; returns n_vocab floats or null.
+                |i| sys::llama_get_logits_ith(ctx, i),
+                || recent_log(3),
+            )
+        }?;
+        // The batch is freed when this returns, after the decode that read it.
         self.n_past = Some(start + n);
-        Ok(Evaluation {
-            start_pos: start,
-            tokens: tokens.to_vec(),
-            n_vocab: self.n_vocab,
-            logits,
-            taps,
-            tap_sources,
-            graph,
-        })
+        Ok(eval)
     }
-}
-
-pub(crate) fn path_to_cstring(p: &Path) -> Result<CString> {
-    #[cfg(unix)]
-    let bytes = {
-        use std::os::unix::ffi::OsStrExt;
-        p.as_os_str().as_bytes().to_vec()
-    };
-    #[cfg(not(unix))]
-    let bytes = p
-        .to_str()
-        .ok_or_else(|| Error::InvalidRequest(format!("{}: path is not UTF-8", p.display())))?
-        .as_bytes()
-        .to_vec();
-    CString::new(bytes)
-        .map_err(|_| Error::InvalidRequest(format!("{}: path contains a NUL byte", p.display())))
 }
 
 /// # Safety
@@ -623,19 +491,7 @@ impl Oracle for LlamaCppOracle {
     }
 
     fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidRequest(
-                "nothing to evaluate: no tokens".into(),
-            ));
-        }
-        if tokens.len() > self.n_ubatch {
-            return Err(Error::InvalidRequest(format!(
-                "{} tokens exceed the oracle's batch of {} positions (raise the context length)",
-                tokens.len(),
-                self.n_ubatch
-            )));
-        }
-        self.vocab.check_ids(tokens)?;
+        check_prompt(tokens, self.n_ubatch, self.n_vocab)?;
         // A fresh sequence: forget every cached position.
         // SAFETY: valid context; clears its KV cache (data too).
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
@@ -643,18 +499,7 @@ impl Oracle for LlamaCppOracle {
     }
 
     fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation> {
-        let Some(pos) = self.n_past else {
-            return Err(Error::InvalidRequest(
-                "decode step without a successfully evaluated prefix".into(),
-            ));
-        };
-        if pos + 1 > self.n_ctx {
-            return Err(Error::InvalidRequest(format!(
-                "position {pos} is past the context of {} positions",
-                self.n_ctx
-            )));
-        }
-        self.vocab.check_ids(&[token])?;
+        let pos = next_position(self.n_past, self.n_ctx, token, self.n_vocab)?;
         self.run(&[token], pos, taps)
     }
 }

@@ -3,7 +3,8 @@
 
 use llama_cpp_sys_2 as sys;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::llama_common::{check_ids, clamp_len, detokenize_with, piece_with, tokenize_with};
 use crate::oracle::TokenId;
 
 /// A model's vocabulary; valid as long as the model it came from.
@@ -30,124 +31,56 @@ impl Vocab {
 
     /// Refuse ids outside the vocabulary before they reach C.
     pub(crate) fn check_ids(&self, tokens: &[TokenId]) -> Result<()> {
-        match tokens.iter().position(|&t| t as usize >= self.n_vocab) {
-            Some(i) => Err(Error::InvalidRequest(format!(
-                "token {} (at index {i}) is outside the vocabulary of {}",
-                tokens[i], self.n_vocab
-            ))),
-            None => Ok(()),
-        }
+        check_ids(tokens, self.n_vocab)
     }
 
+    /// `llama_tokenize`.
     pub(crate) fn tokenize(
         &self,
         text: &str,
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<TokenId>> {
-        let len = i32::try_from(text.len())
-            .map_err(|_| Error::InvalidRequest("text longer than 2 GiB".into()))?;
-        let mut ids: Vec<sys::llama_token> = vec![0; text.len() + 8];
-        for _ in 0..2 {
+        let vocab = self.ptr;
+        tokenize_with(text, |len, ids| {
             // SAFETY: valid vocab; text pointer/length describe `text`; ids writable for its
             // length (clamped to i32).
-            let n = unsafe {
+            unsafe {
                 sys::llama_tokenize(
-                    self.ptr,
+                    vocab,
                     text.as_ptr().cast(),
                     len,
                     ids.as_mut_ptr(),
-                    ids.len().min(i32::MAX as usize) as i32,
+                    clamp_len(ids),
                     add_special,
                     parse_special,
                 )
-            };
-            if n >= 0 {
-                ids.truncate(n as usize);
-                return ids
-                    .into_iter()
-                    .map(|t| {
-                        TokenId::try_from(t)
-                            .map_err(|_| Error::Llama(format!("llama_tokenize produced id {t}")))
-                    })
-                    .collect();
             }
-            if n == i32::MIN {
-                return Err(Error::InvalidRequest("tokenization overflows i32".into()));
-            }
-            ids = vec![0; n.unsigned_abs() as usize];
-        }
-        Err(Error::Llama(
-            "llama_tokenize: size changed between calls".into(),
-        ))
+        })
     }
 
+    /// `llama_detokenize`.
     pub(crate) fn detokenize(
         &self,
         tokens: &[TokenId],
         remove_special: bool,
         unparse_special: bool,
     ) -> Result<Vec<u8>> {
-        self.check_ids(tokens)?;
-        let ids: Vec<sys::llama_token> = tokens.iter().map(|&t| t as sys::llama_token).collect();
-        let n_ids = i32::try_from(ids.len())
-            .map_err(|_| Error::InvalidRequest("too many tokens".into()))?;
         let vocab = self.ptr;
-        grow_call(
-            |buf| {
-                // SAFETY: valid vocab; ids and buf describe live buffers of the given lengths.
-                unsafe {
-                    sys::llama_detokenize(
-                        vocab,
-                        ids.as_ptr(),
-                        n_ids,
-                        buf.as_mut_ptr().cast(),
-                        buf.len().min(i32::MAX as usize) as i32,
-                        remove_special,
-                        unparse_special,
-                    )
-                }
-            },
-            "llama_detokenize",
-        )
+        detokenize_with(tokens, self.n_vocab, |ids, n, buf, len| {
+            // SAFETY: valid vocab; ids and buf describe live buffers of the given lengths.
+            unsafe {
+                sys::llama_detokenize(vocab, ids, n, buf, len, remove_special, unparse_special)
+            }
+        })
     }
 
+    /// `llama_token_to_piece`.
     pub(crate) fn token_piece(&self, token: TokenId, special: bool) -> Result<Vec<u8>> {
-        self.check_ids(&[token])?;
         let vocab = self.ptr;
-        grow_call(
-            |buf| {
-                // SAFETY: valid vocab and token id; buf is writable for its length.
-                unsafe {
-                    sys::llama_token_to_piece(
-                        vocab,
-                        token as sys::llama_token,
-                        buf.as_mut_ptr().cast(),
-                        buf.len().min(i32::MAX as usize) as i32,
-                        0,
-                        special,
-                    )
-                }
-            },
-            "llama_token_to_piece",
-        )
+        piece_with(token, self.n_vocab, |t, buf, len| {
+            // SAFETY: valid vocab and token id; buf is writable for its length.
+            unsafe { sys::llama_token_to_piece(vocab, t, buf, len, 0, special) }
+        })
     }
-}
-
-/// Call a llama.cpp "write into this buffer or tell me the size" function: a negative return
-/// is the size needed.
-fn grow_call(mut f: impl FnMut(&mut [u8]) -> i32, what: &str) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 64];
-    for _ in 0..2 {
-        let n = f(&mut buf);
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        if n == i32::MIN {
-            return Err(Error::InvalidRequest(format!("{what}: result too large")));
-        }
-        buf = vec![0u8; n.unsigned_abs() as usize];
-    }
-    Err(Error::Llama(format!("{what}: size changed between calls")))
 }

@@ -1,0 +1,385 @@
+//! What the llama.cpp-based oracles (the built-in one and a user's external tree) share and
+//! that needs no llama.cpp headers: checking settings and requests, the fusion switch, preparing
+//! the model file, and calling C functions that report the size they need.
+
+use std::ffi::{c_char, CString};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use xval_engine::gguf::{GgmlType, GgufFile};
+use xval_engine::taps::{all_names, TapFilter};
+
+use crate::error::{Error, Result};
+use crate::oracle::{Evaluation, OracleSettings, TokenId};
+use crate::tap_capture::Capture;
+
+/// The variable ggml's CPU backend reads once, in `ggml_cpu_init`, to turn op fusion off.
+pub(crate) const FUSION_ENV: &str = "GGML_CPU_DISABLE_FUSION";
+
+/// `atoi(v) == 1`, as ggml-cpu.c reads `GGML_CPU_DISABLE_FUSION`.
+pub(crate) fn atoi_is_one(v: &str) -> bool {
+    let t = v.trim_start();
+    let (sign, digits) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => (1, t),
+    };
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse::<i64>().map(|n| sign * n) == Ok(1)
+}
+
+/// Set `GGML_CPU_DISABLE_FUSION` from the first caller's wish unless the process already has
+/// it (the isolated worker gets it from its parent), once per process, before any ggml in this
+/// process initialises; returns whether fusion is off.
+pub(crate) fn latch_fusion(fusion: bool) -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| {
+        if std::env::var_os(FUSION_ENV).is_none() {
+            // Under the OnceLock, before any ggml exists in this process.
+            std::env::set_var(FUSION_ENV, if fusion { "0" } else { "1" });
+        }
+        std::env::var(FUSION_ENV)
+            .map(|v| atoi_is_one(&v))
+            .unwrap_or(false)
+    })
+}
+
+/// The error for a fusion wish the process can no longer honour.
+pub(crate) fn fusion_mismatch(requested: bool, disabled: bool) -> Error {
+    Error::Unsupported(format!(
+        "op fusion {} requested, but this process latched {FUSION_ENV} ({}) when ggml \
+         initialised; ggml reads it once per process",
+        if requested { "on" } else { "off" },
+        if disabled { "fusion off" } else { "fusion on" },
+    ))
+}
+
+/// Range checks on the settings every llama.cpp oracle applies; reference kernels are refused
+/// with `reference_note` (neither oracle can reach them inside llama.cpp's own context).
+pub(crate) fn check_settings(settings: &OracleSettings, reference_note: &str) -> Result<()> {
+    if settings.reference_kernels {
+        return Err(Error::Unsupported(format!(
+            "reference kernels: {reference_note}"
+        )));
+    }
+    check_ranges(settings)
+}
+
+/// Thread count and context length within what any ggml-based oracle accepts.
+pub(crate) fn check_ranges(settings: &OracleSettings) -> Result<()> {
+    if settings.threads == 0 || settings.threads > 1024 {
+        return Err(Error::InvalidRequest(format!(
+            "threads must be 1..=1024, got {}",
+            settings.threads
+        )));
+    }
+    if settings.n_ctx == 0 || settings.n_ctx > 1 << 20 {
+        return Err(Error::InvalidRequest(format!(
+            "context length must be 1..={}, got {}",
+            1 << 20,
+            settings.n_ctx
+        )));
+    }
+    Ok(())
+}
+
+/// The model file as the oracle loads it: as given, or (for a llama.cpp that cannot read I2_S)
+/// transcoded losslessly to TQ2_0 plus `.scale` tensors in a temporary file that lives as long
+/// as the returned path. The string says which, for `SettingsIdentity::model_input`.
+pub(crate) fn prepare_model(
+    path: &Path,
+    reads_i2s: bool,
+) -> Result<(Option<tempfile::TempPath>, String)> {
+    let label = path.display().to_string();
+    // Our own reader first: a malformed file is named by our checks, before C++ sees it.
+    let file = GgufFile::open(path).map_err(|e| Error::BadModel {
+        path: label.clone(),
+        reason: e.to_string(),
+    })?;
+    let n_i2s = file
+        .tensors()
+        .filter(|t| t.info.ty == GgmlType::I2_S)
+        .count();
+    if n_i2s == 0 || reads_i2s {
+        return Ok((None, "as given".to_string()));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("xval-i2s-as-tq2_0-")
+        .suffix(".gguf")
+        .tempfile()
+        .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
+        .into_temp_path();
+    xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
+        path: label,
+        reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
+    })?;
+    Ok((
+        Some(tmp),
+        format!(
+            "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale tensors \
+             (lossless)"
+        ),
+    ))
+}
+
+pub(crate) fn path_to_cstring(p: &Path) -> Result<CString> {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        p.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = p
+        .to_str()
+        .ok_or_else(|| Error::InvalidRequest(format!("{}: path is not UTF-8", p.display())))?
+        .as_bytes()
+        .to_vec();
+    CString::new(bytes)
+        .map_err(|_| Error::InvalidRequest(format!("{}: path contains a NUL byte", p.display())))
+}
+
+/// Call a llama.cpp "write into this buffer or tell me the size" function: a negative return
+/// is the size needed. `first` is the first buffer's length.
+pub(crate) fn grow_call<T: Copy + Default>(
+    first: usize,
+    mut f: impl FnMut(&mut [T]) -> i32,
+    what: &str,
+) -> Result<Vec<T>> {
+    let mut buf = vec![T::default(); first.max(1)];
+    for _ in 0..2 {
+        let n = f(&mut buf);
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        if n == i32::MIN {
+            return Err(Error::InvalidRequest(format!("{what}: result too large")));
+        }
+        buf = vec![T::default(); n.unsigned_abs() as usize];
+    }
+    Err(Error::Llama(format!("{what}: size changed between calls")))
+}
+
+/// `llama_tokenize` through [`grow_call`], ids checked to be non-negative.
+pub(crate) fn tokenize_with(
+    text: &str,
+    mut f: impl FnMut(i32, &mut [i32]) -> i32,
+) -> Result<Vec<TokenId>> {
+    let len = i32::try_from(text.len())
+        .map_err(|_| Error::InvalidRequest("text longer than 2 GiB".into()))?;
+    grow_call(
+        text.len() + 8,
+        |ids: &mut [i32]| f(len, ids),
+        "llama_tokenize",
+    )?
+    .into_iter()
+    .map(|t| {
+        TokenId::try_from(t).map_err(|_| Error::Llama(format!("llama_tokenize produced id {t}")))
+    })
+    .collect()
+}
+
+/// `llama_detokenize` through [`grow_call`]: `f(ids, n_ids, buf, buf_len)`.
+pub(crate) fn detokenize_with(
+    tokens: &[TokenId],
+    n_vocab: usize,
+    mut f: impl FnMut(*const i32, i32, *mut c_char, i32) -> i32,
+) -> Result<Vec<u8>> {
+    check_ids(tokens, n_vocab)?;
+    let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+    let n_ids =
+        i32::try_from(ids.len()).map_err(|_| Error::InvalidRequest("too many tokens".into()))?;
+    grow_call(
+        64,
+        |buf: &mut [u8]| f(ids.as_ptr(), n_ids, buf.as_mut_ptr().cast(), clamp_len(buf)),
+        "llama_detokenize",
+    )
+}
+
+/// `llama_token_to_piece` through [`grow_call`]: `f(token, buf, buf_len)`.
+pub(crate) fn piece_with(
+    token: TokenId,
+    n_vocab: usize,
+    mut f: impl FnMut(i32, *mut c_char, i32) -> i32,
+) -> Result<Vec<u8>> {
+    check_ids(&[token], n_vocab)?;
+    grow_call(
+        64,
+        |buf: &mut [u8]| f(token as i32, buf.as_mut_ptr().cast(), clamp_len(buf)),
+        "llama_token_to_piece",
+    )
+}
+
+/// A buffer's length as the `int32_t` llama.cpp takes (never more than the buffer holds).
+pub(crate) fn clamp_len<T>(buf: &[T]) -> i32 {
+    buf.len().min(i32::MAX as usize) as i32
+}
+
+/// Every id inside a vocabulary of `n_vocab`.
+pub(crate) fn check_ids(tokens: &[TokenId], n_vocab: usize) -> Result<()> {
+    match tokens.iter().position(|&t| t as usize >= n_vocab) {
+        Some(i) => Err(Error::InvalidRequest(format!(
+            "token {} (at index {i}) is outside the vocabulary of {n_vocab}",
+            tokens[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A prompt one evaluation can take: not empty, within one micro-batch, ids in the vocabulary.
+pub(crate) fn check_prompt(tokens: &[TokenId], n_ubatch: usize, n_vocab: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidRequest(
+            "nothing to evaluate: no tokens".into(),
+        ));
+    }
+    if tokens.len() > n_ubatch {
+        return Err(Error::InvalidRequest(format!(
+            "{} tokens exceed the oracle's batch of {n_ubatch} positions (raise the context \
+             length)",
+            tokens.len(),
+        )));
+    }
+    check_ids(tokens, n_vocab)
+}
+
+/// The position of the next decode step: after a successful evaluation, inside the context.
+pub(crate) fn next_position(
+    n_past: Option<usize>,
+    n_ctx: usize,
+    token: TokenId,
+    n_vocab: usize,
+) -> Result<usize> {
+    let Some(pos) = n_past else {
+        return Err(Error::InvalidRequest(
+            "decode step without a successfully evaluated prefix".into(),
+        ));
+    };
+    if pos + 1 > n_ctx {
+        return Err(Error::InvalidRequest(format!(
+            "position {pos} is past the context of {n_ctx} positions"
+        )));
+    }
+    check_ids(&[token], n_vocab)?;
+    Ok(pos)
+}
+
+/// One decode of `tokens` at positions `start..start + n`, every position an output, with the
+/// taps `taps` selects captured into `capture`: `decode()` runs llama.cpp's decode and returns
+/// its status, `logits_row(i)` is `llama_get_logits_ith(ctx, i)`, `log()` what llama.cpp said
+/// last (for the error).
+///
+/// # Safety
+/// `capture` must be the `Capture` the context's `cb_eval` writes to, referenced nowhere else
+/// during the call; `logits_row` must return null or `n_vocab` floats that stay valid until
+/// this function returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn decode_with_taps(
+    capture: *mut Capture,
+    n_layer: usize,
+    taps: &TapFilter,
+    tokens: &[TokenId],
+    start: usize,
+    n_vocab: usize,
+    decode: impl FnOnce() -> i32,
+    mut logits_row: impl FnMut(i32) -> *const f32,
+    log: impl FnOnce() -> String,
+) -> Result<Evaluation> {
+    let n = tokens.len();
+    let wanted = all_names(n_layer)
+        .into_iter()
+        .filter(|name| taps.wants(name))
+        .collect();
+    // SAFETY (caller): no decode is running; this is the only live reference to the capture.
+    unsafe { (*capture).reset(wanted, n) };
+    let rc = decode();
+    if rc != 0 {
+        return Err(Error::Llama(format!(
+            "llama_decode returned {rc} for positions {start}..{}: {}",
+            start + n,
+            log()
+        )));
+    }
+    // SAFETY (caller): the decode is over; exclusive access again.
+    let capture = unsafe { &mut *capture };
+    if let Some(e) = capture.error.take() {
+        return Err(Error::Capture(e));
+    }
+    let mut logits = Vec::with_capacity(n * n_vocab);
+    for i in 0..n {
+        let row = logits_row(i as i32);
+        if row.is_null() {
+            return Err(Error::Llama(format!("no logits for batch entry {i}")));
+        }
+        // SAFETY (caller): a non-null row of n_vocab floats, valid until we return.
+        logits.extend_from_slice(unsafe { std::slice::from_raw_parts(row, n_vocab) });
+    }
+    let (taps, tap_sources, graph) = capture.finish();
+    Ok(Evaluation {
+        start_pos: start,
+        tokens: tokens.to_vec(),
+        n_vocab,
+        logits,
+        taps,
+        tap_sources,
+        graph,
+    })
+}
+
+/// The last `n` non-empty lines of llama.cpp's log, for an error message.
+pub(crate) fn log_summary(log: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
+    if tail.is_empty() {
+        "llama.cpp logged nothing".into()
+    } else {
+        format!("llama.cpp said: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atoi_reads_like_c() {
+        assert!(atoi_is_one("1"));
+        assert!(atoi_is_one(" +1x"));
+        assert!(!atoi_is_one("0"));
+        assert!(!atoi_is_one("-1"));
+        assert!(!atoi_is_one("yes"));
+    }
+
+    #[test]
+    fn grow_call_retries_once_with_the_size_asked_for() {
+        let got = grow_call(
+            1,
+            |b: &mut [u8]| {
+                if b.len() < 3 {
+                    -3
+                } else {
+                    b[..3].copy_from_slice(b"abc");
+                    3
+                }
+            },
+            "t",
+        );
+        assert_eq!(got.unwrap(), b"abc");
+        assert!(grow_call(1, |_: &mut [u8]| -5, "t").is_err());
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        assert!(check_prompt(&[], 8, 10).is_err());
+        assert!(check_prompt(&[1; 9], 8, 10).is_err());
+        assert!(check_prompt(&[10], 8, 10).is_err());
+        assert!(check_prompt(&[9], 8, 10).is_ok());
+        assert!(next_position(None, 8, 1, 10).is_err());
+        assert!(next_position(Some(8), 8, 1, 10).is_err());
+        assert_eq!(next_position(Some(3), 8, 1, 10).unwrap(), 3);
+    }
+}
