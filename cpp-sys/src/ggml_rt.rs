@@ -17,6 +17,7 @@ use std::ptr::NonNull;
 use llama_cpp_sys_2 as sys;
 
 use crate::error::{Error, Result};
+use crate::tap_capture::{gather, Elem, NodeValues};
 
 /// A raw tensor of a [`Context`]; valid while the context lives.
 pub type Tensor = *mut sys::ggml_tensor;
@@ -350,33 +351,21 @@ pub unsafe fn read_f32(t: Tensor) -> Result<(Vec<f32>, [i64; 4])> {
             name(t)
         )));
     }
+    if !allocated {
+        return Err(Error::Llama(format!("{}: not allocated", name(t))));
+    }
     // SAFETY: live tensor.
     let nbytes = unsafe { sys::ggml_nbytes(t) };
-    let dims: Vec<usize> = ne.iter().map(|&d| d.max(0) as usize).collect();
-    let last = (0..4).map(|i| (dims[i].max(1) - 1) * nb[i]).sum::<usize>() + 4;
-    if !allocated || last > nbytes {
-        return Err(Error::Llama(format!(
-            "{}: not allocated, or strides {nb:?} exceed its {nbytes} bytes",
-            name(t)
-        )));
-    }
     let mut raw = vec![0u8; nbytes];
     // SAFETY: allocated tensor; `raw` holds ggml_nbytes(t) bytes.
     unsafe { sys::ggml_backend_tensor_get(t, raw.as_mut_ptr().cast::<c_void>(), 0, nbytes) };
-    let mut data = Vec::with_capacity(dims.iter().product());
-    for i3 in 0..dims[3] {
-        for i2 in 0..dims[2] {
-            for i1 in 0..dims[1] {
-                let row = i3 * nb[3] + i2 * nb[2] + i1 * nb[1];
-                for i0 in 0..dims[0] {
-                    let o = row + i0 * nb[0];
-                    data.push(f32::from_ne_bytes(
-                        raw[o..o + 4].try_into().expect("4 bytes"),
-                    ));
-                }
-            }
-        }
-    }
+    let values = NodeValues {
+        elem: Elem::F32,
+        ne,
+        nb,
+        bytes: &raw,
+    };
+    let data = gather(&name(t), &values).map_err(Error::Llama)?;
     Ok((data, ne))
 }
 

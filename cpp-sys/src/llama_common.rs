@@ -106,12 +106,7 @@ pub(crate) fn prepare_model(
     if n_i2s == 0 || reads_i2s {
         return Ok((None, "as given".to_string()));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("xval-i2s-as-tq2_0-")
-        .suffix(".gguf")
-        .tempfile()
-        .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
-        .into_temp_path();
+    let tmp = temp_gguf("xval-i2s-as-tq2_0-")?;
     xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
         path: label,
         reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
@@ -123,6 +118,16 @@ pub(crate) fn prepare_model(
              (lossless)"
         ),
     ))
+}
+
+/// A new temporary `.gguf` path, deleted when the returned value is dropped.
+pub(crate) fn temp_gguf(prefix: &str) -> Result<tempfile::TempPath> {
+    Ok(tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".gguf")
+        .tempfile()
+        .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
+        .into_temp_path())
 }
 
 pub(crate) fn path_to_cstring(p: &Path) -> Result<CString> {

@@ -206,7 +206,7 @@ pub(crate) fn tap_shape(name: &str, ne: [i64; 4], n_tokens: usize) -> Result<Vec
 }
 
 /// Read the values in logical (`ne`) order through the `nb[]` strides, as f32.
-fn gather(name: &str, v: &NodeValues<'_>) -> Result<Vec<f32>, String> {
+pub(crate) fn gather(name: &str, v: &NodeValues<'_>) -> Result<Vec<f32>, String> {
     let size = match &v.elem {
         Elem::Other(ty) => return Err(format!("{name}: tensor type {ty:?}, expected f32 or f16")),
         e => e.size(),

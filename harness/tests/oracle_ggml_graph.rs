@@ -151,11 +151,13 @@ fn reference_mode_differs_from_optimized_only_by_summation_order() {
     }
 }
 
-/// Rewrite a GGUF file: `meta` may change or drop metadata, `keep` drops tensors.
+/// Rewrite a GGUF file: `meta` may change or drop metadata, `add` adds a key, `keep` drops
+/// tensors.
 fn rewrite(
     src: &std::path::Path,
     dst: &std::path::Path,
     meta: impl Fn(&str, &Value) -> Option<Value>,
+    add: Option<(String, Value)>,
     keep: impl Fn(&str) -> bool,
 ) {
     let f = GgufFile::open(src).unwrap();
@@ -164,6 +166,9 @@ fn rewrite(
         if let Some(v) = meta(k, v) {
             w.set(k.clone(), v).unwrap();
         }
+    }
+    if let Some((k, v)) = add {
+        w.set(k, v).unwrap();
     }
     for t in f.tensors() {
         if keep(&t.info.name) {
@@ -195,22 +200,13 @@ fn a_silu_graph_on_a_relu2_model_is_caught_at_the_activation() {
         .unwrap()
         .to_string();
     let key = format!("{arch}.hidden_activation");
-    let mut w = GgufWriter::new();
-    let f = GgufFile::open(&path).unwrap();
-    for (k, v) in f.metadata() {
-        w.set(k.clone(), v.clone()).unwrap();
-    }
-    w.set(key, Value::String("silu".into())).unwrap();
-    for t in f.tensors() {
-        w.add_tensor(
-            t.info.name.clone(),
-            t.info.ty,
-            &t.info.shape,
-            t.data.to_vec(),
-        )
-        .unwrap();
-    }
-    w.write_file(&silu).unwrap();
+    rewrite(
+        &path,
+        &silu,
+        |_, v| Some(v.clone()),
+        Some((key, Value::String("silu".into()))),
+        |_| true,
+    );
 
     let all = TapFilter::all();
     let engine = xval_harness_engine(&path);
@@ -267,6 +263,7 @@ fn bad_models_and_settings_are_refused_by_name() {
         &path,
         &missing,
         |_, v| Some(v.clone()),
+        None,
         |n| n != "blk.1.ffn_down.weight",
     );
     let e = xval_cpp_sys::open_ggml_graph(&missing, &settings())
@@ -286,6 +283,7 @@ fn bad_models_and_settings_are_refused_by_name() {
                 v.clone()
             })
         },
+        None,
         |_| true,
     );
     let e = xval_cpp_sys::open_ggml_graph(&llama, &settings())

@@ -28,7 +28,7 @@ use xval_engine::taps::{all_names, graph_order, Tap, TapFilter};
 
 use crate::error::{Error, Result};
 use crate::ggml_rt::{self, Context, CpuBackend, Graph, GraphAllocator};
-use crate::llama_common::{check_ranges, path_to_cstring, prepare_model};
+use crate::llama_common::{check_ranges, path_to_cstring, prepare_model, temp_gguf};
 use crate::llama_cpp::vocab::Vocab;
 use crate::llama_cpp::{self as lc};
 use crate::oracle::{
@@ -354,12 +354,7 @@ fn load_vocab(
             reason: format!("cannot copy metadata for the tokenizer: {e}"),
         })?;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("xval-vocab-")
-        .suffix(".gguf")
-        .tempfile()
-        .map_err(|e| Error::Llama(format!("cannot create a temporary file: {e}")))?
-        .into_temp_path();
+    let tmp = temp_gguf("xval-vocab-")?;
     w.write_file(&tmp)
         .map_err(|e| Error::Llama(format!("cannot write the vocabulary file: {e}")))?;
     let cpath = path_to_cstring(&tmp)?;
