@@ -333,16 +333,8 @@ pub unsafe fn write<T: Copy>(t: Tensor, values: &[T]) -> Result<()> {
 /// # Safety
 /// `t` must be a live tensor of a live context (allocated, where data is read or written).
 pub unsafe fn read_f32(t: Tensor) -> Result<(Vec<f32>, [i64; 4])> {
-    // SAFETY: live tensor; plain fields.
-    let (ty, ne, nb, allocated) = unsafe {
-        let r = &*t;
-        (
-            r.type_,
-            r.ne,
-            r.nb,
-            !r.buffer.is_null() && !r.data.is_null(),
-        )
-    };
+    // SAFETY (caller): live tensor.
+    let (ty, ne, nb) = unsafe { ((*t).type_, (*t).ne, (*t).nb) };
     if ty != sys::GGML_TYPE_F32 {
         // SAFETY: static type name.
         let tn = unsafe { CStr::from_ptr(sys::ggml_type_name(ty)) };
@@ -351,14 +343,8 @@ pub unsafe fn read_f32(t: Tensor) -> Result<(Vec<f32>, [i64; 4])> {
             name(t)
         )));
     }
-    if !allocated {
-        return Err(Error::Llama(format!("{}: not allocated", name(t))));
-    }
-    // SAFETY: live tensor.
-    let nbytes = unsafe { sys::ggml_nbytes(t) };
-    let mut raw = vec![0u8; nbytes];
-    // SAFETY: allocated tensor; `raw` holds ggml_nbytes(t) bytes.
-    unsafe { sys::ggml_backend_tensor_get(t, raw.as_mut_ptr().cast::<c_void>(), 0, nbytes) };
+    // SAFETY (caller): live tensor.
+    let raw = unsafe { read_bytes(t)? };
     let values = NodeValues {
         elem: Elem::F32,
         ne,
@@ -367,6 +353,25 @@ pub unsafe fn read_f32(t: Tensor) -> Result<(Vec<f32>, [i64; 4])> {
     };
     let data = gather(&name(t), &values).map_err(Error::Llama)?;
     Ok((data, ne))
+}
+
+/// A tensor's `ggml_nbytes` bytes as its buffer holds them (views: the span their strides
+/// cover).
+///
+/// # Safety
+/// `t` must be a live tensor of a live context.
+pub unsafe fn read_bytes(t: Tensor) -> Result<Vec<u8>> {
+    // SAFETY (caller): live tensor; plain fields.
+    let allocated = unsafe { !(*t).buffer.is_null() && !(*t).data.is_null() };
+    if !allocated {
+        return Err(Error::Llama(format!("{}: not allocated", name(t))));
+    }
+    // SAFETY: live tensor.
+    let nbytes = unsafe { sys::ggml_nbytes(t) };
+    let mut raw = vec![0u8; nbytes];
+    // SAFETY: allocated tensor; `raw` holds ggml_nbytes(t) bytes.
+    unsafe { sys::ggml_backend_tensor_get(t, raw.as_mut_ptr().cast::<c_void>(), 0, nbytes) };
+    Ok(raw)
 }
 
 #[cfg(test)]

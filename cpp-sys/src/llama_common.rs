@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use xval_engine::gguf::{GgmlType, GgufFile};
-use xval_engine::taps::{all_names, TapFilter};
+use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::oracle::{Evaluation, OracleSettings, TokenId};
-use crate::tap_capture::Capture;
+use crate::tap_capture::{wanted_names, Capture};
 
 /// The variable ggml's CPU backend reads once, in `ggml_cpu_init`, to turn op fusion off.
 pub(crate) const FUSION_ENV: &str = "GGML_CPU_DISABLE_FUSION";
@@ -294,10 +294,7 @@ pub(crate) unsafe fn decode_with_taps(
     log: impl FnOnce() -> String,
 ) -> Result<Evaluation> {
     let n = tokens.len();
-    let wanted = all_names(n_layer)
-        .into_iter()
-        .filter(|name| taps.wants(name))
-        .collect();
+    let wanted = wanted_names(n_layer, taps);
     // SAFETY (caller): no decode is running; this is the only live reference to the capture.
     unsafe { (*capture).reset(wanted, n) };
     let rc = decode();

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use xval_engine::taps::{graph_order, split_name, Tap};
+use xval_engine::taps::{all_names, graph_order, split_name, Tap, TapFilter};
 
 use crate::oracle::{GraphNode, TapSource};
 
@@ -81,7 +81,20 @@ pub(crate) struct Capture {
     pub(crate) error: Option<String>,
 }
 
+/// The taps of a model of `n_layer` layers that `taps` selects.
+pub(crate) fn wanted_names(n_layer: usize, taps: &TapFilter) -> HashSet<String> {
+    all_names(n_layer)
+        .into_iter()
+        .filter(|name| taps.wants(name))
+        .collect()
+}
+
 impl Capture {
+    /// Whether `name` is one of the taps asked for.
+    pub(crate) fn wants(&self, name: &str) -> bool {
+        self.wanted.contains(name)
+    }
+
     pub(crate) fn reset(&mut self, wanted: HashSet<String>, n_tokens: usize) {
         *self = Capture {
             wanted,

@@ -68,6 +68,8 @@ fn ggml_graph_matches_llama_cpp_on_every_bitnet_fixture() {
                     }
                 }
                 assert_eq!(b.taps.len(), a.taps.len(), "{what}: tap sets differ");
+                // Same capture code: the same node (op, occurrence) behind every tap.
+                assert_eq!(b.tap_sources, a.tap_sources, "{what}");
                 if step == DECODE_STEPS {
                     break;
                 }

@@ -18,24 +18,25 @@
 mod graph;
 mod weights;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 use xval_engine::gguf::{GgufFile, GgufWriter, Value};
-use xval_engine::taps::{all_names, graph_order, Tap, TapFilter};
+use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::ggml_rt::{self, Context, CpuBackend, Graph, GraphAllocator};
-use crate::llama_common::{check_ranges, path_to_cstring, prepare_model, temp_gguf};
+use crate::llama_common::{
+    check_prompt, check_ranges, next_position, path_to_cstring, prepare_model, temp_gguf,
+};
 use crate::llama_cpp::vocab::Vocab;
 use crate::llama_cpp::{self as lc};
 use crate::oracle::{
-    Evaluation, GraphNode, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
-    ReferenceKernels, SettingsIdentity, TapSource, TokenId,
+    Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings, ReferenceKernels,
+    SettingsIdentity, TokenId,
 };
-use crate::tap_capture::tap_shape;
+use crate::tap_capture::{wanted_names, Capture, Elem, NodeValues};
 use graph::{Inputs, KvCache};
 use weights::Weights;
 
@@ -203,18 +204,14 @@ impl GgmlGraphOracle {
         let mut gf = Graph::new(&ctx, nodes)?;
         let inp = graph::build(&ctx, &mut gf, &self.weights, &self.kv, n, n_kv)?;
 
-        let wanted: std::collections::HashSet<String> = all_names(self.info.n_layer)
-            .into_iter()
-            .filter(|name| taps.wants(name))
-            .collect();
-        let all = gf.nodes();
-        // SAFETY: nodes of the live graph; names are read, output flags set before allocation
-        // so that the allocator keeps their memory (and that of a view's source) to the end.
-        let names: Vec<String> = all.iter().map(|&t| unsafe { ggml_rt::name(t) }).collect();
-        for (&t, name) in all.iter().zip(&names) {
-            if wanted.contains(name) {
-                // SAFETY: as above.
-                unsafe {
+        let mut capture = Capture::default();
+        capture.reset(wanted_names(self.info.n_layer, taps), n as usize);
+        let nodes = gf.nodes();
+        for &t in &nodes {
+            // SAFETY: nodes of the live graph; output flags are set before allocation so that
+            // the allocator keeps a wanted node's memory (and its view source's) to the end.
+            unsafe {
+                if capture.wants(&ggml_rt::name(t)) {
                     sys::ggml_set_output(t);
                     if !(*t).view_src.is_null() {
                         sys::ggml_set_output((*t).view_src);
@@ -238,46 +235,34 @@ impl GgmlGraphOracle {
             )));
         }
 
-        // The inventory, and the last node of each wanted name (llama.cpp's capture keeps the
-        // last one too).
-        let mut graph_nodes = Vec::new();
-        let mut last: HashMap<&str, (usize, usize)> = HashMap::new();
-        for (i, (&t, name)) in all.iter().zip(&names).enumerate() {
-            if name.is_empty() {
-                continue;
+        // The computed graph goes through the built-in oracle's capture, node by node in graph
+        // order as llama.cpp's scheduler asks about them: same inventory, same last-node-wins.
+        for &t in &nodes {
+            // SAFETY: nodes of the computed graph; wanted ones were kept by their output flag.
+            unsafe {
+                let (name, op) = (ggml_rt::name(t), ggml_rt::op_desc(t));
+                if capture.ask(t as usize, &name, &op, (*t).ne) {
+                    let raw = ggml_rt::read_bytes(t);
+                    let values =
+                        raw.as_ref()
+                            .map_err(ToString::to_string)
+                            .map(|bytes| NodeValues {
+                                elem: Elem::from_ggml(
+                                    i64::from((*t).type_),
+                                    &lc::c_str(sys::ggml_type_name((*t).type_)),
+                                ),
+                                ne: (*t).ne,
+                                nb: (*t).nb,
+                                bytes,
+                            });
+                    capture.take(t as usize, values);
+                }
             }
-            graph_nodes.push(GraphNode {
-                name: name.clone(),
-                // SAFETY: node of the live graph.
-                op: unsafe { ggml_rt::op_desc(t) },
-                ne: unsafe { (*t).ne },
-            });
-            let e = last.entry(name.as_str()).or_insert((i, 0));
-            e.0 = i;
-            e.1 += 1;
         }
-        let mut picked: Vec<(&str, usize, usize)> = last
-            .iter()
-            .filter(|(name, _)| wanted.contains(**name))
-            .map(|(name, &(i, count))| (*name, i, count))
-            .collect();
-        picked.sort_by(|a, b| graph_order(a.0).cmp(&graph_order(b.0)).then(a.0.cmp(b.0)));
-        let mut out_taps = Vec::with_capacity(picked.len());
-        let mut sources = Vec::with_capacity(picked.len());
-        for (name, i, count) in picked {
-            let t = all[i];
-            // SAFETY: a computed node marked as output.
-            let (data, ne) = unsafe { ggml_rt::read_f32(t)? };
-            let shape = tap_shape(name, ne, n as usize).map_err(Error::Capture)?;
-            sources.push(TapSource {
-                name: name.to_string(),
-                // SAFETY: node of the live graph.
-                op: unsafe { ggml_rt::op_desc(t) },
-                occurrence: count - 1,
-                occurrences: count,
-            });
-            out_taps.push(Tap::new(name.to_string(), shape, data));
+        if let Some(e) = capture.error.take() {
+            return Err(Error::Capture(e));
         }
+        let (out_taps, tap_sources, graph) = capture.finish();
         self.n_past = Some(used as usize);
         Ok(Evaluation {
             start_pos: start as usize,
@@ -285,8 +270,8 @@ impl GgmlGraphOracle {
             n_vocab: self.info.n_vocab,
             logits,
             taps: out_taps,
-            tap_sources: sources,
-            graph: graph_nodes,
+            tap_sources,
+            graph,
         })
     }
 
@@ -408,36 +393,18 @@ impl Oracle for GgmlGraphOracle {
     }
 
     fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidRequest(
-                "nothing to evaluate: no tokens".into(),
-            ));
-        }
-        if tokens.len() as i64 > self.kv.kv_size {
-            return Err(Error::InvalidRequest(format!(
-                "{} tokens exceed the oracle's context of {} positions (raise it)",
-                tokens.len(),
-                self.kv.kv_size
-            )));
-        }
-        self.vocab.check_ids(tokens)?;
+        check_prompt(tokens, self.kv.kv_size as usize, self.info.n_vocab)?;
         // A fresh sequence: cells past the prompt are masked, cells of the prompt rewritten.
         self.run(tokens, 0, taps)
     }
 
     fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation> {
-        let Some(pos) = self.n_past else {
-            return Err(Error::InvalidRequest(
-                "decode step without a successfully evaluated prefix".into(),
-            ));
-        };
-        if pos as i64 + 1 > self.kv.kv_size {
-            return Err(Error::InvalidRequest(format!(
-                "position {pos} is past the context of {} positions",
-                self.kv.kv_size
-            )));
-        }
-        self.vocab.check_ids(&[token])?;
+        let pos = next_position(
+            self.n_past,
+            self.kv.kv_size as usize,
+            token,
+            self.info.n_vocab,
+        )?;
         self.run(&[token], pos, taps)
     }
 }

@@ -4,7 +4,7 @@
 use llama_cpp_sys_2 as sys;
 
 use crate::error::Result;
-use crate::llama_common::{check_ids, clamp_len, detokenize_with, piece_with, tokenize_with};
+use crate::llama_common::{clamp_len, detokenize_with, piece_with, tokenize_with};
 use crate::oracle::TokenId;
 
 /// A model's vocabulary; valid as long as the model it came from.
@@ -27,11 +27,6 @@ impl Vocab {
                 n_vocab: sys::llama_vocab_n_tokens(ptr).max(0) as usize,
             }
         }
-    }
-
-    /// Refuse ids outside the vocabulary before they reach C.
-    pub(crate) fn check_ids(&self, tokens: &[TokenId]) -> Result<()> {
-        check_ids(tokens, self.n_vocab)
     }
 
     /// `llama_tokenize`.
