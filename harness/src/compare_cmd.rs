@@ -174,8 +174,6 @@ impl OracleBox {
 struct OpenedOracle {
     oracle: OracleBox,
     mode: Mode,
-    /// What the oracle computes as (a numerics profile name).
-    numerics: String,
 }
 
 fn open_oracle(
@@ -208,7 +206,6 @@ fn open_oracle(
                 limits,
             )?)),
             mode: Mode::oracle(),
-            numerics: "ggml".into(),
         })
     };
     match choice {
@@ -225,11 +222,15 @@ fn open_oracle(
 /// llama.cpp, ggml-graph and recordings of them; bitnet.cpp's (int8 per row) for a build tree
 /// that reads I2_S natively, which only bitnet.cpp does (mainline trees get the TQ2_0
 /// transcode, and their identity says so).
-fn oracle_numerics(identity: &xval_cpp_sys::OracleIdentity, projection: GgmlType) -> String {
+fn oracle_numerics(identity: &xval_cpp_sys::OracleIdentity, projection: GgmlType) -> Profile {
     let native_i2s = identity.kind == "external"
         && projection == GgmlType::I2_S
         && !identity.settings.model_input.starts_with("transcoded");
-    if native_i2s { "bitnet-cpp" } else { "ggml" }.into()
+    if native_i2s {
+        Profile::BitnetCpp
+    } else {
+        Profile::Ggml
+    }
 }
 
 /// What `--oracle auto` runs live: the tree `$BITNET_CPP_DIR` names, else the built-in
@@ -275,7 +276,6 @@ fn open_golden(args: &CompareArgs, choice: OracleChoice) -> anyhow::Result<Opene
     Ok(OpenedOracle {
         oracle: OracleBox::Golden(Box::new(golden)),
         mode: Mode::rust_only(),
-        numerics: "ggml".into(),
     })
 }
 
@@ -433,11 +433,9 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         ..OracleSettings::default()
     };
     let mut opened = open_oracle(args, &arch, &settings)?;
-    opened.numerics = oracle_numerics(opened.oracle.get().identity(), projection_type);
+    let oracle_numerics = oracle_numerics(opened.oracle.get().identity(), projection_type);
     // Without --profile the engine mirrors the oracle's arithmetic.
-    let engine = args
-        .engine
-        .engine_for(model, Profile::parse(&opened.numerics).ok())?;
+    let engine = args.engine.engine_for(model, Some(oracle_numerics))?;
     let thresholds = match &args.thresholds {
         Some(p) => Thresholds::load(p)?,
         None => Thresholds::default(),
@@ -463,7 +461,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
     let pairing = Pairing::new(
         engine.numerics().profile.name(),
         &opened.oracle.get().identity().kind,
-        &opened.numerics,
+        oracle_numerics.name(),
     );
     let oracle_identity = serde_json::to_value(opened.oracle.get().identity())?;
     let mut engine_identity =
