@@ -170,8 +170,9 @@ fn bad(label: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn positive(label: &str, key: &str, v: Option<i64>, default: Option<i64>) -> Result<i64> {
-    match v.or(default) {
+/// A positive integer key below 2^31 (or `default` when absent).
+fn positive(g: &Gguf, label: &str, key: &str, default: Option<i64>) -> Result<i64> {
+    match g.int(label, key)?.or(default) {
         Some(v) if v > 0 && v < (1 << 31) => Ok(v),
         Some(v) => Err(bad(label, format!("{key} = {v}: out of range"))),
         None => Err(bad(label, format!("{key}: missing"))),
@@ -319,36 +320,12 @@ fn hparams(g: &Gguf, label: &str) -> Result<HParams> {
         }
     };
     let k = |s: &str| format!("{arch}.{s}");
-    let n_embd = positive(
-        label,
-        &k("embedding_length"),
-        g.int(label, &k("embedding_length"))?,
-        None,
-    )?;
-    let n_layer = positive(
-        label,
-        &k("block_count"),
-        g.int(label, &k("block_count"))?,
-        None,
-    )?;
-    let n_ff = positive(
-        label,
-        &k("feed_forward_length"),
-        g.int(label, &k("feed_forward_length"))?,
-        None,
-    )?;
-    let n_head = positive(
-        label,
-        &k("attention.head_count"),
-        g.int(label, &k("attention.head_count"))?,
-        None,
-    )?;
-    let n_head_kv = positive(
-        label,
-        &k("attention.head_count_kv"),
-        g.int(label, &k("attention.head_count_kv"))?,
-        Some(n_head),
-    )?;
+    let size = |s: &str, default: Option<i64>| positive(g, label, &k(s), default);
+    let n_embd = size("embedding_length", None)?;
+    let n_layer = size("block_count", None)?;
+    let n_ff = size("feed_forward_length", None)?;
+    let n_head = size("attention.head_count", None)?;
+    let n_head_kv = size("attention.head_count_kv", Some(n_head))?;
     if n_embd % n_head != 0 || n_head % n_head_kv != 0 {
         return Err(bad(
             label,
@@ -356,24 +333,14 @@ fn hparams(g: &Gguf, label: &str) -> Result<HParams> {
         ));
     }
     let head_dim = n_embd / n_head;
-    let n_rot = positive(
-        label,
-        &k("rope.dimension_count"),
-        g.int(label, &k("rope.dimension_count"))?,
-        Some(head_dim),
-    )?;
+    let n_rot = size("rope.dimension_count", Some(head_dim))?;
     if n_rot > head_dim || n_rot % 2 != 0 {
         return Err(bad(
             label,
             format!("rope.dimension_count {n_rot}: must be even and <= {head_dim}"),
         ));
     }
-    let n_ctx_train = positive(
-        label,
-        &k("context_length"),
-        g.int(label, &k("context_length"))?,
-        None,
-    )?;
+    let n_ctx_train = size("context_length", None)?;
     let rms_eps = g
         .f32(label, &k("attention.layer_norm_rms_epsilon"))?
         .ok_or_else(|| {
