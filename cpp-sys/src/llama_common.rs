@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use xval_engine::gguf::{GgmlType, GgufFile};
+use xval_engine::numerics::Profile;
 use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
@@ -88,11 +89,32 @@ pub(crate) fn check_ranges(settings: &OracleSettings) -> Result<()> {
 
 /// The model file as the oracle loads it: as given, or (for a llama.cpp that cannot read I2_S)
 /// transcoded losslessly to TQ2_0 plus `.scale` tensors in a temporary file that lives as long
-/// as the returned path. The string says which, for `SettingsIdentity::model_input`.
-pub(crate) fn prepare_model(
-    path: &Path,
-    reads_i2s: bool,
-) -> Result<(Option<tempfile::TempPath>, String)> {
+/// as [`ModelInput::transcoded`].
+pub(crate) struct ModelInput {
+    /// The transcoded file, when there is one (load it instead of the given path).
+    pub transcoded: Option<tempfile::TempPath>,
+    /// How the file reached the oracle, for `SettingsIdentity::model_input`.
+    pub description: String,
+    /// Whether the oracle reads I2_S tensors itself (bitnet.cpp's kernels).
+    pub native_i2s: bool,
+}
+
+impl ModelInput {
+    /// The engine profile that mirrors the oracle's arithmetic on this input: bitnet.cpp's
+    /// int8 per-row activations where its I2_S kernels run, mainline ggml's Q8_K otherwise
+    /// (TQ and float weights, and I2_S transcoded to TQ2_0).
+    pub fn numerics(&self) -> Profile {
+        if self.native_i2s {
+            Profile::BitnetCpp
+        } else {
+            Profile::Ggml
+        }
+    }
+}
+
+/// Check the model with our own reader and prepare it for an oracle that does (`reads_i2s`)
+/// or does not read I2_S.
+pub(crate) fn prepare_model(path: &Path, reads_i2s: bool) -> Result<ModelInput> {
     let label = path.display().to_string();
     // Our own reader first: a malformed file is named by our checks, before C++ sees it.
     let file = GgufFile::open(path).map_err(|e| Error::BadModel {
@@ -104,20 +126,25 @@ pub(crate) fn prepare_model(
         .filter(|t| t.info.ty == GgmlType::I2_S)
         .count();
     if n_i2s == 0 || reads_i2s {
-        return Ok((None, "as given".to_string()));
+        return Ok(ModelInput {
+            transcoded: None,
+            description: "as given".to_string(),
+            native_i2s: n_i2s > 0,
+        });
     }
     let tmp = temp_gguf("xval-i2s-as-tq2_0-")?;
     xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
         path: label,
         reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
     })?;
-    Ok((
-        Some(tmp),
-        format!(
+    Ok(ModelInput {
+        transcoded: Some(tmp),
+        description: format!(
             "transcoded: {n_i2s} I2_S tensors -> TQ2_0 (d = 1.0) + one-element .scale tensors \
              (lossless)"
         ),
-    ))
+        native_i2s: false,
+    })
 }
 
 /// A new temporary `.gguf` path, deleted when the returned value is dropped.

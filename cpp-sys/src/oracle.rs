@@ -19,6 +19,7 @@ pub type TokenId = u32;
 /// The K/V cache element type (the engine's: `f32`, the most exact oracle and the default, or
 /// `f16`, llama.cpp's own default and what bitnet.cpp runs with).
 pub use xval_engine::numerics::KvType;
+use xval_engine::numerics::Profile;
 
 /// Which live oracle implementation runs a model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -104,6 +105,12 @@ impl Default for OracleSettings {
 pub struct OracleIdentity {
     /// `builtin`, `ggml-graph`, `external`, `golden`.
     pub kind: String,
+    /// The engine profile that mirrors the arithmetic this oracle runs on the loaded model:
+    /// `ggml` for mainline ggml kernels (Q8_K activations for ternary weights, also for an
+    /// I2_S model transcoded to TQ2_0), `bitnet-cpp` for a bitnet.cpp tree reading I2_S
+    /// natively (int8 per-row activations). Set by each oracle from what it loaded, so a
+    /// comparison reads it instead of guessing.
+    pub numerics: Profile,
     pub version: String,
     pub build: BuildIdentity,
     pub settings: SettingsIdentity,

@@ -1,18 +1,25 @@
-//! The `harness` binary's library: the CLI ([`cli`]), exit codes ([`exit`]), `inspect`
-//! ([`inspect`]), the deterministic fixtures ([`fixtures`]), `run` ([`run_cmd`]), `compare`
-//! ([`compare`], [`compare_cmd`]) and the oracle commands
-//! ([`oracle_cmd`], the hidden worker [`oracle_worker`]).
+//! The `harness` binary's library.
+//!
+//! - [`cli`]: the command line and its dispatch; [`commands`]: one module per subcommand.
+//! - [`compare`]: judging a comparison (metrics, alignment, thresholds, verdicts, receipts, the
+//!   gate, reports) from plain data.
+//! - [`sides`]: running the engine and an oracle on the same ids; [`oracles`]: opening them;
+//!   [`inputs`]: prompts and token ids; [`engine_args`]: the engine's shared flags.
+//! - [`fixtures`]: the deterministic test models; [`inspect`]: describing a GGUF file.
+//! - [`exit`]: exit codes; [`output`]: stdout and atomic files; [`timefmt`]: timestamps.
 
 pub mod cli;
+pub mod commands;
 pub mod compare;
-pub mod compare_cmd;
 pub mod engine_args;
 pub mod error;
 pub mod exit;
 pub mod fixtures;
+pub mod inputs;
 pub mod inspect;
-pub mod oracle_cmd;
-pub mod oracle_worker;
-pub mod run_cmd;
+pub mod oracles;
+pub mod output;
+pub mod sides;
+pub mod timefmt;
 
 pub use error::{Error, Result};

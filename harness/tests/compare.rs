@@ -12,15 +12,16 @@ use xval_engine::gguf::GgufFile;
 use xval_engine::model::{Engine, Model};
 use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::I2sLayout;
+use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 use xval_engine::tokenizer::Tokenizer;
 use xval_harness::compare::receipt::{schema, EngineIdentity, Mode, Provenance, SCHEMA_PATH};
 use xval_harness::compare::thresholds::ThresholdKey;
 use xval_harness::compare::verdict::Pairing;
 use xval_harness::compare::{
-    compare_core, replay_on_oracle_inputs, CompareSettings, Receipt, Side, SideEval, Thresholds,
-    Verdict,
+    compare_core, CompareSettings, Receipt, Side, SideEval, Thresholds, Verdict,
 };
+use xval_harness::sides::replay_on_oracle_inputs;
 
 const PROMPT: &str = "the cat sat";
 
@@ -32,16 +33,6 @@ fn engine(name: &str, profile: Profile) -> Engine {
     let file = Arc::new(GgufFile::open(model_path(name)).unwrap());
     let model = Model::load(file, I2sLayout::Block128).unwrap();
     Engine::new(model, Numerics::new(profile), 1).unwrap()
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Evaluate `ids`, then feed `inputs` one token at a time through the KV cache.
@@ -114,8 +105,8 @@ fn settings(c: &Case, eng: &Engine) -> CompareSettings {
     let format = eng.model().projection_type().name().to_string();
     let key = ThresholdKey {
         format,
-        profile: c.engine.name().into(),
-        backend: "cpu".into(),
+        profile: c.engine,
+        backend: eng.backend(),
     };
     CompareSettings {
         mode: Mode::self_check(),
@@ -126,7 +117,7 @@ fn settings(c: &Case, eng: &Engine) -> CompareSettings {
             "version": env!("CARGO_PKG_VERSION"),
             "settings": { "profile": c.oracle.name() }
         }),
-        pairing: Pairing::new(c.engine.name(), "engine", c.oracle.name()),
+        pairing: Pairing::new(c.engine, "engine", c.oracle),
         thresholds: Thresholds::default().resolve(&key),
         top_k: 5,
         steps_requested: c.steps,

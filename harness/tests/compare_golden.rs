@@ -73,5 +73,5 @@ fn golden_comparison_runs_every_recorded_prompt_and_says_so_loudly() {
     assert_eq!(o.status.code(), Some(0), "{stderr}");
     let r = Receipt::read(&out).unwrap();
     assert_eq!(r.oracle["recorded"]["oracle_kind"], "ggml-graph");
-    assert_eq!(r.engine.profile, "ggml");
+    assert_eq!(r.engine.profile, xval_engine::numerics::Profile::Ggml);
 }

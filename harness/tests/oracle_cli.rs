@@ -6,7 +6,7 @@ mod oracle_common;
 use std::process::{Command, Output};
 
 use oracle_common::{n_vocab, tiny_bitnet, write_model, Weights, N_LAYER};
-use xval_harness::oracle_worker::FAULT_ENV;
+use xval_harness::commands::worker::FAULT_ENV;
 
 fn harness(args: &[&str], fault: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));

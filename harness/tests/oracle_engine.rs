@@ -9,13 +9,10 @@ mod versus;
 use common::fixtures_dir;
 use versus::{check_bounds, engine_run, ggml_engine, Worst};
 use xval_cpp_sys::OracleSettings;
+use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 use xval_harness::compare::metrics::TapMetrics;
 use xval_harness::fixtures::golden::{recorded_by_builtin, DECODE_STEPS, PROMPTS};
-
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
-}
 
 #[test]
 fn oracle_and_engine_ggml_profile_agree_on_the_bitnet_fixtures() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use xval_cpp_sys::external::{self, Api};
+use xval_engine::sampling::argmax;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -100,10 +101,6 @@ mod builtin_tree {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    fn argmax(v: &[f32]) -> usize {
-        (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
-    }
-
     fn same(a: &Evaluation, b: &Evaluation, what: &str) {
         assert_eq!(a.tokens, b.tokens, "{what}");
         assert_eq!(bits(&a.logits), bits(&b.logits), "{what}: logits");
@@ -179,12 +176,12 @@ mod builtin_tree {
         let b = builtin.evaluate(&prompt, &all).unwrap();
         assert!(!a.taps.is_empty());
         same(&a, &b, "prompt");
-        let mut next = argmax(a.logits_row(prompt.len() - 1)) as u32;
+        let mut next = argmax(a.logits_row(prompt.len() - 1));
         for step in 0..3 {
             let a = ext.decode_step(next, &all).unwrap();
             let b = builtin.decode_step(next, &all).unwrap();
             same(&a, &b, &format!("decode step {step}"));
-            next = argmax(a.logits_row(0)) as u32;
+            next = argmax(a.logits_row(0));
         }
         // A second prompt in the same oracle starts from a cleared cache.
         let again = ext.evaluate(&prompt, &all).unwrap();

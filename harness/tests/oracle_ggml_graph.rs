@@ -11,13 +11,10 @@ mod common;
 use common::fixtures_dir;
 use xval_cpp_sys::OracleSettings;
 use xval_engine::gguf::{GgufFile, GgufWriter, Value};
+use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 use xval_harness::compare::metrics::TapMetrics;
 use xval_harness::fixtures::golden::{recorded_by_builtin, DECODE_STEPS, PROMPTS, RECORDED};
-
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
-}
 
 /// The bar the issue sets for using the oracle on `bitnet-b1.58`.
 const MAX_TAP_NMSE: f64 = 1e-6;

@@ -12,7 +12,7 @@ use oracle_common::{n_vocab, write_model, Weights};
 use xval_cpp_sys::llama_cpp::LlamaCppOracle;
 use xval_cpp_sys::{Error, IsolatedOracle, Limits, Oracle, OracleSettings};
 use xval_engine::taps::TapFilter;
-use xval_harness::oracle_worker::FAULT_ENV;
+use xval_harness::commands::worker::FAULT_ENV;
 
 const PROMPT: [u32; 5] = [1, 100, 200, 270, 5];
 

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use oracle_common::{n_vocab, tiny_bitnet, write_model, Weights, N_LAYER};
 use xval_cpp_sys::llama_cpp::LlamaCppOracle;
 use xval_cpp_sys::{Error, Evaluation, Oracle, OracleSettings};
+use xval_engine::sampling::argmax;
 use xval_engine::taps::{all_names, split_name, TapFilter};
 
 const PROMPT: [u32; 7] = [1, 100, 200, 270, 5, 9, 40];
@@ -19,10 +20,6 @@ fn load(path: &std::path::Path) -> LlamaCppOracle {
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
 /// The op llama.cpp's bitnet graph gives each tag's last node (src/models/bitnet.cpp and

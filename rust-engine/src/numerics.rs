@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 
 /// A named numerics profile (`--profile`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// Mirrors bitnet.cpp's I2_S kernels: int8 per-row activations, F16 KV cache.
@@ -44,6 +44,17 @@ impl Profile {
                     "unknown numerics profile '{s}' (expected bitnet-cpp, ggml or f32)"
                 ))
             })
+    }
+
+    /// The arithmetic the profile stands for, in words (receipts and reports).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Profile::BitnetCpp => {
+                "int8 per-token activations in ternary matmuls and an F16 KV cache, as bitnet.cpp"
+            }
+            Profile::Ggml => "Q8_K per-256-block activations in ternary matmuls, as mainline ggml",
+            Profile::F32 => "unquantized f32 activations with f64 sums, the mathematical reference",
+        }
     }
 
     /// The default profile for a model whose ternary projections have type `ty`: I2_S models
@@ -95,6 +106,12 @@ impl KvType {
                 "unknown KV cache type '{s}' (expected f32 or f16)"
             ))),
         }
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -93,10 +93,14 @@ impl GgmlGraphOracle {
         }
 
         // Mainline ggml has no I2_S: such files go through the lossless transcode.
-        let (transcoded, model_input) = prepare_model(path, false)?;
+        let input = prepare_model(path, false)?;
         let backend = CpuBackend::new(settings.threads, settings.reference_kernels)?;
         lc::clear_log();
-        let weights = Weights::load(transcoded.as_deref().unwrap_or(path), &label, &backend)?;
+        let weights = Weights::load(
+            input.transcoded.as_deref().unwrap_or(path),
+            &label,
+            &backend,
+        )?;
         let (vocab_file, vocab_model) = load_vocab(path, &label, &weights.hp.arch)?;
         // SAFETY: the model outlives `vocab` (both dropped together, model last, in Drop).
         let vocab = unsafe { Vocab::of_model(vocab_model.as_ptr()) };
@@ -137,6 +141,7 @@ impl GgmlGraphOracle {
         };
         let identity = OracleIdentity {
             kind: "ggml-graph".into(),
+            numerics: input.numerics(),
             version: format!(
                 "xval ggml-graph {} on ggml {} (llama.cpp {} tokenizer)",
                 env!("CARGO_PKG_VERSION"),
@@ -166,7 +171,7 @@ impl GgmlGraphOracle {
                 model_input: format!(
                     "{}; graph: llama.cpp's bitnet graph rebuilt from ggml ops, activation \
                      {}, lm_head {}",
-                    model_input,
+                    input.description,
                     hp.activation.name(),
                     if weights.tied_output {
                         "tied token_embd"
@@ -187,7 +192,7 @@ impl GgmlGraphOracle {
             identity,
             info,
             n_past: None,
-            _transcoded: transcoded,
+            _transcoded: input.transcoded,
             _vocab_file: vocab_file,
         })
     }

@@ -257,8 +257,8 @@ impl LlamaCppOracle {
             return Err(fusion_mismatch(settings.fusion, g.fusion_disabled));
         }
         // Mainline llama.cpp has no I2_S type: such models reach it transcoded.
-        let (transcoded, model_input) = prepare_model(path, false)?;
-        let load_path = transcoded.as_deref().unwrap_or(path);
+        let input = prepare_model(path, false)?;
+        let load_path = input.transcoded.as_deref().unwrap_or(path);
         let cpath = path_to_cstring(load_path)?;
 
         clear_log();
@@ -342,6 +342,7 @@ impl LlamaCppOracle {
         };
         let identity = OracleIdentity {
             kind: "builtin".into(),
+            numerics: input.numerics(),
             version: format!(
                 "llama.cpp {} (ggml {})",
                 // SAFETY: static version string.
@@ -364,7 +365,7 @@ impl LlamaCppOracle {
                 },
                 weight_repack: false,
                 outputs: "all positions".into(),
-                model_input,
+                model_input: input.description,
             },
             recorded: None,
         };
@@ -380,7 +381,7 @@ impl LlamaCppOracle {
             n_ctx: eff_ctx,
             n_ubatch: eff_ubatch.min(eff_batch),
             n_past: None,
-            _transcoded: transcoded,
+            _transcoded: input.transcoded,
         })
     }
 

@@ -1,9 +1,8 @@
 //! [`compare_core`]: two sides' outputs as plain data in, a [`Receipt`] out. Whoever runs the
 //! engine and the oracle (the `compare` command, tests, selftest) only gathers data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use xval_engine::model::Engine;
 use xval_engine::taps::{split_name, Tap};
 
 use super::align::align;
@@ -67,7 +66,8 @@ pub struct Side {
     /// Greedy decode steps, one token each, in order.
     pub decode: Vec<SideEval>,
     /// Engine side only: each prompt tap recomputed by the engine's op from the *oracle's*
-    /// inputs (`Engine::replay`); empty when not computed.
+    /// inputs (`Engine::replay`, run by [`crate::sides::replay_on_oracle_inputs`]); empty when
+    /// not computed.
     pub replay: Vec<Tap>,
 }
 
@@ -88,34 +88,6 @@ pub struct CompareSettings {
     pub created: String,
     /// Seconds per phase, as measured by the caller; `compare` is added here.
     pub timings: BTreeMap<String, f64>,
-}
-
-/// Every engine tap recomputed by the engine's own op from the oracle's inputs (op-level
-/// replay). The oracle tap paired with each engine name (through the I2_S `_s` alias where it
-/// applies) serves as that name's input. An op whose inputs are missing or shaped differently
-/// (already reported by the alignment) is left out.
-pub fn replay_on_oracle_inputs(
-    engine: &Engine,
-    ids: &[u32],
-    engine_taps: &[Tap],
-    oracle_taps: &[Tap],
-) -> Vec<Tap> {
-    let aligned = align(engine_taps, oracle_taps);
-    let inputs: HashMap<&str, &[f32]> = aligned
-        .pairs
-        .iter()
-        .map(|p| (p.engine.name.as_str(), &p.oracle.data[..]))
-        .collect();
-    let get = |name: &str| inputs.get(name).copied();
-    engine_taps
-        .iter()
-        .filter_map(|t| match engine.replay(&t.name, ids, &get) {
-            Ok(Some(data)) if data.len() == t.data.len() => {
-                Some(Tap::new(t.name.clone(), t.shape.clone(), data))
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Key metrics of every aligned pair at every position of one evaluation.

@@ -6,6 +6,7 @@
 
 pub mod align;
 pub mod core;
+pub mod float_serde;
 pub mod gate;
 pub mod metrics;
 pub mod plot;
@@ -14,7 +15,7 @@ pub mod report;
 pub mod thresholds;
 pub mod verdict;
 
-pub use self::core::{compare_core, replay_on_oracle_inputs, CompareSettings, Side, SideEval};
+pub use self::core::{compare_core, CompareSettings, Side, SideEval};
 pub use receipt::Receipt;
 pub use thresholds::Thresholds;
 pub use verdict::Verdict;

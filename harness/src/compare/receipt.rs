@@ -1,16 +1,17 @@
 //! The receipt of a comparison: versioned JSON (`schema_version: 1`) whose JSON Schema is
 //! `receipts/schema/receipt.v1.schema.json` (generated from these types by [`schema`]; a test
-//! keeps the committed file in step). Written atomically (temp file in the same directory,
-//! then rename), so a reader never sees half a receipt.
+//! keeps the committed file in step). Written atomically ([`crate::output::write_atomic`]), so
+//! a reader never sees half a receipt.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xval_engine::model::{Engine, Model};
+use xval_engine::numerics::{KvType, Profile};
+use xval_engine::quant::kernels::{Backend, Kernel};
 use xval_engine::tokenizer::Tokenizer;
 
 use super::align::{Alias, ShapeMismatch};
@@ -163,69 +164,35 @@ pub struct EngineIdentity {
     pub version: String,
     /// The commit the engine was built from, when the build knew it.
     pub git_commit: Option<String>,
-    pub backend: String,
-    /// Matmul kernel ids.
-    pub kernels: Vec<String>,
+    /// Where the kernels ran (`cpu`).
+    #[schemars(with = "String")]
+    pub backend: Backend,
+    /// The kernel sets that computed the engine's numbers (`scalar`).
+    #[schemars(with = "Vec<String>")]
+    pub kernels: Vec<Kernel>,
     /// CPU features detected at run time.
     pub cpu_features: Vec<String>,
-    pub profile: String,
-    pub kv_type: String,
+    #[schemars(with = "String")]
+    pub profile: Profile,
+    #[schemars(with = "String")]
+    pub kv_type: KvType,
     pub threads: usize,
 }
 
 impl EngineIdentity {
-    /// Describe `engine` running on the CPU backend; `git_commit` as the caller knows it.
+    /// Describe `engine`; `git_commit` as the caller knows it.
     pub fn of_engine(engine: &Engine, git_commit: Option<String>) -> EngineIdentity {
         EngineIdentity {
             version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit,
-            backend: "cpu".into(),
-            kernels: vec![xval_engine::quant::matmul::KERNEL.to_string()],
-            cpu_features: cpu_features(),
-            profile: engine.numerics().profile.name().to_string(),
-            kv_type: engine.numerics().kv.name().to_string(),
+            backend: engine.backend(),
+            kernels: vec![engine.kernel()],
+            cpu_features: xval_engine::cpu::features(),
+            profile: engine.numerics().profile,
+            kv_type: engine.numerics().kv,
             threads: engine.threads(),
         }
     }
-}
-
-/// The SIMD features this CPU offers (those a kernel might dispatch on).
-pub fn cpu_features() -> Vec<String> {
-    #[allow(unused_mut)]
-    let mut f: Vec<String> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! probe {
-            ($($feat:tt),*) => {$(
-                if std::arch::is_x86_feature_detected!($feat) {
-                    f.push($feat.to_string());
-                }
-            )*};
-        }
-        probe!(
-            "sse3",
-            "ssse3",
-            "avx",
-            "avx2",
-            "fma",
-            "f16c",
-            "avx512f",
-            "avx512bw",
-            "avx512vnni"
-        );
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        macro_rules! probe {
-            ($($feat:tt),*) => {$(
-                if std::arch::is_aarch64_feature_detected!($feat) {
-                    f.push($feat.to_string());
-                }
-            )*};
-        }
-        probe!("neon", "dotprod", "i8mm", "sve");
-    }
-    f
 }
 
 /// Token ids from both tokenizers.
@@ -357,7 +324,7 @@ impl Receipt {
     pub fn write_atomic(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::Invalid(format!("cannot serialise the receipt: {e}")))?;
-        write_atomic(path, &json)
+        crate::output::write_atomic(path, &json)
     }
 
     /// Read a receipt, naming the file in every error.
@@ -382,78 +349,15 @@ impl Receipt {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so the
-/// file is either the old one or the complete new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
 /// The receipt's JSON Schema (draft-07), as committed in [`SCHEMA_PATH`].
 pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Receipt);
     serde_json::to_value(schema).expect("a schema serialises")
 }
 
-/// The current time as RFC 3339 UTC (`2025-01-31T12:00:00Z`), from the system clock.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-/// Seconds since the Unix epoch as RFC 3339 UTC (Howard Hinnant's `civil_from_days`).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
-    }
 
     #[test]
     fn tokenizer_parity_first_difference() {
@@ -465,18 +369,5 @@ mod tests {
         let p = TokenizerParity::new(&[1, 2], &[1, 2, 3], "oracle");
         let d = p.first_difference.unwrap();
         assert_eq!((d.index, d.engine, d.oracle), (2, None, Some(3)));
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.json");
-        write_atomic(&path, b"first").unwrap();
-        write_atomic(&path, b"second").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "no temporary file left behind");
-        let err = write_atomic(&dir.path().join("missing/r.json"), b"x").unwrap_err();
-        assert!(err.to_string().contains("missing/r.json"), "{err}");
     }
 }

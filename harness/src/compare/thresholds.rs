@@ -24,6 +24,8 @@ use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use xval_engine::numerics::Profile;
+use xval_engine::quant::kernels::Backend;
 
 use crate::error::{Error, Result};
 
@@ -107,9 +109,11 @@ pub struct ThresholdKey {
     /// Projection weight format (`i2_s`, `tq2_0`, ...), lower case.
     pub format: String,
     /// The engine's numerics profile.
-    pub profile: String,
-    /// The engine's backend (`cpu`).
-    pub backend: String,
+    #[schemars(with = "String")]
+    pub profile: Profile,
+    /// Where the engine's kernels ran (`cpu`).
+    #[schemars(with = "String")]
+    pub backend: Backend,
 }
 
 /// One `[[rule]]` as written.
@@ -136,6 +140,13 @@ pub struct Rule {
 
 fn star() -> String {
     "*".into()
+}
+
+impl Rule {
+    /// Whether the rule's class selector covers `class` (`*` covers every class but `logits`).
+    fn covers(&self, class: TapClass) -> bool {
+        self.class == class.name() || (self.class == "*" && class != TapClass::Logits)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,13 +293,14 @@ impl Thresholds {
             rules: file.rule,
             file_provisional: file.provisional,
         };
-        let any = ThresholdKey {
-            format: "\u{0}".into(),
-            profile: "\u{0}".into(),
-            backend: "\u{0}".into(),
-        };
         for class in TapClass::ALL {
-            if t.find(&any, class).is_none() {
+            let catch_all = t.rules.iter().any(|r| {
+                [&r.format, &r.profile, &r.backend]
+                    .iter()
+                    .all(|s| *s == "*")
+                    && r.covers(class)
+            });
+            if !catch_all {
                 return Err(bad(format!(
                     "no catch-all rule for class {} (format, profile and backend all \"*\"): \
                      every class needs one",
@@ -306,9 +318,9 @@ impl Thresholds {
             .iter()
             .filter(|r| {
                 m(&r.format, &key.format)
-                    && m(&r.profile, &key.profile)
-                    && m(&r.backend, &key.backend)
-                    && (r.class == class.name() || (r.class == "*" && class != TapClass::Logits))
+                    && m(&r.profile, key.profile.name())
+                    && m(&r.backend, key.backend.name())
+                    && r.covers(class)
             })
             .max_by_key(|r| {
                 8 * (r.class != "*") as u8
@@ -369,8 +381,8 @@ mod tests {
     fn key(format: &str, profile: &str) -> ThresholdKey {
         ThresholdKey {
             format: format.into(),
-            profile: profile.into(),
-            backend: "cpu".into(),
+            profile: Profile::parse(profile).unwrap(),
+            backend: Backend::Cpu,
         }
     }
 

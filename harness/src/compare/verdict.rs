@@ -15,6 +15,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use xval_engine::numerics::Profile;
+
 use super::metrics::{KeyMetrics, LogitMetrics};
 use super::thresholds::{AppliedThresholds, LogitThreshold, TapThreshold};
 
@@ -64,11 +66,11 @@ impl std::fmt::Display for Verdict {
 pub struct Crossing {
     /// `nonfinite_mismatch`, `nmse`, `cosine` or `kl`.
     pub metric: String,
-    #[serde(with = "super::metrics::float")]
-    #[schemars(with = "super::metrics::FloatRepr")]
+    #[serde(with = "super::float_serde::float")]
+    #[schemars(with = "super::float_serde::FloatRepr")]
     pub value: f64,
-    #[serde(with = "super::metrics::float")]
-    #[schemars(with = "super::metrics::FloatRepr")]
+    #[serde(with = "super::float_serde::float")]
+    #[schemars(with = "super::float_serde::FloatRepr")]
     pub limit: f64,
 }
 
@@ -148,39 +150,28 @@ pub fn check_at(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Pairing {
     /// The engine's numerics profile (`bitnet-cpp`, `ggml`, `f32`).
-    pub engine_profile: String,
+    #[schemars(with = "String")]
+    pub engine_profile: Profile,
     /// The oracle's kind (`builtin`, `external`, `golden`, `engine`...).
     pub oracle_kind: String,
     /// The engine profile that mirrors the oracle's arithmetic (llama.cpp on TQ formats:
-    /// `ggml`; bitnet.cpp on I2_S: `bitnet-cpp`).
-    pub oracle_numerics: String,
+    /// `ggml`; bitnet.cpp on I2_S: `bitnet-cpp`), as the oracle's identity says.
+    #[schemars(with = "String")]
+    pub oracle_numerics: Profile,
     /// Whether the two are the same arithmetic.
     pub matched: bool,
     /// What the pairing means for the numbers, in words.
     pub note: String,
 }
 
-/// The arithmetic a profile name stands for, for explanations.
-pub fn describe_profile(name: &str) -> String {
-    match name {
-        "bitnet-cpp" => {
-            "int8 per-token activations in ternary matmuls and an F16 KV cache, as bitnet.cpp"
-                .into()
-        }
-        "ggml" => "Q8_K per-256-block activations in ternary matmuls, as mainline ggml".into(),
-        "f32" => "unquantized f32 activations with f64 sums, the mathematical reference".into(),
-        other => format!("profile {other}"),
-    }
-}
-
 impl Pairing {
-    pub fn new(engine_profile: &str, oracle_kind: &str, oracle_numerics: &str) -> Pairing {
-        let matched = engine_profile.eq_ignore_ascii_case(oracle_numerics);
+    pub fn new(engine_profile: Profile, oracle_kind: &str, oracle_numerics: Profile) -> Pairing {
+        let matched = engine_profile == oracle_numerics;
         let note = if matched {
             format!(
                 "engine profile {engine_profile} mirrors the {oracle_kind} oracle's numerics \
                  ({}): differences beyond the noise floor are bugs",
-                describe_profile(oracle_numerics)
+                oracle_numerics.describe()
             )
         } else {
             format!(
@@ -188,14 +179,14 @@ impl Pairing {
                  the {oracle_kind} oracle computes as {oracle_numerics} ({}); DRIFT of the size \
                  that activation quantization causes is expected, not a bug (run the engine \
                  with --profile {oracle_numerics} for a parity check)",
-                describe_profile(engine_profile),
-                describe_profile(oracle_numerics)
+                engine_profile.describe(),
+                oracle_numerics.describe()
             )
         };
         Pairing {
-            engine_profile: engine_profile.into(),
+            engine_profile,
             oracle_kind: oracle_kind.into(),
-            oracle_numerics: oracle_numerics.into(),
+            oracle_numerics,
             matched,
             note,
         }
@@ -375,8 +366,8 @@ top1_must_agree = true
             .unwrap()
             .resolve(&ThresholdKey {
                 format: "tq2_0".into(),
-                profile: "ggml".into(),
-                backend: "cpu".into(),
+                profile: Profile::Ggml,
+                backend: xval_engine::quant::kernels::Backend::Cpu,
             })
     }
 
@@ -396,7 +387,7 @@ top1_must_agree = true
     #[test]
     fn verdicts_by_definition() {
         let th = applied();
-        let p = Pairing::new("ggml", "builtin", "ggml");
+        let p = Pairing::new(Profile::Ggml, "builtin", Profile::Ggml);
         let o = [1.0f32, 3.0, 2.9, 0.0];
         // Identical: MATCH.
         let (v, _) = position_verdict(&logits(&o, &o), &[], &th.logits, &p);
@@ -442,7 +433,7 @@ top1_must_agree = true
     #[test]
     fn mismatched_profile_explains_drift() {
         let th = applied();
-        let p = Pairing::new("f32", "builtin", "ggml");
+        let p = Pairing::new(Profile::F32, "builtin", Profile::Ggml);
         assert!(!p.matched);
         let o = [1.0f32, 3.0, 2.9, 0.0];
         let (v, why) = position_verdict(&logits(&[1.0, 3.0, 2.8, 0.0], &o), &[], &th.logits, &p);
@@ -451,7 +442,7 @@ top1_must_agree = true
             why.contains("numerics differ by design") && why.contains("Q8_K"),
             "{why}"
         );
-        assert!(Pairing::new("ggml", "builtin", "ggml").matched);
+        assert!(Pairing::new(Profile::Ggml, "builtin", Profile::Ggml).matched);
     }
 
     #[test]

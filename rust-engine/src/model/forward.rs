@@ -8,6 +8,7 @@ use super::ops;
 use super::{Activation, Linear, Model};
 use crate::error::{Error, Result};
 use crate::numerics::{KvType, Numerics, Profile};
+use crate::quant::kernels::{Backend, Kernel};
 use crate::quant::matmul::matmul;
 use crate::taps::{tap_name, Tap, TapFilter};
 
@@ -88,6 +89,16 @@ impl Engine {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The kernel set computing this engine's numbers.
+    pub fn kernel(&self) -> Kernel {
+        Kernel::Scalar
+    }
+
+    /// Where the kernels run.
+    pub fn backend(&self) -> Backend {
+        self.kernel().backend()
     }
 
     /// An empty KV cache in this engine's KV type.

@@ -1,20 +1,11 @@
 //! BF16: the top 16 bits of an f32. Encoding mirrors ggml's `ggml_compute_fp32_to_bf16`
 //! (round to nearest even, NaN forced quiet) so that files are byte-identical to ggml's.
 
-use crate::error::{Error, Result};
+use super::check_blocks;
+use crate::error::Result;
 
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    if bytes.len() != out.len() * 2 {
-        return Err(Error::format(
-            "bf16",
-            format!(
-                "{} elements need {} bytes, got {}",
-                out.len(),
-                out.len() * 2,
-                bytes.len()
-            ),
-        ));
-    }
+    check_blocks("bf16", bytes.len(), out.len(), 1, 2)?;
     for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
         *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
     }

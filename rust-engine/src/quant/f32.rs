@@ -1,19 +1,10 @@
 //! F32: little-endian IEEE binary32.
 
-use crate::error::{Error, Result};
+use super::check_blocks;
+use crate::error::Result;
 
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    if bytes.len() != out.len() * 4 {
-        return Err(Error::format(
-            "f32",
-            format!(
-                "{} elements need {} bytes, got {}",
-                out.len(),
-                out.len() * 4,
-                bytes.len()
-            ),
-        ));
-    }
+    check_blocks("f32", bytes.len(), out.len(), 1, 4)?;
     for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
         *o = f32::from_le_bytes(b.try_into().expect("chunk of 4"));
     }

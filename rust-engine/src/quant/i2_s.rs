@@ -148,30 +148,38 @@ pub fn quantize(values: &[f32], layout: I2sLayout) -> Result<Vec<u8>> {
     pack(&trits, max, layout)
 }
 
+/// Integer dot of one block's codes (`layout.block_bytes()` bytes) with its
+/// `layout.block()` int8 activations: `sum (code - 1) * q`, weight `g * bb + b` in byte `b` at
+/// shift `6 - 2g` (the layout of [`code`], walked byte-wise as `ggml_vec_dot_i2_i8_s` does).
+#[inline]
+fn block_dot_i8(blk: &[u8], qb: &[i8], bb: usize) -> i32 {
+    let mut sum = 0i32;
+    for g in 0..4 {
+        let shift = 6 - 2 * g;
+        for (b, &byte) in blk.iter().enumerate() {
+            sum += (((byte >> shift) & 3) as i32 - 1) * qb[g * bb + b] as i32;
+        }
+    }
+    sum
+}
+
 /// Integer dot of one row's codes (`k/4` bytes, starting on a block boundary) with `k` int8
 /// activations: `sum (code - 1) * q`, which equals bitnet.cpp's `sum code*q - sum q`
 /// (`ggml_vec_dot_i2_i8_s`). Code 3 cannot occur in rows that passed [`check_codes`].
 pub fn vec_dot_i8(codes: &[u8], q: &[i8], layout: I2sLayout) -> i32 {
     let bb = layout.block_bytes();
     debug_assert_eq!(codes.len() * 4, q.len(), "i2_s row/activation mismatch");
-    let mut sum = 0i32;
-    for (blk, qb) in codes.chunks_exact(bb).zip(q.chunks_exact(layout.block())) {
-        for g in 0..4 {
-            let shift = 6 - 2 * g;
-            for (b, &byte) in blk.iter().enumerate() {
-                let t = ((byte >> shift) & 3) as i32 - 1;
-                sum += t * qb[g * bb + b] as i32;
-            }
-        }
-    }
-    sum
+    codes
+        .chunks_exact(bb)
+        .zip(q.chunks_exact(layout.block()))
+        .map(|(blk, qb)| block_dot_i8(blk, qb, bb))
+        .sum()
 }
 
 /// The ggml profile's view of an I2_S row: the lossless TQ2_0 transcode (codes with d = 1.0)
 /// dotted with Q8_K activations as `ggml_vec_dot_tq2_0_q8_K_generic` does; the per-tensor
 /// scale is applied afterwards as a separate multiply, like the transcoded `.scale` tensor.
 pub fn vec_dot_q8_k(codes: &[u8], y: &[super::q8_k::BlockQ8K], layout: I2sLayout) -> f32 {
-    let bb = layout.block_bytes();
     debug_assert_eq!(
         codes.len() * 4,
         y.len() * 256,
@@ -179,18 +187,8 @@ pub fn vec_dot_q8_k(codes: &[u8], y: &[super::q8_k::BlockQ8K], layout: I2sLayout
     );
     let mut sumf = 0f32;
     for (yb, blocks) in y.iter().zip(codes.chunks_exact(64)) {
-        let mut sumi = 0i32;
-        for (blk, qb) in blocks
-            .chunks_exact(bb)
-            .zip(yb.qs.chunks_exact(layout.block()))
-        {
-            for g in 0..4 {
-                let shift = 6 - 2 * g;
-                for (b, &byte) in blk.iter().enumerate() {
-                    sumi += (((byte >> shift) & 3) as i32 - 1) * qb[g * bb + b] as i32;
-                }
-            }
-        }
+        // Integer sums are exact: the order of the I2_S blocks inside a Q8_K block is free.
+        let sumi = vec_dot_i8(blocks, &yb.qs, layout);
         // d_x of the transcoded block is f16 1.0.
         sumf += sumi as f32 * (yb.d * 1.0);
     }

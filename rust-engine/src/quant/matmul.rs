@@ -15,9 +15,6 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::numerics::Profile;
 
-/// Identifier of the kernel family that computed a result (recorded in receipts).
-pub const KERNEL: &str = "scalar";
-
 /// A 2-D weight tensor viewed as `m` rows of `k` weights (GGUF shape `[k, m]`).
 #[derive(Clone, Copy, Debug)]
 pub struct WeightMatrix<'a> {
@@ -102,11 +99,8 @@ impl<'a> WeightMatrix<'a> {
         match self.ty {
             GgmlType::I2_S => {
                 let s = self.tensor_scale();
-                let (block, bb) = (self.i2s_layout.block(), self.i2s_layout.block_bytes());
                 for (i, o) in out.iter_mut().enumerate() {
-                    let (b, j) = (i / block, i % block);
-                    let code = (row[b * bb + j % bb] >> (6 - 2 * (j / bb))) & 3;
-                    *o = (code as i8 - 1) as f32 * s;
+                    *o = (i2_s::code(row, i, self.i2s_layout) as i8 - 1) as f32 * s;
                 }
                 Ok(())
             }

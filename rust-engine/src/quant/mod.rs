@@ -7,9 +7,11 @@ pub mod bf16;
 pub mod f16;
 pub mod f32;
 pub mod i2_s;
+pub mod kernels;
 pub mod matmul;
 pub mod q8_0;
 pub mod q8_k;
+pub mod ternary;
 pub mod tq1_0;
 pub mod tq2_0;
 
@@ -71,7 +73,8 @@ fn unsupported(ty: GgmlType) -> Error {
     )
 }
 
-/// Check that a block format's buffers agree: `bytes` holds exactly `out_len / block` blocks.
+/// Check that a block format's buffers agree: `bytes` holds exactly `elements / block` blocks
+/// (element formats are blocks of 1).
 pub(crate) fn check_blocks(
     format: &'static str,
     bytes: usize,
@@ -87,10 +90,15 @@ pub(crate) fn check_blocks(
     }
     let blocks = elements / block;
     if bytes != blocks * block_bytes {
+        let layout = if block == 1 {
+            String::new()
+        } else {
+            format!(" ({blocks} blocks of {block_bytes})")
+        };
         return Err(Error::format(
             format,
             format!(
-                "{elements} elements need {} bytes ({blocks} blocks of {block_bytes}), got {bytes}",
+                "{elements} elements need {} bytes{layout}, got {bytes}",
                 blocks * block_bytes
             ),
         ));

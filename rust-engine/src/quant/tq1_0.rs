@@ -4,10 +4,10 @@
 //! bytes 0..32 hold elements `m + 32*n`, bytes 32..48 hold `160 + m + 16*n`, the 4 `qh` bytes
 //! hold `240 + j + 4*n`. Mirrors `quantize_row_tq1_0_ref` / `dequantize_row_tq1_0`.
 
-use super::{check_blocks, round_away};
+use super::ternary::{self, TernaryBlock};
 use crate::error::Result;
 
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = ternary::BLOCK;
 pub const QS_BYTES: usize = 48;
 pub const QH_BYTES: usize = 4;
 pub const BLOCK_BYTES: usize = QS_BYTES + QH_BYTES + 2;
@@ -50,17 +50,7 @@ pub fn scale(block: &[u8]) -> f32 {
 }
 
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    check_blocks("tq1_0", bytes.len(), out.len(), BLOCK, BLOCK_BYTES)?;
-    for (blk, y) in bytes
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK))
-    {
-        let d = scale(blk);
-        for (j, o) in y.iter_mut().enumerate() {
-            *o = trit(blk, j) as f32 * d;
-        }
-    }
-    Ok(())
+    ternary::dequantize::<Tq1_0>(bytes, out)
 }
 
 /// Pack 256 ternary values (each -1, 0 or +1) and a scale into one block.
@@ -86,18 +76,7 @@ pub fn pack_block(trits: &[i8], d: half::f16, out: &mut Vec<u8>) {
 }
 
 pub fn quantize(values: &[f32]) -> Result<Vec<u8>> {
-    let blocks = check_blocks("tq1_0", 0, values.len(), BLOCK, 0)?;
-    let mut out = Vec::with_capacity(blocks * BLOCK_BYTES);
-    let mut trits = [0i8; BLOCK];
-    for x in values.chunks_exact(BLOCK) {
-        let d = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        for (t, &v) in trits.iter_mut().zip(x) {
-            *t = round_away(v * id).clamp(-1, 1) as i8;
-        }
-        pack_block(&trits, half::f16::from_f32(d), &mut out);
-    }
-    Ok(out)
+    ternary::quantize::<Tq1_0>(values)
 }
 
 /// Integer dot of one block's ternary values with 256 int8 activations, in the element order
@@ -127,28 +106,35 @@ pub fn block_dot_i8(block: &[u8], q: &[i8]) -> i32 {
 
 /// `ggml_vec_dot_tq1_0_q8_K_generic`: per block `sum * (d_x * d_y)`, summed in f32.
 pub fn vec_dot_q8_k(row: &[u8], y: &[super::q8_k::BlockQ8K]) -> f32 {
-    debug_assert_eq!(
-        row.len(),
-        y.len() * BLOCK_BYTES,
-        "tq1_0 row/activation mismatch"
-    );
-    let mut sumf = 0f32;
-    for (blk, yb) in row.chunks_exact(BLOCK_BYTES).zip(y) {
-        sumf += block_dot_i8(blk, &yb.qs) as f32 * (scale(blk) * yb.d);
-    }
-    sumf
+    ternary::vec_dot_q8_k::<Tq1_0>(row, y)
 }
 
-/// TQ1_0 weights with bitnet.cpp-style int8 row activations (see `tq2_0::vec_dot_i8`).
+/// TQ1_0 weights with bitnet.cpp-style int8 row activations (see [`ternary::vec_dot_i8`]).
 pub fn vec_dot_i8(row: &[u8], q: &[i8], act_scale: f32) -> f32 {
-    debug_assert_eq!(
-        row.len() / BLOCK_BYTES * BLOCK,
-        q.len(),
-        "tq1_0 row/activation mismatch"
-    );
-    let mut sumf = 0f32;
-    for (blk, qb) in row.chunks_exact(BLOCK_BYTES).zip(q.chunks_exact(BLOCK)) {
-        sumf += block_dot_i8(blk, qb) as f32 * scale(blk);
+    ternary::vec_dot_i8::<Tq1_0>(row, q, act_scale)
+}
+
+/// The TQ1_0 packing for the shared ternary loops.
+pub struct Tq1_0;
+
+impl TernaryBlock for Tq1_0 {
+    const NAME: &'static str = "tq1_0";
+    const BLOCK_BYTES: usize = BLOCK_BYTES;
+
+    fn trit(block: &[u8], j: usize) -> i8 {
+        trit(block, j)
     }
-    sumf / act_scale
+
+    fn scale(block: &[u8]) -> f32 {
+        scale(block)
+    }
+
+    fn pack_block(trits: &[i8], d: half::f16, out: &mut Vec<u8>) {
+        pack_block(trits, d, out)
+    }
+
+    #[inline]
+    fn block_dot_i8(block: &[u8], q: &[i8]) -> i32 {
+        block_dot_i8(block, q)
+    }
 }

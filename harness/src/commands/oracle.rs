@@ -3,20 +3,18 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{ArgGroup, Args};
 use serde_json::json;
-use xval_cpp_sys::{
-    Evaluation, IsolatedOracle, Limits, Oracle, OracleKind, OracleSettings, TokenId,
-};
-
-use crate::engine_args::KvArg;
+use xval_cpp_sys::{Evaluation, Limits, Oracle, OracleKind, OracleSettings};
 use xval_engine::taps::TapFilter;
 
+use crate::engine_args::KvArg;
 use crate::error::Error;
+use crate::exit::Exit;
+use crate::inputs::parse_token_ids;
+use crate::oracles::spawn_oracle;
 
 /// Run only the oracle on MODEL and print its logits and taps.
 #[derive(Debug, Args)]
@@ -60,45 +58,8 @@ pub struct OracleArgs {
     pub reference_kernels: bool,
 }
 
-/// Parse `1,2,3` or `1 2 3`.
-pub fn parse_token_ids(s: &str) -> Result<Vec<TokenId>, Error> {
-    let ids: Vec<TokenId> = s
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<TokenId>()
-                .map_err(|_| Error::Invalid(format!("--tokens: '{p}' is not a token id")))
-        })
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        return Err(Error::Invalid("--tokens: no token ids given".into()));
-    }
-    Ok(ids)
-}
-
-/// Start an oracle in a worker process (this same binary, hidden subcommand).
-pub fn spawn_oracle(
-    kind: &OracleKind,
-    model: &std::path::Path,
-    settings: &OracleSettings,
-    limits: Limits,
-) -> anyhow::Result<IsolatedOracle> {
-    let needs_ggml = !matches!(kind, OracleKind::External { .. });
-    if needs_ggml && !xval_cpp_sys::BUILTIN_AVAILABLE {
-        return Err(Error::Oracle(xval_cpp_sys::Error::Unavailable {
-            oracle: kind.label(),
-            reason: "this harness was built without the llama-cpp feature".into(),
-        })
-        .into());
-    }
-    let exe = std::env::current_exe().context("cannot locate the harness binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__oracle-worker");
-    Ok(IsolatedOracle::spawn_kind(cmd, kind, model, settings, limits).map_err(Error::Oracle)?)
-}
-
 /// Run the command, printing to stdout.
-pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
+pub fn run(args: &OracleArgs) -> anyhow::Result<Exit> {
     let tokens = args.tokens.as_deref().map(parse_token_ids).transpose()?;
     let settings = OracleSettings {
         threads: args.threads,
@@ -134,7 +95,7 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<()> {
         table(&oracle, &eval)
     };
     print!("{out}");
-    Ok(())
+    Ok(Exit::Success)
 }
 
 /// The `--json` form: `{"oracle", "model", "tokens", "n_vocab", "logits_last", "taps"}`.
@@ -245,18 +206,6 @@ fn table(oracle: &dyn Oracle, eval: &Evaluation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_ids_parse() {
-        assert_eq!(parse_token_ids("1,2, 3").unwrap(), vec![1, 2, 3]);
-        assert_eq!(parse_token_ids(" 7 8 ").unwrap(), vec![7, 8]);
-        assert!(parse_token_ids("1,x")
-            .unwrap_err()
-            .to_string()
-            .contains("'x'"));
-        assert!(parse_token_ids(" , ").is_err());
-        assert!(parse_token_ids("-1").is_err());
-    }
 
     #[test]
     fn top_k_orders_by_value_then_index() {

@@ -6,11 +6,14 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use xval_engine::quant::matmul::KERNEL;
+use xval_engine::numerics::{KvType, Profile};
+use xval_engine::quant::kernels::Kernel;
+use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 use xval_engine::tokenizer::Tokenizer;
 
 use crate::engine_args::EngineArgs;
+use crate::exit::Exit;
 
 /// Generate greedily from a prompt with the xval engine.
 #[derive(Args, Debug)]
@@ -38,9 +41,9 @@ struct RunReport<'a> {
     prompt_tokens: &'a [u32],
     generated_tokens: &'a [u32],
     text: String,
-    profile: &'static str,
-    kv_type: &'static str,
-    kernel: &'static str,
+    profile: Profile,
+    kv_type: KvType,
+    kernel: Kernel,
     threads: usize,
     prefill_tok_s: f64,
     decode_tok_s: Option<f64>,
@@ -48,18 +51,7 @@ struct RunReport<'a> {
     last_logits: &'a [f32],
 }
 
-/// Index of the largest value, the first one on ties (llama.cpp's greedy sampler).
-pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-pub fn run(args: &RunArgs) -> Result<()> {
+pub fn run(args: &RunArgs) -> Result<Exit> {
     let engine = args.engine.engine(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(engine.model().file())?;
     let prompt = tokenizer.encode(&args.prompt, true, true)?;
@@ -93,9 +85,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         prompt_tokens: &prompt,
         generated_tokens: &generated,
         text,
-        profile: engine.numerics().profile.name(),
-        kv_type: engine.numerics().kv.name(),
-        kernel: KERNEL,
+        profile: engine.numerics().profile,
+        kv_type: engine.numerics().kv,
+        kernel: engine.kernel(),
         threads: engine.threads(),
         prefill_tok_s: prompt.len() as f64 / prefill_s,
         decode_tok_s: (steps > 0).then(|| steps as f64 / decode_s),
@@ -121,5 +113,5 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    Ok(())
+    Ok(Exit::Success)
 }

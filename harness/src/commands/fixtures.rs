@@ -1,0 +1,230 @@
+//! `harness fixtures`: rebuild, verify and synthesize the test models; the generators live in
+//! [`crate::fixtures`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::exit::Exit;
+use crate::fixtures::{self, manifest, ModelSpec, Vocab, WeightFormat};
+
+/// Where the repository is, for commands that read or write its `fixtures/` directory.
+#[derive(Debug, Args)]
+pub struct RootArgs {
+    /// Repository root [default: the first directory at or above the current one with a
+    /// Cargo.toml and a fixtures/ directory].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl RootArgs {
+    /// The repository's `fixtures/` directory.
+    fn fixtures_dir(&self) -> anyhow::Result<PathBuf> {
+        let root = match &self.root {
+            Some(r) => r.clone(),
+            None => {
+                let cwd = std::env::current_dir().context("cannot read the current directory")?;
+                fixtures::find_repo_root(&cwd)?
+            }
+        };
+        let dir = root.join(fixtures::FIXTURES_DIR);
+        if !dir.is_dir() {
+            anyhow::bail!("{} is not a directory (wrong --root?)", dir.display());
+        }
+        Ok(dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixturesCommand {
+    /// Rebuild every committed fixture byte for byte and rewrite its MANIFEST.
+    Regen {
+        /// Output directory [default: the repository's fixtures/].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Check every file listed in MANIFEST against its sha256 (exit 2 on any mismatch or
+    /// missing file, listing them all).
+    Verify {
+        /// Directory holding MANIFEST [default: the repository's fixtures/].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Write a random ternary model with the official BitNet b1.58 2B-4T shapes (for
+    /// benchmarks; about 1.2 GB at 30 layers, streamed to disk).
+    Synth {
+        /// Which official shape.
+        #[arg(long, value_enum)]
+        shape: SynthShape,
+        /// Projection format.
+        #[arg(long, value_enum)]
+        format: SynthFormat,
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Number of layers [default: the shape's, 30].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        layers: Option<u32>,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = fixtures::model::SEED_SYNTH)]
+        seed: u64,
+        /// Architecture written to the file (`bitnet` lets mainline llama.cpp load a TQ2_0
+        /// model; its FFN is SiLU instead of ReLU^2).
+        #[arg(long, value_enum, default_value = "bitnet-b1.58")]
+        arch: fixtures::Arch,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Write the one-layer model with the full LLaMA-3 vocabulary (128256 tokens), built from
+    /// fixtures/tokenizer/llama3/tokenizer.json.gz. Not committed (65 MB); tests build it.
+    Llama3 {
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Pre-tokenizer: `llama-bpe` writes tokenizer.ggml.pre; `default` leaves the key out,
+        /// as the official 2B-4T file does (llama.cpp then uses its default regexes).
+        #[arg(long, value_enum, default_value = "llama-bpe")]
+        pre: PreTokenizer,
+        /// Projection format: i2_s gives arch bitnet-b1.58, tq2_0 gives arch bitnet.
+        #[arg(long, value_enum, default_value = "i2_s")]
+        format: SynthFormat,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = fixtures::model::SEED_LLAMA3)]
+        seed: u64,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+}
+
+/// The shapes `fixtures synth` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SynthShape {
+    /// BitNet b1.58 2B-4T: n_embd 2560, n_ff 6912, 30 layers, 20/5 heads, vocab 128256.
+    #[value(name = "2b-4t")]
+    B2_4t,
+}
+
+/// Projection formats of the generated big models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SynthFormat {
+    /// bitnet.cpp's I2_S (official 128-weight blocks, per-tensor scale).
+    #[value(name = "i2_s")]
+    I2S,
+    /// Mainline ggml's TQ2_0 (per-256-block f16 scale).
+    #[value(name = "tq2_0")]
+    Tq2_0,
+}
+
+impl From<SynthFormat> for WeightFormat {
+    fn from(f: SynthFormat) -> Self {
+        match f {
+            SynthFormat::I2S => WeightFormat::I2S,
+            SynthFormat::Tq2_0 => WeightFormat::Tq2_0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PreTokenizer {
+    /// `tokenizer.ggml.pre = "llama-bpe"` (LLaMA-3's split regex).
+    LlamaBpe,
+    /// No `tokenizer.ggml.pre` key: llama.cpp's `default` pre-tokenizer.
+    Default,
+}
+
+impl PreTokenizer {
+    fn key(self) -> Option<&'static str> {
+        match self {
+            PreTokenizer::LlamaBpe => Some("llama-bpe"),
+            PreTokenizer::Default => None,
+        }
+    }
+}
+
+pub fn run(cmd: FixturesCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        FixturesCommand::Regen { out, root } => {
+            let source = root.fixtures_dir()?;
+            let out = out.unwrap_or_else(|| source.clone());
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let start = Instant::now();
+            let files = fixtures::regen(&fixtures::RegenContext {
+                source: &source,
+                out: &out,
+            })?;
+            for f in &files {
+                eprintln!("wrote {}", out.join(f).display());
+            }
+            eprintln!(
+                "wrote {} ({} files) in {:.2} s",
+                out.join(manifest::MANIFEST).display(),
+                files.len(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        FixturesCommand::Verify { dir, root } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => root.fixtures_dir()?,
+            };
+            let n = manifest::verify(&dir)?;
+            eprintln!("{n} files match {}", dir.join(manifest::MANIFEST).display());
+        }
+        FixturesCommand::Synth {
+            shape: SynthShape::B2_4t,
+            format,
+            out,
+            layers,
+            seed,
+            arch,
+            root,
+        } => {
+            let vocab = load_llama3(&root)?;
+            let mut spec = ModelSpec::official_2b4t(format.into());
+            spec.n_layer = layers.unwrap_or(spec.n_layer);
+            spec.seed = seed;
+            spec.arch = arch;
+            let start = Instant::now();
+            fixtures::write_model_streaming(&spec, &vocab, &out)?;
+            report_written(&out, start)?;
+        }
+        FixturesCommand::Llama3 {
+            out,
+            pre,
+            format,
+            seed,
+            root,
+        } => {
+            let vocab = load_llama3(&root)?;
+            let spec = ModelSpec {
+                seed,
+                ..ModelSpec::llama3(format.into(), pre.key())
+            };
+            let start = Instant::now();
+            fixtures::build_model(&spec, &vocab)?.write_file(&out)?;
+            report_written(&out, start)?;
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn load_llama3(root: &RootArgs) -> anyhow::Result<Vocab> {
+    let path = root.fixtures_dir()?.join(fixtures::vocab::LLAMA3_TOKENIZER);
+    Ok(Vocab::llama3(&path)?)
+}
+
+fn report_written(path: &Path, start: Instant) -> anyhow::Result<()> {
+    let secs = start.elapsed().as_secs_f64();
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len();
+    eprintln!("wrote {} ({len} bytes) in {secs:.2} s", path.display());
+    Ok(())
+}
