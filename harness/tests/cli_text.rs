@@ -57,39 +57,28 @@ fn help_texts() {
     }
 }
 
+/// `harness compare` on the TQ2_0 fixture with `extra` arguments.
+fn compare_tq2(extra: &[&str]) -> Command {
+    let mut c = harness();
+    c.args(["compare", "fixtures/models/bitnet-tq2_0.gguf"])
+        .args(extra);
+    c
+}
+
 #[test]
 fn compare_table_matching_profile() {
-    snap!(
-        "compare-table-tq2_0",
-        harness().args(["compare", "fixtures/models/bitnet-tq2_0.gguf"])
-    );
+    snap!("compare-table-tq2_0", compare_tq2(&[]));
 }
 
 #[test]
 fn compare_table_and_markdown_mismatched_profile() {
     snap!(
         "compare-table-tq2_0-f32",
-        harness().args([
-            "compare",
-            "fixtures/models/bitnet-tq2_0.gguf",
-            "--profile",
-            "f32",
-            "--steps",
-            "2"
-        ])
+        compare_tq2(&["--profile", "f32", "--steps", "2"])
     );
     snap!(
         "compare-markdown-tq2_0-f32",
-        harness().args([
-            "compare",
-            "fixtures/models/bitnet-tq2_0.gguf",
-            "--profile",
-            "f32",
-            "--steps",
-            "1",
-            "--format",
-            "markdown"
-        ])
+        compare_tq2(&["--profile", "f32", "--steps", "1", "--format", "markdown"])
     );
 }
 
@@ -97,21 +86,18 @@ fn compare_table_and_markdown_mismatched_profile() {
 fn gate_violation_table() {
     let dir = tempfile::tempdir().unwrap();
     let receipt = dir.path().join("drift.json");
-    let o = harness()
-        .args([
-            "compare",
-            "fixtures/models/bitnet-tq2_0.gguf",
-            "--profile",
-            "f32",
-            "--steps",
-            "1",
-            "--prompt",
-            "the cat",
-            "--out",
-            common::path_str(&receipt),
-        ])
-        .output()
-        .unwrap();
+    let o = compare_tq2(&[
+        "--profile",
+        "f32",
+        "--steps",
+        "1",
+        "--prompt",
+        "the cat",
+        "--out",
+        common::path_str(&receipt),
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
     // Run from the receipt's directory: the table shows the name only.
     snap!(
@@ -148,12 +134,7 @@ fn error_messages_and_exit_codes() {
     );
     snap!(
         "error-missing-tree",
-        harness().args([
-            "compare",
-            "fixtures/models/bitnet-tq2_0.gguf",
-            "--oracle",
-            "dir:/no/such/tree"
-        ])
+        compare_tq2(&["--oracle", "dir:/no/such/tree"])
     );
     snap!(
         "error-builtin-relu2",
@@ -180,10 +161,7 @@ fn readme_example_table_is_what_compare_prints() {
         .expect("README has the example table block")
         + 4;
     let block = &readme[start..start + readme[start..].find("```").unwrap()];
-    let o = harness()
-        .args(["compare", "fixtures/models/bitnet-tq2_0.gguf"])
-        .output()
-        .unwrap();
+    let o = compare_tq2(&[]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert_eq!(
         common::stdout(&o),
