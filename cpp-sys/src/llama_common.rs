@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use xval_engine::gguf::{GgmlType, GgufFile};
-use xval_engine::numerics::Profile;
+use xval_engine::numerics::{F16Activations, Numerics, Profile};
 use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
@@ -103,13 +103,22 @@ impl ModelInput {
     /// The engine profile that mirrors the oracle's arithmetic on this input: bitnet.cpp's
     /// int8 per-row activations where its I2_S kernels run, mainline ggml's Q8_K otherwise
     /// (TQ and float weights, and I2_S transcoded to TQ2_0).
-    pub fn numerics(&self) -> Profile {
+    pub fn profile(&self) -> Profile {
         if self.native_i2s {
             Profile::BitnetCpp
         } else {
             Profile::Ggml
         }
     }
+}
+
+/// The numerics of an oracle built on mainline ggml (the built-in llama.cpp, the ggml-graph
+/// oracle): its profile for this input, its KV type, F16 activations rounded to f16 (mainline's
+/// tinyBLAS and vec_dot both take F16 activations for F16 weights on x86).
+pub(crate) fn mainline_numerics(input: &ModelInput, settings: &OracleSettings) -> Numerics {
+    Numerics::new(input.profile())
+        .with_kv(settings.kv_type)
+        .with_f16_activations(F16Activations::Round)
 }
 
 /// Check the model with our own reader and prepare it for an oracle that does (`reads_i2s`)

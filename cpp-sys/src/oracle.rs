@@ -19,7 +19,7 @@ pub type TokenId = u32;
 /// The K/V cache element type (the engine's: `f32`, the most exact oracle and the default, or
 /// `f16`, llama.cpp's own default and what bitnet.cpp runs with).
 pub use xval_engine::numerics::KvType;
-use xval_engine::numerics::Profile;
+use xval_engine::numerics::Numerics;
 
 /// Which live oracle implementation runs a model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,6 +79,11 @@ pub struct OracleSettings {
     /// one batch, so it is also the batch size.
     pub n_ctx: usize,
     pub kv_type: KvType,
+    /// When `kv_type` is F32 and the oracle refuses an F32 V cache without flash attention
+    /// (bitnet.cpp's fork: "V cache quantization requires flash_attn"), run it with F16
+    /// instead and say so in [`SettingsIdentity::kv_note`], rather than failing.
+    #[serde(default)]
+    pub kv_fallback: bool,
     pub flash_attn: bool,
     /// ggml's CPU op fusion (off: every named intermediate exists as its own node).
     pub fusion: bool,
@@ -93,6 +98,7 @@ impl Default for OracleSettings {
             threads: 1,
             n_ctx: 512,
             kv_type: KvType::F32,
+            kv_fallback: false,
             flash_attn: false,
             fusion: false,
             reference_kernels: false,
@@ -105,12 +111,13 @@ impl Default for OracleSettings {
 pub struct OracleIdentity {
     /// `builtin`, `ggml-graph`, `external`, `golden`.
     pub kind: String,
-    /// The engine profile that mirrors the arithmetic this oracle runs on the loaded model:
-    /// `ggml` for mainline ggml kernels (Q8_K activations for ternary weights, also for an
-    /// I2_S model transcoded to TQ2_0), `bitnet-cpp` for a bitnet.cpp tree reading I2_S
-    /// natively (int8 per-row activations). Set by each oracle from what it loaded, so a
+    /// The engine numerics that mirror the arithmetic this oracle runs on the loaded model:
+    /// the profile (`ggml` for mainline ggml kernels: Q8_K activations for ternary weights,
+    /// also for an I2_S model transcoded to TQ2_0; `bitnet-cpp` for a bitnet.cpp tree reading
+    /// I2_S natively: int8 per-row activations), its KV-cache type, and what its F16-weight
+    /// matmuls multiply by. Set by each oracle from what it loaded and how it was built, so a
     /// comparison reads it instead of guessing.
-    pub numerics: Profile,
+    pub numerics: Numerics,
     pub version: String,
     pub build: BuildIdentity,
     pub settings: SettingsIdentity,
@@ -167,6 +174,9 @@ pub struct SettingsIdentity {
     pub n_batch: usize,
     pub n_ubatch: usize,
     pub kv_type: KvType,
+    /// Why `kv_type` differs from what was asked (an oracle that refuses F32 V), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_note: Option<String>,
     pub flash_attn: bool,
     pub fusion: bool,
     pub reference_kernels: ReferenceKernels,

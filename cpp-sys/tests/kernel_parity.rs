@@ -646,7 +646,7 @@ fn i2_s_via_transcode() {
 
 use parity_support::graph::{bytes_f32, bytes_i32, OpGraph};
 use xval_engine::model::ops;
-use xval_engine::numerics::Profile;
+use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::matmul::{matmul, WeightMatrix};
 
 /// (threads, use_ref) of every graph computation: 1 and 2 threads, optimized and reference.
@@ -697,7 +697,7 @@ fn check_mul_mat(f: Fmt, wkind: Kind, akind: Kind, seed: u64, units: usize, mi: 
     let w = ffi::quantize_chunk(f.ggml, &make_row(wkind, seed, k * m), k);
     let x = make_row(akind, seed.rotate_left(29) ^ 0x1234_5678, k * n);
     let wm = WeightMatrix::new("w", f.ours, k, m, &w, i2_s::I2sLayout::default()).unwrap();
-    let ours = matmul(&wm, &x, n, Profile::Ggml).unwrap();
+    let ours = matmul(&wm, &x, n, Numerics::new(Profile::Ggml)).unwrap();
     let g = OpGraph::new();
     let wt = g.tensor(f.ggml, &[k as i64, m as i64]);
     let xt = g.tensor(F32, &[k as i64, n as i64]);
@@ -727,7 +727,7 @@ fn check_mul_mat_i2_s(akind: Kind, seed: u64, blocks: usize, mi: usize, ni: usiz
     let (tq, s) = xval_engine::transcode::i2s_tensor_to_tq2_0(&data, k * m, layout).unwrap();
     let x = make_row(akind, seed ^ 0xabcd, k * n);
     let wm = WeightMatrix::new("w", GgmlType::I2_S, k, m, &data, layout).unwrap();
-    let ours = matmul(&wm, &x, n, Profile::Ggml).unwrap();
+    let ours = matmul(&wm, &x, n, Numerics::new(Profile::Ggml)).unwrap();
     let g = OpGraph::new();
     let wt = g.tensor(TQ2_0, &[k as i64, m as i64]);
     let xt = g.tensor(F32, &[k as i64, n as i64]);

@@ -94,15 +94,15 @@ impl EngineArgs {
             .with_context(|| format!("loading model {}", path.display()))
     }
 
-    /// Build the engine on a loaded model; without `--profile`, `default` (the profile that
-    /// mirrors the oracle at hand) or else the model's usual one.
-    pub fn engine_for(&self, model: Model, default: Option<Profile>) -> Result<Engine> {
-        let profile = self
-            .profile
-            .map(Profile::from)
-            .or(default)
-            .unwrap_or_else(|| Profile::default_for(model.projection_type()));
-        let mut numerics = Numerics::new(profile);
+    /// Build the engine on a loaded model. With `--profile`, that profile's numerics; without,
+    /// `mirror` (the numerics that mirror the oracle at hand: profile, KV type and F16
+    /// activations) or else the model's usual profile. `--kv` overrides the KV type either way.
+    pub fn engine_for(&self, model: Model, mirror: Option<Numerics>) -> Result<Engine> {
+        let mut numerics = match (self.profile, mirror) {
+            (Some(p), _) => Numerics::new(p.into()),
+            (None, Some(m)) => m,
+            (None, None) => Numerics::new(Profile::default_for(model.projection_type())),
+        };
         if let Some(kv) = self.kv {
             numerics = numerics.with_kv(kv.into());
         }

@@ -117,7 +117,7 @@ fn settings(c: &Case, eng: &Engine) -> CompareSettings {
             "version": env!("CARGO_PKG_VERSION"),
             "settings": { "profile": c.oracle.name() }
         }),
-        pairing: Pairing::new(c.engine, "engine", c.oracle),
+        pairing: Pairing::new(Numerics::new(c.engine), "engine", Numerics::new(c.oracle)),
         thresholds: Thresholds::default().resolve(&key),
         top_k: 5,
         steps_requested: c.steps,

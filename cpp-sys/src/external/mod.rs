@@ -18,6 +18,7 @@
 mod api;
 mod ffi;
 mod identity;
+mod numerics;
 mod oracle;
 mod shim;
 mod tree;

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
+use xval_engine::numerics::Numerics;
 use xval_engine::taps::TapFilter;
 
 use super::api::Api;
 use super::ffi::{c_str, load_shim, meta_string, node_callback, Shim, XvalInfo, XvalParams};
 use super::identity::{build_identity, version};
-use super::{inspect, shim, tree, Inspected, LOG_ECHO, REFERENCE_KERNELS_NOTE};
+use super::{inspect, numerics, shim, tree, Inspected, LOG_ECHO, REFERENCE_KERNELS_NOTE};
 use crate::error::{Error, Result};
 use crate::llama_common::{
     check_prompt, check_settings, clamp_len, decode_with_taps, detokenize_with, fusion_mismatch,
@@ -63,12 +64,27 @@ impl ExternalOracle {
 
         let input = prepare_model(path, api.i2s)?;
         let label = path.display().to_string();
-        let (handle, capture) = open_context(
-            &shim,
-            input.transcoded.as_deref().unwrap_or(path),
-            &label,
-            settings,
-        )?;
+        let model = input.transcoded.as_deref().unwrap_or(path);
+        let (handle, capture, kv_type, kv_note) =
+            match open_context(&shim, model, &label, settings.kv_type, settings) {
+                Err(Error::Llama(why))
+                    if settings.kv_fallback
+                        && settings.kv_type == KvType::F32
+                        && why.contains(V_CACHE_REFUSAL) =>
+                {
+                    let (h, c) = open_context(&shim, model, &label, KvType::F16, settings)?;
+                    let note = format!(
+                        "F32 asked, F16 used: the tree refused an F32 V cache without flash \
+                         attention (\"{V_CACHE_REFUSAL}\"), as bitnet.cpp's fork does; the \
+                         engine mirrors F16"
+                    );
+                    (h, c, KvType::F16, Some(note))
+                }
+                r => {
+                    let (h, c) = r?;
+                    (h, c, settings.kv_type, None)
+                }
+            };
         let mut info = XvalInfo::default();
         // SAFETY: valid handle; writes the struct.
         unsafe { (shim.get_info)(handle.as_ptr(), &mut info) };
@@ -80,17 +96,23 @@ impl ExternalOracle {
                 c_str((shim.system_info)()).trim().to_string(),
             )
         };
+        let (f16_activations, f16_why) = numerics::f16_activations(&tree, &system_info);
+        let mut build = build_identity(&shim, &tree, &api, &compiled, has_detok, system_info);
+        build.flags.insert("xval.f16_activations".into(), f16_why);
         let identity = OracleIdentity {
             kind: "external".into(),
-            numerics: input.numerics(),
+            numerics: Numerics::new(input.profile())
+                .with_kv(kv_type)
+                .with_f16_activations(f16_activations),
             version: version(&shim, &tree),
-            build: build_identity(&shim, &tree, &api, &compiled, has_detok, system_info),
+            build,
             settings: SettingsIdentity {
                 threads: settings.threads,
                 n_ctx: info.n_ctx as usize,
                 n_batch: info.n_batch as usize,
                 n_ubatch: info.n_ubatch as usize,
-                kv_type: settings.kv_type,
+                kv_type,
+                kv_note,
                 flash_attn: settings.flash_attn,
                 fusion,
                 reference_kernels: ReferenceKernels {
@@ -257,12 +279,17 @@ fn fusion_setting(tree: &tree::Tree, settings: &OracleSettings) -> Result<bool> 
     }
 }
 
-/// Load the model and create its context through the shim. Returns the handle and the capture
-/// its node callback writes to (freed after the handle, in `Drop`).
+/// What bitnet.cpp's fork logs when asked for an F32 V cache without flash attention
+/// (`llama_new_context_with_model`: any V type but F16 counts as quantized there).
+const V_CACHE_REFUSAL: &str = "V cache quantization requires flash_attn";
+
+/// Load the model and create its context through the shim with a `kv` cache. Returns the
+/// handle and the capture its node callback writes to (freed after the handle, in `Drop`).
 fn open_context(
     shim: &Shim,
     model: &Path,
     label: &str,
+    kv: KvType,
     settings: &OracleSettings,
 ) -> Result<(NonNull<c_void>, *mut Capture)> {
     let cpath = path_to_cstring(model)?;
@@ -270,7 +297,7 @@ fn open_context(
     let params = XvalParams {
         n_ctx: settings.n_ctx as u32,
         n_threads: settings.threads as i32,
-        kv_f16: (settings.kv_type == KvType::F16) as i32,
+        kv_f16: (kv == KvType::F16) as i32,
         flash_attn: settings.flash_attn as i32,
         node_fn: Some(node_callback),
         node_user_data: capture.cast(),

@@ -28,7 +28,8 @@ use xval_engine::taps::TapFilter;
 use crate::error::{Error, Result};
 use crate::ggml_rt::{self, Context, CpuBackend, Graph, GraphAllocator};
 use crate::llama_common::{
-    check_prompt, check_ranges, next_position, path_to_cstring, prepare_model, temp_gguf,
+    check_prompt, check_ranges, mainline_numerics, next_position, path_to_cstring, prepare_model,
+    temp_gguf,
 };
 use crate::llama_cpp::vocab::Vocab;
 use crate::llama_cpp::{self as lc};
@@ -141,7 +142,7 @@ impl GgmlGraphOracle {
         };
         let identity = OracleIdentity {
             kind: "ggml-graph".into(),
-            numerics: input.numerics(),
+            numerics: mainline_numerics(&input, settings),
             version: format!(
                 "xval ggml-graph {} on ggml {} (llama.cpp {} tokenizer)",
                 env!("CARGO_PKG_VERSION"),
@@ -156,6 +157,7 @@ impl GgmlGraphOracle {
                 n_batch: kv_size as usize,
                 n_ubatch: kv_size as usize,
                 kv_type: settings.kv_type,
+                kv_note: None,
                 flash_attn: false,
                 fusion: !g.fusion_disabled,
                 reference_kernels: ReferenceKernels {

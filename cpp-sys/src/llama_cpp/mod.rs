@@ -30,8 +30,8 @@ use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::llama_common::{
-    check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion, next_position,
-    path_to_cstring, prepare_model,
+    check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion,
+    mainline_numerics, next_position, path_to_cstring, prepare_model,
 };
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
@@ -342,7 +342,7 @@ impl LlamaCppOracle {
         };
         let identity = OracleIdentity {
             kind: "builtin".into(),
-            numerics: input.numerics(),
+            numerics: mainline_numerics(&input, settings),
             version: format!(
                 "llama.cpp {} (ggml {})",
                 // SAFETY: static version string.
@@ -356,6 +356,7 @@ impl LlamaCppOracle {
                 n_batch: eff_batch,
                 n_ubatch: eff_ubatch,
                 kv_type: settings.kv_type,
+                kv_note: None,
                 flash_attn: settings.flash_attn,
                 fusion: !g.fusion_disabled,
                 reference_kernels: ReferenceKernels {

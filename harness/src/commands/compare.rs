@@ -101,10 +101,11 @@ pub struct CompareArgs {
     /// Oracle compute threads (its results do not depend on it).
     #[arg(long, default_value_t = 1)]
     pub oracle_threads: usize,
-    /// The oracle's K/V cache type: f32 is the most exact; bitnet.cpp's fork runs only f16
-    /// (pair it with `--profile bitnet-cpp`).
-    #[arg(long, value_enum, default_value_t = KvArg::F32)]
-    pub oracle_kv_type: KvArg,
+    /// The oracle's K/V cache type [default: f32, the most exact, or f16 where the oracle
+    /// refuses an F32 V cache (bitnet.cpp's fork), said in the receipt]. The engine mirrors
+    /// what the oracle runs unless --kv says otherwise.
+    #[arg(long, value_enum)]
+    pub oracle_kv_type: Option<KvArg>,
     /// Seconds the oracle may take to load or to answer one request before it is stopped.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -169,7 +170,8 @@ fn prepare(args: &CompareArgs, inputs: &[Input]) -> anyhow::Result<Prepared> {
         // Room for the longest prompt (with slack for the oracle's own tokenization) and the
         // decode steps; llama.cpp rounds it up to a multiple of 256.
         n_ctx: (2 * longest + args.steps + 8).max(64),
-        kv_type: args.oracle_kv_type.into(),
+        kv_type: args.oracle_kv_type.unwrap_or(KvArg::F32).into(),
+        kv_fallback: args.oracle_kv_type.is_none(),
         reference_kernels: args.oracle_reference_kernels,
         ..OracleSettings::default()
     };
@@ -186,9 +188,8 @@ fn prepare(args: &CompareArgs, inputs: &[Input]) -> anyhow::Result<Prepared> {
         fixtures: args.fixtures.as_deref(),
     })?;
     let identity = oracle.oracle.identity();
-    let oracle_numerics = identity.numerics;
     // Without --profile the engine mirrors the oracle's arithmetic.
-    let engine = args.engine.engine_for(model, Some(oracle_numerics))?;
+    let engine = args.engine.engine_for(model, Some(identity.numerics))?;
     let thresholds = match &args.thresholds {
         Some(p) => Thresholds::load(p)?,
         None => Thresholds::default(),
@@ -198,7 +199,7 @@ fn prepare(args: &CompareArgs, inputs: &[Input]) -> anyhow::Result<Prepared> {
         profile: engine.numerics().profile,
         backend: engine.backend(),
     });
-    let pairing = Pairing::new(engine.numerics().profile, &identity.kind, oracle_numerics);
+    let pairing = Pairing::new(engine.numerics(), &identity.kind, identity.numerics);
     let oracle_identity = serde_json::to_value(identity)?;
     let engine_identity =
         EngineIdentity::of_engine(&engine, option_env!("XVAL_GIT_COMMIT").map(String::from));

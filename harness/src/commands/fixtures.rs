@@ -81,6 +81,9 @@ pub enum FixturesCommand {
         #[command(flatten)]
         root: RootArgs,
     },
+    /// Write a small random model of any shape with the exact generator of the committed
+    /// fixtures (for trying the comparison on models the project did not tune on).
+    Gen(GenArgs),
     /// Write the one-layer model with the full LLaMA-3 vocabulary (128256 tokens), built from
     /// fixtures/tokenizer/llama3/tokenizer.json.gz. Not committed (65 MB); tests build it.
     Llama3 {
@@ -100,6 +103,103 @@ pub enum FixturesCommand {
         #[command(flatten)]
         root: RootArgs,
     },
+}
+
+/// `harness fixtures gen`: every shape parameter of a synthetic model.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Output file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Architecture (`bitnet`: SiLU FFN; `bitnet-b1.58`: ReLU^2).
+    #[arg(long, value_enum, default_value = "bitnet")]
+    pub arch: fixtures::Arch,
+    /// Projection format.
+    #[arg(long, value_enum, default_value = "tq2_0")]
+    pub format: WeightFormat,
+    /// Layers.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub layers: u32,
+    /// Embedding width (a multiple of 256, or of 128 for I2_S).
+    #[arg(long, default_value_t = 256)]
+    pub n_embd: u64,
+    /// FFN width (a multiple of 256, or of 128 for I2_S).
+    #[arg(long, default_value_t = 512)]
+    pub n_ff: u64,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    pub heads: u32,
+    /// KV heads (GQA ratio = heads / kv-heads).
+    #[arg(long, default_value_t = 2)]
+    pub kv_heads: u32,
+    /// Write an untied F16 `output.weight` (default: lm_head is the tied embedding).
+    #[arg(long)]
+    pub untied: bool,
+    /// Write one-element `.scale` tensors after each projection (not with I2_S).
+    #[arg(long)]
+    pub scale_tensors: bool,
+    /// RoPE base.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rope_base: f32,
+    /// Context length.
+    #[arg(long, default_value_t = 256)]
+    pub ctx: u32,
+    /// Projection scale multiplier (1: unit-variance activations; larger: chaotic depth).
+    #[arg(long, default_value_t = 1.0)]
+    pub gain: f64,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Vocabulary: the fixtures' 384-token one, or LLaMA-3's 128256 tokens.
+    #[arg(long, value_enum, default_value = "small")]
+    pub vocab: VocabArg,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+/// Vocabularies `fixtures gen` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VocabArg {
+    /// The fixtures' 384-token byte-level BPE vocabulary.
+    Small,
+    /// LLaMA-3's 128256 tokens (from fixtures/tokenizer/llama3/).
+    Llama3,
+}
+
+impl GenArgs {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            name: format!(
+                "xval gen {} {} L{} e{} ff{} h{}/{}{}",
+                self.arch.name(),
+                self.format.ggml_type().name(),
+                self.layers,
+                self.n_embd,
+                self.n_ff,
+                self.heads,
+                self.kv_heads,
+                if self.untied { " untied" } else { "" }
+            ),
+            arch: self.arch,
+            weights: self.format,
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_layer: self.layers,
+            n_head: self.heads,
+            n_head_kv: self.kv_heads,
+            context_length: self.ctx,
+            rope_freq_base: self.rope_base,
+            rms_eps: 1e-5,
+            scale_tensors: self.scale_tensors,
+            untied_output: self.untied,
+            gain: self.gain,
+            pre_tokenizer: match self.vocab {
+                VocabArg::Small => Some("llama-bpe".into()),
+                VocabArg::Llama3 => None,
+            },
+            seed: self.seed,
+        }
+    }
 }
 
 /// The shapes `fixtures synth` knows.
@@ -194,6 +294,15 @@ pub fn run(cmd: FixturesCommand) -> anyhow::Result<Exit> {
             let start = Instant::now();
             fixtures::write_model_streaming(&spec, &vocab, &out)?;
             report_written(&out, start)?;
+        }
+        FixturesCommand::Gen(args) => {
+            let vocab = match args.vocab {
+                VocabArg::Small => Vocab::small(),
+                VocabArg::Llama3 => load_llama3(&args.root)?,
+            };
+            let start = Instant::now();
+            fixtures::build_model(&args.spec(), &vocab)?.write_file(&args.out)?;
+            report_written(&args.out, start)?;
         }
         FixturesCommand::Llama3 {
             out,

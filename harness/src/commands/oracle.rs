@@ -46,9 +46,10 @@ pub struct OracleArgs {
     /// Context length in positions (the prompt is evaluated as one batch of at most this).
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
-    /// K/V cache element type (f32 is the most exact oracle).
-    #[arg(long, value_enum, default_value_t = KvArg::F32)]
-    pub kv_type: KvArg,
+    /// K/V cache element type [default: f32, the most exact, or f16 where the oracle refuses
+    /// an F32 V cache (bitnet.cpp's fork), said in its identity].
+    #[arg(long, value_enum)]
+    pub kv_type: Option<KvArg>,
     /// Seconds the oracle may take for loading or for one evaluation before it is killed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -64,7 +65,8 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<Exit> {
     let settings = OracleSettings {
         threads: args.threads,
         n_ctx: args.ctx,
-        kv_type: args.kv_type.into(),
+        kv_type: args.kv_type.unwrap_or(KvArg::F32).into(),
+        kv_fallback: args.kv_type.is_none(),
         reference_kernels: args.reference_kernels,
         ..OracleSettings::default()
     };

@@ -15,7 +15,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use xval_engine::numerics::Profile;
+use xval_engine::numerics::{Numerics, Profile};
 
 use super::metrics::{KeyMetrics, LogitMetrics};
 use super::thresholds::{AppliedThresholds, LogitThreshold, TapThreshold};
@@ -158,20 +158,35 @@ pub struct Pairing {
     /// `ggml`; bitnet.cpp on I2_S: `bitnet-cpp`), as the oracle's identity says.
     #[schemars(with = "String")]
     pub oracle_numerics: Profile,
-    /// Whether the two are the same arithmetic.
+    /// The engine's whole numerics setting (profile, KV type, F16 activations).
+    #[schemars(with = "serde_json::Value")]
+    pub engine: Numerics,
+    /// The whole numerics setting that mirrors the oracle, as its identity says.
+    #[schemars(with = "serde_json::Value")]
+    pub oracle: Numerics,
+    /// Whether the two are the same arithmetic (all three parts).
     pub matched: bool,
     /// What the pairing means for the numbers, in words.
     pub note: String,
 }
 
 impl Pairing {
-    pub fn new(engine_profile: Profile, oracle_kind: &str, oracle_numerics: Profile) -> Pairing {
-        let matched = engine_profile == oracle_numerics;
+    pub fn new(engine: Numerics, oracle_kind: &str, oracle: Numerics) -> Pairing {
+        let (engine_profile, oracle_numerics) = (engine.profile, oracle.profile);
+        let matched = engine == oracle;
         let note = if matched {
             format!(
                 "engine profile {engine_profile} mirrors the {oracle_kind} oracle's numerics \
                  ({}): differences beyond the noise floor are bugs",
                 oracle_numerics.describe()
+            )
+        } else if engine_profile == oracle_numerics {
+            format!(
+                "numerics differ by design: the engine runs {} while the {oracle_kind} oracle \
+                 computes as {}; differences of the size f16 rounding causes are expected, not \
+                 a bug (leave out --kv for a parity check)",
+                engine.describe(),
+                oracle.describe()
             )
         } else {
             format!(
@@ -187,6 +202,8 @@ impl Pairing {
             engine_profile,
             oracle_kind: oracle_kind.into(),
             oracle_numerics,
+            engine,
+            oracle,
             matched,
             note,
         }
@@ -387,7 +404,11 @@ top1_must_agree = true
     #[test]
     fn verdicts_by_definition() {
         let th = applied();
-        let p = Pairing::new(Profile::Ggml, "builtin", Profile::Ggml);
+        let p = Pairing::new(
+            Numerics::new(Profile::Ggml),
+            "builtin",
+            Numerics::new(Profile::Ggml),
+        );
         let o = [1.0f32, 3.0, 2.9, 0.0];
         // Identical: MATCH.
         let (v, _) = position_verdict(&logits(&o, &o), &[], &th.logits, &p);
@@ -433,7 +454,11 @@ top1_must_agree = true
     #[test]
     fn mismatched_profile_explains_drift() {
         let th = applied();
-        let p = Pairing::new(Profile::F32, "builtin", Profile::Ggml);
+        let p = Pairing::new(
+            Numerics::new(Profile::F32),
+            "builtin",
+            Numerics::new(Profile::Ggml),
+        );
         assert!(!p.matched);
         let o = [1.0f32, 3.0, 2.9, 0.0];
         let (v, why) = position_verdict(&logits(&[1.0, 3.0, 2.8, 0.0], &o), &[], &th.logits, &p);
@@ -442,7 +467,14 @@ top1_must_agree = true
             why.contains("numerics differ by design") && why.contains("Q8_K"),
             "{why}"
         );
-        assert!(Pairing::new(Profile::Ggml, "builtin", Profile::Ggml).matched);
+        assert!(
+            Pairing::new(
+                Numerics::new(Profile::Ggml),
+                "builtin",
+                Numerics::new(Profile::Ggml)
+            )
+            .matched
+        );
     }
 
     #[test]

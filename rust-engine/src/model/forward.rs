@@ -135,12 +135,7 @@ impl Engine {
     }
 
     pub(super) fn linear(&self, lin: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let mut y = matmul(
-            &self.model.view_unchecked(&lin.w),
-            x,
-            n,
-            self.numerics.profile,
-        )?;
+        let mut y = matmul(&self.model.view_unchecked(&lin.w), x, n, self.numerics)?;
         if let Some(s) = lin.scale {
             // ggml_mul by the one-element `.scale` tensor: a separate f32 multiply.
             y.iter_mut().for_each(|v| *v *= s);
@@ -221,12 +216,11 @@ impl Engine {
             let cur = self.norm_rows(&ffn_inp, &layer.ffn_norm);
             sink.put("ffn_norm", l, &[d], n, &cur);
 
-            let profile = self.numerics.profile;
             let mut up = matmul(
                 &self.model.view_unchecked(&layer.ffn_up.w),
                 &cur,
                 n,
-                profile,
+                self.numerics,
             )?;
             sink.put("ffn_up", l, &[hp.n_ff], n, &up);
             if let Some(s) = layer.ffn_up.scale {
@@ -237,7 +231,7 @@ impl Engine {
                 &self.model.view_unchecked(&layer.ffn_gate.w),
                 &cur,
                 n,
-                profile,
+                self.numerics,
             )?;
             sink.put("ffn_gate", l, &[hp.n_ff], n, &gate);
             if let Some(s) = layer.ffn_gate.scale {
@@ -268,7 +262,7 @@ impl Engine {
             &self.model.view_unchecked(&self.model.output),
             &cur,
             n,
-            self.numerics.profile,
+            self.numerics,
         )?;
         sink.put("result_output", None, &[hp.n_vocab], n, &logits);
         Ok(Forward {
@@ -298,13 +292,19 @@ impl Engine {
         let scale = 1.0f32 / (hd as f32).sqrt();
         let exact = self.numerics.profile == Profile::F32;
         let f16 = self.numerics.kv == KvType::F16 && !exact;
-        let round = |x: f32| {
-            if f16 {
-                half::f16::from_f32(x).to_f32()
-            } else {
-                x
+        let round_to = |on: bool| {
+            move |x: f32| {
+                if on {
+                    half::f16::from_f32(x).to_f32()
+                } else {
+                    x
+                }
             }
         };
+        // kq: the permuted queries always take the vec_dot path, rounded to F16's vec_dot_type;
+        // kqv: the probabilities are a contiguous F32 batch, which tinyBLAS may take as F32.
+        let round_q = round_to(f16);
+        let round_p = round_to(f16 && self.numerics.f16_activations.rounds(n));
         let mut out = vec![0f32; n * hp.n_embd];
         out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
             let (t, h) = (i / n_head, i % n_head);
@@ -312,7 +312,7 @@ impl Engine {
             let kvh = h / group;
             let qh: Vec<f32> = q[t * hp.n_embd + h * hd..][..hd]
                 .iter()
-                .map(|&x| round(x))
+                .map(|&x| round_q(x))
                 .collect();
             let mut kv = vec![0f32; hd];
             let mut scores = Vec::with_capacity(pos + 1);
@@ -333,7 +333,7 @@ impl Engine {
             let mut acc = vec![0f64; hd];
             for (j, &p) in scores.iter().enumerate() {
                 cache.read(il, true, j, kvh * hd, &mut kv);
-                let p = round(p);
+                let p = round_p(p);
                 for (a, &v) in acc.iter_mut().zip(&kv) {
                     *a += if exact {
                         p as f64 * v as f64

@@ -62,7 +62,7 @@ impl Engine {
                 };
                 check(x, d, "result_norm")?;
                 let w = self.model().view_unchecked(&self.model().output);
-                matmul(&w, x, n, self.numerics().profile)?
+                matmul(&w, x, n, self.numerics())?
             }
             (tag, Some(l)) if l < hp.n_layer => {
                 let ly = &self.model().layers[l];
@@ -72,12 +72,7 @@ impl Engine {
                 };
                 let raw = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
                     check(x, width, what)?;
-                    matmul(
-                        &self.model().view_unchecked(&lin.w),
-                        x,
-                        n,
-                        self.numerics().profile,
-                    )
+                    matmul(&self.model().view_unchecked(&lin.w), x, n, self.numerics())
                 };
                 let scaled = |lin: &Linear, pre: &str| -> Result<Option<Vec<f32>>> {
                     let (Some(s), Some(x)) = (lin.scale, input(pre, Some(l))) else {

@@ -29,6 +29,17 @@ pub fn vec_dot_f16(row: &[u8], x: &[half::f16]) -> f32 {
     sum as f32
 }
 
+/// F16 weights times f32 activations: f32 products summed in f64 (the generic order; the
+/// bitnet.cpp fork's tinyBLAS sums the same products in f32 SIMD lanes).
+pub fn vec_dot_f16_f32(row: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(row.len(), x.len() * 2, "f16 row/activation mismatch");
+    let mut sum = 0f64;
+    for (w, &a) in row.chunks_exact(2).zip(x) {
+        sum += (half::f16::from_le_bytes([w[0], w[1]]).to_f32() * a) as f64;
+    }
+    sum as f32
+}
+
 /// Round activations to f16 (F16's `vec_dot_type`).
 pub fn to_f16_row(x: &[f32], out: &mut Vec<half::f16>) {
     out.clear();

@@ -13,7 +13,7 @@ use super::q8_k::{self, BlockQ8K};
 use super::{bf16, f16, f32 as f32q, i2_s, q8_0, tq1_0, tq2_0};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
-use crate::numerics::Profile;
+use crate::numerics::{Numerics, Profile};
 
 /// A 2-D weight tensor viewed as `m` rows of `k` weights (GGUF shape `[k, m]`).
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +114,8 @@ enum Prepared {
     Q8K(Vec<BlockQ8K>),
     I8(ActI8),
     F16(Vec<half::f16>),
+    /// F16 weights times f32 activations (bitnet.cpp's tinyBLAS for batches).
+    F16xF32(Vec<f32>),
     BF16(Vec<u16>),
     Q8_0(Vec<u8>),
     F32(Vec<f32>),
@@ -121,7 +123,8 @@ enum Prepared {
     Exact(Vec<f32>),
 }
 
-fn prepare(w: &WeightMatrix, x: &[f32], profile: Profile) -> Result<Prepared> {
+fn prepare(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Result<Prepared> {
+    let profile = numerics.profile;
     Ok(match (profile, w.ty) {
         (Profile::F32, _) => Prepared::Exact(x.to_vec()),
         (_, GgmlType::F32) => Prepared::F32(x.to_vec()),
@@ -137,6 +140,7 @@ fn prepare(w: &WeightMatrix, x: &[f32], profile: Profile) -> Result<Prepared> {
             act_i8::quantize_row(x, &mut a);
             Prepared::I8(a)
         }
+        (_, GgmlType::F16) if !numerics.f16_activations.rounds(n) => Prepared::F16xF32(x.to_vec()),
         (_, GgmlType::F16) => {
             let mut v = Vec::with_capacity(x.len());
             f16::to_f16_row(x, &mut v);
@@ -185,6 +189,7 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> f32 
             w.tensor_scale(),
         ),
         (Prepared::F16(x), _) => f16::vec_dot_f16(row, x),
+        (Prepared::F16xF32(x), _) => f16::vec_dot_f16_f32(row, x),
         (Prepared::BF16(x), _) => bf16::vec_dot_bf16(row, x),
         (Prepared::Q8_0(y), _) => q8_0::vec_dot_q8_0(row, y),
         _ => unreachable!("prepare() pairs every activation form with its weight types"),
@@ -192,9 +197,11 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> f32 
 }
 
 /// `out[t * m + r] = W[r] . x[t]` for `n` activation rows `x` (each `k` long), in the current
-/// rayon pool. Under the ggml profile an I2_S tensor's scale is applied here as a separate f32
-/// multiply after the dot, as the transcoded `.scale` tensor is in ggml.
-pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, profile: Profile) -> Result<Vec<f32>> {
+/// rayon pool, with the activation form `numerics` gives the weight type. Under the ggml
+/// profile an I2_S tensor's scale is applied here as a separate f32 multiply after the dot, as
+/// the transcoded `.scale` tensor is in ggml.
+pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Result<Vec<f32>> {
+    let profile = numerics.profile;
     if x.len() != n * w.k {
         return Err(Error::Invalid(format!(
             "tensor '{}': {n} activation rows of width {} expected, got {} values",
@@ -205,7 +212,7 @@ pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, profile: Profile) -> Result
     }
     let prepared = x
         .chunks_exact(w.k)
-        .map(|row| prepare(w, row, profile))
+        .map(|row| prepare(w, row, n, numerics))
         .collect::<Result<Vec<_>>>()?;
     let post_scale = if profile == Profile::Ggml && w.ty == GgmlType::I2_S {
         Some(w.tensor_scale())
