@@ -1,19 +1,30 @@
 //! Running both sides of a comparison on the same ids: the engine and the oracle evaluate the
-//! prompt, then follow the oracle's greedy tokens through their KV caches; the engine's ops
-//! are also replayed on the oracle's own inputs. What comes out is plain data for
-//! [`crate::compare::compare_core`].
+//! prompt, then follow the oracle's greedy tokens through their KV caches. Beside them run
+//!
+//! - the engine's **noise twin** (`Engine::with_plan(Plan::jitter(..))`): the same engine with
+//!   every op's output moved by one ulp in about half its elements, fed the same ids. Its drift
+//!   from the plain engine, tap by tap, is how far rounding noise carries in this model, and the
+//!   chained limits follow it;
+//! - the engine's **op replays**: every op recomputed from the oracle's own inputs, for the
+//!   prompt and for every decode step (attention over the oracle's keys and values of every
+//!   earlier position).
+//!
+//! What comes out is plain data for [`crate::compare::compare_core`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use xval_cpp_sys::{Evaluation, Oracle};
-use xval_engine::model::{Engine, Forward, KvCache};
+use xval_engine::model::{Engine, Forward, KvHistory, Plan, ReplayInputs};
 use xval_engine::sampling::argmax;
-use xval_engine::taps::{Tap, TapFilter};
+use xval_engine::taps::{tap_name, Tap, TapFilter};
 
 use crate::compare::align::align;
-use crate::compare::SideEval;
+use crate::compare::{ReplayError, SideEval, Twin};
 use crate::error::Error;
+
+/// The seed of the noise twin's jitter (fixed: the same inputs give the same receipt).
+pub const TWIN_SEED: u64 = 0x7e1f_0d1d_5eed_0001;
 
 impl SideEval {
     /// The engine's evaluation of `tokens`.
@@ -43,8 +54,15 @@ pub struct Sides {
     pub oracle_prefill: SideEval,
     pub engine_steps: Vec<SideEval>,
     pub oracle_steps: Vec<SideEval>,
+    /// The noise twin on the same ids: the prompt, then the same decode steps.
+    pub twin_prefill: SideEval,
+    pub twin_steps: Vec<SideEval>,
     /// The engine's prompt taps replayed on the oracle's inputs.
     pub replay: Vec<Tap>,
+    /// The same for every decode step.
+    pub step_replays: Vec<Vec<Tap>>,
+    /// Replays that failed (inputs present but unusable, or an engine error).
+    pub replay_errors: Vec<ReplayError>,
 }
 
 /// How to run both sides.
@@ -57,29 +75,29 @@ pub struct RunPlan<'a> {
     pub progress: bool,
 }
 
-/// Evaluate the prompt on both sides, then follow the oracle's greedy tokens for `plan.steps`;
-/// seconds per phase go into `timings`.
+/// Evaluate the prompt on both sides, then follow the oracle's greedy tokens for
+/// `plan.steps`; then the noise twin on the same ids and every op replay. Seconds per phase go
+/// into `timings`.
 pub fn run_sides(
     engine: &Engine,
-    cache: &mut KvCache,
     oracle: &mut dyn Oracle,
     plan: &RunPlan,
     timings: &mut BTreeMap<String, f64>,
 ) -> anyhow::Result<Sides> {
     let ids = plan.ids;
-    cache.clear();
+    let mut cache = engine.new_cache();
     let t = Instant::now();
-    let e = engine.forward(cache, ids, plan.taps)?;
+    let e = engine.forward(&mut cache, ids, plan.taps)?;
     timings.insert("engine_prefill".into(), t.elapsed().as_secs_f64());
     let t = Instant::now();
     let o = oracle.evaluate(ids, plan.taps).map_err(Error::Oracle)?;
     timings.insert("oracle_prefill".into(), t.elapsed().as_secs_f64());
     let mut next = argmax(o.logits_row(o.n_tokens() - 1));
     let (engine_prefill, oracle_prefill) = (SideEval::of_engine(ids, e), SideEval::of_oracle(o));
-    let t = Instant::now();
-    let replay = replay_on_oracle_inputs(engine, ids, &engine_prefill.taps, &oracle_prefill.taps);
-    timings.insert("engine_replay".into(), t.elapsed().as_secs_f64());
-    let steps = plan.steps.min(cache.capacity().saturating_sub(ids.len()));
+
+    let steps = plan
+        .steps
+        .min(cache.capacity().saturating_sub(ids.len()));
     let bar = plan.progress.then(|| {
         let b = indicatif::ProgressBar::new(steps as u64);
         b.set_style(
@@ -92,7 +110,7 @@ pub fn run_sides(
     let (mut te, mut to) = (0.0, 0.0);
     for _ in 0..steps {
         let t = Instant::now();
-        let e = engine.forward(cache, &[next], plan.taps)?;
+        let e = engine.forward(&mut cache, &[next], plan.taps)?;
         te += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let o = oracle.decode_step(next, plan.taps).map_err(Error::Oracle)?;
@@ -109,24 +127,159 @@ pub fn run_sides(
     }
     timings.insert("engine_decode".into(), te);
     timings.insert("oracle_decode".into(), to);
+
+    let t = Instant::now();
+    let decode_tokens: Vec<u32> = oracle_steps.iter().map(|s| s.tokens[0]).collect();
+    let twin = run_twin(engine, ids, &decode_tokens, plan.taps)?;
+    timings.insert("noise_twin".into(), t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let replays = replay_all(
+        engine,
+        (&engine_prefill, &oracle_prefill),
+        &engine_steps,
+        &oracle_steps,
+    );
+    timings.insert("engine_replay".into(), t.elapsed().as_secs_f64());
     Ok(Sides {
         engine_prefill,
         oracle_prefill,
         engine_steps,
         oracle_steps,
-        replay,
+        twin_prefill: twin.prefill,
+        twin_steps: twin.decode,
+        replay: replays.prompt,
+        step_replays: replays.steps,
+        replay_errors: replays.errors,
     })
 }
 
-/// Every engine tap recomputed by the engine's own op from the oracle's inputs (op-level
-/// replay). The oracle tap paired with each engine name (through the I2_S `_s` alias where it
-/// applies) serves as that name's input. An op whose inputs are missing or shaped differently
-/// (already reported by the alignment) is left out.
-pub fn replay_on_oracle_inputs(
+/// The noise twin of `engine` on the prompt `ids`, then one step per token of `decode`.
+pub fn run_twin(
     engine: &Engine,
     ids: &[u32],
+    decode: &[u32],
+    taps: &TapFilter,
+) -> anyhow::Result<Twin> {
+    // Tie flips at the last prompt position: its effect reaches every decode step. The twin is
+    // the same engine: faults the engine was given stay.
+    let Plan {
+        jitter,
+        flip_ties_at,
+        f32_sums,
+        ..
+    } = Plan::twin(TWIN_SEED, ids.len().checked_sub(1));
+    let twin = engine.with_plan(Plan {
+        jitter,
+        flip_ties_at,
+        f32_sums,
+        faults: engine.plan().map(|p| p.faults.clone()).unwrap_or_default(),
+    })?;
+    let mut cache = twin.new_cache();
+    let prefill = SideEval::of_engine(ids, twin.forward(&mut cache, ids, taps)?);
+    let decode = decode
+        .iter()
+        .map(|&t| Ok(SideEval::of_engine(&[t], twin.forward(&mut cache, &[t], taps)?)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Twin {
+        seed: TWIN_SEED,
+        prefill,
+        decode,
+    })
+}
+
+/// Every op replay of a comparison.
+pub struct Replays {
+    pub prompt: Vec<Tap>,
+    pub steps: Vec<Vec<Tap>>,
+    pub errors: Vec<ReplayError>,
+}
+
+/// Replay every engine op of the prompt and of every decode step on the oracle's inputs; each
+/// step's attention runs over the oracle's keys and values of every earlier position.
+pub fn replay_all(
+    engine: &Engine,
+    (engine_prefill, oracle_prefill): (&SideEval, &SideEval),
+    engine_steps: &[SideEval],
+    oracle_steps: &[SideEval],
+) -> Replays {
+    let n_layer = engine.model().hparams.n_layer;
+    let mut errors = Vec::new();
+    let mut history = Some(KvHistory::default());
+    let prompt = replay_evaluation(
+        engine,
+        &engine_prefill.tokens,
+        0,
+        &engine_prefill.taps,
+        &oracle_prefill.taps,
+        history.as_ref(),
+        None,
+        &mut errors,
+    );
+    extend_history(&mut history, &oracle_prefill.taps, n_layer);
+    let mut pos = engine_prefill.tokens.len();
+    let mut steps = Vec::new();
+    for (i, (e, o)) in engine_steps.iter().zip(oracle_steps).enumerate() {
+        steps.push(replay_evaluation(
+            engine,
+            &e.tokens,
+            pos,
+            &e.taps,
+            &o.taps,
+            history.as_ref(),
+            Some(i),
+            &mut errors,
+        ));
+        extend_history(&mut history, &o.taps, n_layer);
+        pos += e.tokens.len();
+    }
+    Replays {
+        prompt,
+        steps,
+        errors,
+    }
+}
+
+/// Append an evaluation's keys and values (the oracle's `Kcur-L`/`Vcur-L` of every layer) to
+/// the history; without them the history ends (later attention replays have no cache).
+fn extend_history(history: &mut Option<KvHistory>, taps: &[Tap], n_layer: usize) {
+    let Some(h) = history else {
+        return;
+    };
+    let find = |tag: &str, l: usize| taps.iter().find(|t| t.name == tap_name(tag, Some(l)));
+    if h.k.is_empty() {
+        h.k = vec![Vec::new(); n_layer];
+        h.v = vec![Vec::new(); n_layer];
+    }
+    for l in 0..n_layer {
+        match (find("Kcur", l), find("Vcur", l)) {
+            (Some(k), Some(v)) => {
+                h.k[l].extend_from_slice(&k.data);
+                h.v[l].extend_from_slice(&v.data);
+            }
+            _ => {
+                *history = None;
+                return;
+            }
+        }
+    }
+}
+
+/// Every engine tap of one evaluation (`tokens` from position `start`) recomputed by the
+/// engine's own op from the oracle's inputs (op-level replay). The oracle tap paired with each
+/// engine name (through the I2_S `_s` alias where it applies) serves as that name's input;
+/// `history` holds the oracle's keys and values of the positions before `start`. An op whose
+/// inputs were not captured is left out; a replay that fails, or gives the wrong number of
+/// values, is recorded in `errors` (the comparison fails on it).
+#[allow(clippy::too_many_arguments)]
+pub fn replay_evaluation(
+    engine: &Engine,
+    tokens: &[u32],
+    start: usize,
     engine_taps: &[Tap],
     oracle_taps: &[Tap],
+    history: Option<&KvHistory>,
+    step: Option<usize>,
+    errors: &mut Vec<ReplayError>,
 ) -> Vec<Tap> {
     let aligned = align(engine_taps, oracle_taps);
     let inputs: HashMap<&str, &[f32]> = aligned
@@ -135,13 +288,34 @@ pub fn replay_on_oracle_inputs(
         .map(|p| (p.engine.name.as_str(), &p.oracle.data[..]))
         .collect();
     let get = |name: &str| inputs.get(name).copied();
-    engine_taps
-        .iter()
-        .filter_map(|t| match engine.replay(&t.name, ids, &get) {
+    let inp = ReplayInputs {
+        tokens,
+        start,
+        get: &get,
+        history,
+    };
+    let mut out = Vec::new();
+    for t in engine_taps {
+        match engine.replay(&t.name, &inp) {
+            Ok(None) => {}
             Ok(Some(data)) if data.len() == t.data.len() => {
-                Some(Tap::new(t.name.clone(), t.shape.clone(), data))
+                out.push(Tap::new(t.name.clone(), t.shape.clone(), data));
             }
-            _ => None,
-        })
-        .collect()
+            Ok(Some(data)) => errors.push(ReplayError {
+                tap: t.name.clone(),
+                step,
+                error: format!(
+                    "the replay gave {} values, the forward pass {}",
+                    data.len(),
+                    t.data.len()
+                ),
+            }),
+            Err(e) => errors.push(ReplayError {
+                tap: t.name.clone(),
+                step,
+                error: e.to_string(),
+            }),
+        }
+    }
+    out
 }

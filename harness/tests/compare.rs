@@ -15,13 +15,15 @@ use xval_engine::quant::i2_s::I2sLayout;
 use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 use xval_engine::tokenizer::Tokenizer;
-use xval_harness::compare::receipt::{schema, EngineIdentity, Mode, Provenance, SCHEMA_PATH};
+use xval_harness::compare::receipt::{
+    schema, EngineIdentity, InputRecord, Mode, Provenance, SCHEMA_PATH,
+};
 use xval_harness::compare::thresholds::ThresholdKey;
 use xval_harness::compare::verdict::Pairing;
 use xval_harness::compare::{
     compare_core, CompareSettings, Receipt, Side, SideEval, Thresholds, Verdict,
 };
-use xval_harness::sides::replay_on_oracle_inputs;
+use xval_harness::sides::{replay_all, run_twin};
 
 const PROMPT: &str = "the cat sat";
 
@@ -62,7 +64,7 @@ fn run_side(e: &Engine, ids: &[u32], inputs: &[u32], taps: &TapFilter) -> Side {
         tokenized: tokenizer.encode(PROMPT, true, true).unwrap(),
         prefill,
         decode,
-        replay: Vec::new(),
+        ..Side::default()
     }
 }
 
@@ -95,8 +97,11 @@ fn sides(c: &Case) -> (Engine, Side, Side) {
     let filter = TapFilter::parse(c.taps);
     let mut e = run_side(&eng, &ids, &inputs, &filter);
     let o = run_side(&orc, &ids, &inputs, &filter);
-    // Op-level replay: the engine's ops on the "oracle" engine's inputs.
-    e.replay = replay_on_oracle_inputs(&eng, &ids, &e.prefill.taps, &o.prefill.taps);
+    // Op-level replay: the engine's ops on the "oracle" engine's inputs, prompt and steps.
+    let r = replay_all(&eng, (&e.prefill, &o.prefill), &e.decode, &o.decode);
+    (e.replay, e.step_replays, e.replay_errors) = (r.prompt, r.steps, r.errors);
+    // The noise twin the chained limits follow.
+    e.twin = Some(run_twin(&eng, &ids, &inputs, &filter).unwrap());
     (eng, e, o)
 }
 
@@ -106,6 +111,7 @@ fn settings(c: &Case, eng: &Engine) -> CompareSettings {
     let key = ThresholdKey {
         format,
         profile: c.engine,
+        kv: eng.numerics().kv,
         backend: eng.backend(),
     };
     CompareSettings {
@@ -119,6 +125,13 @@ fn settings(c: &Case, eng: &Engine) -> CompareSettings {
         }),
         pairing: Pairing::new(Numerics::new(c.engine), "engine", Numerics::new(c.oracle)),
         thresholds: Thresholds::default().resolve(&key),
+        input: InputRecord {
+            prompt: Some(PROMPT.into()),
+            prompt_index: 0,
+            prompts_total: 1,
+            prompts_sha256: "0".repeat(64),
+            shard: None,
+        },
         top_k: 5,
         steps_requested: c.steps,
         created: "2025-01-01T00:00:00Z".into(),
@@ -470,10 +483,10 @@ fn receipts_validate_against_the_schema_and_round_trip() {
     assert_eq!(errs.len(), 3, "{errs:#?}");
 
     // Unreadable receipts name their file.
-    std::fs::write(&path, b"{\"schema_version\": 2}").unwrap();
+    std::fs::write(&path, b"{\"schema_version\": 1}").unwrap();
     let err = Receipt::read(&path).unwrap_err().to_string();
     assert!(
-        err.contains("receipt.json") && err.contains("schema_version 2"),
+        err.contains("receipt.json") && err.contains("schema_version 1"),
         "{err}"
     );
     std::fs::write(&path, b"not json").unwrap();
@@ -581,16 +594,18 @@ fn gate_exit_codes_and_violation_table() {
     let out = common::stdout(&o);
     assert!(out.contains("FAIL ") && out.contains("drift.json"), "{out}");
     assert!(out.contains("position 0") && out.contains("DRIFT"), "{out}");
-    // Caught by the op-level replay (decode steps are judged by the loose chained limits only).
+    // Caught by the op-level replay, in the prompt and in the decode steps.
     assert!(out.contains("replay_nmse"), "{out}");
+    assert!(out.contains("decode step 0"), "{out}");
 
     // Looser thresholds from a file let the drift through.
     let loose = dir.path().join("loose.toml");
     std::fs::write(
         &loose,
-        "version = 1\n[[rule]]\nclass = \"*\"\nmax_nmse = 1e-1\nmin_cosine = 0.9\n\
-         [[rule]]\nclass = \"logits\"\nmax_nmse = 1e-1\nmin_cosine = 0.9\nmax_kl = 1e-1\n\
-         top1_must_agree = true\n",
+        "version = 2\n[chained]\nk = 10\nkl_k = 10\ninformative_max_nmse = 0.05\n\
+         [[rule]]\nclass = \"*\"\nmax_replay_nmse = 1e-1\nchained_floor = 1e-1\n\
+         [[rule]]\nclass = \"logits\"\nmax_replay_nmse = 1e-1\nchained_floor = 1e-1\n\
+         kl_floor = 1e-1\ntop1_must_agree = true\n",
     )
     .unwrap();
     let o = common::harness(&["gate", s(&drift), "--thresholds", s(&loose)]);

@@ -5,7 +5,7 @@ mod common;
 
 use common::{agreement, open, reference_logits, weights, Spec};
 use xval_engine::gguf::{GgmlType, GgufFile, Value};
-use xval_engine::model::{Engine, Model};
+use xval_engine::model::{Engine, Fault, KvHistory, Model, Plan, ReplayInputs};
 use xval_engine::numerics::{F16Activations, KvType, Numerics, Profile};
 use xval_engine::taps::{all_names, TapFilter};
 use xval_engine::Error;
@@ -355,9 +355,15 @@ fn replaying_every_op_on_the_engines_own_inputs_reproduces_its_taps_exactly() {
                     .find(|t| t.name == name)
                     .map(|t| &t.data[..])
             };
+            let inp = ReplayInputs {
+                tokens: &TOKENS,
+                start: 0,
+                get: &get,
+                history: None,
+            };
             for tap in &out.taps {
                 let replayed = e
-                    .replay(&tap.name, &TOKENS, &get)
+                    .replay(&tap.name, &inp)
                     .unwrap()
                     .unwrap_or_else(|| panic!("{} cannot be replayed", tap.name));
                 assert!(
@@ -370,8 +376,122 @@ fn replaying_every_op_on_the_engines_own_inputs_reproduces_its_taps_exactly() {
             }
             // A missing input is not an error: there is nothing to replay.
             let none = |_: &str| None;
-            assert_eq!(e.replay("ffn_down-1", &TOKENS, &none).unwrap(), None);
-            assert_eq!(e.replay("not_a_tap-0", &TOKENS, &get).unwrap(), None);
+            let nothing = ReplayInputs {
+                get: &none,
+                ..inp
+            };
+            assert_eq!(e.replay("ffn_down-1", &nothing).unwrap(), None);
+            assert_eq!(e.replay("not_a_tap-0", &inp).unwrap(), None);
         }
     }
+}
+
+/// The keys and values of `taps` (one evaluation) appended to a history.
+fn push_history(h: &mut KvHistory, taps: &[xval_engine::taps::Tap], n_layer: usize) {
+    h.k.resize(n_layer, Vec::new());
+    h.v.resize(n_layer, Vec::new());
+    for l in 0..n_layer {
+        let get = |tag: &str| {
+            taps.iter()
+                .find(|t| t.name == format!("{tag}-{l}"))
+                .unwrap()
+                .data
+                .clone()
+        };
+        h.k[l].extend(get("Kcur"));
+        h.v[l].extend(get("Vcur"));
+    }
+}
+
+#[test]
+fn replaying_a_decode_step_over_the_key_value_history_reproduces_it_exactly() {
+    for spec in specs() {
+        for profile in Profile::ALL {
+            let e = engine(spec, Numerics::new(profile), 2);
+            let n_layer = e.model().hparams.n_layer;
+            let mut cache = e.new_cache();
+            let all = TapFilter::all();
+            let pre = e.forward(&mut cache, &TOKENS[..5], &all).unwrap();
+            let mut history = KvHistory::default();
+            push_history(&mut history, &pre.taps, n_layer);
+            for (i, &t) in TOKENS[5..].iter().enumerate() {
+                let step = e.forward(&mut cache, &[t], &all).unwrap();
+                let get = |name: &str| {
+                    step.taps
+                        .iter()
+                        .find(|x| x.name == name)
+                        .map(|x| &x.data[..])
+                };
+                let inp = ReplayInputs {
+                    tokens: &[t],
+                    start: 5 + i,
+                    get: &get,
+                    history: Some(&history),
+                };
+                for tap in &step.taps {
+                    let r = e.replay(&tap.name, &inp).unwrap().unwrap();
+                    assert!(
+                        r == tap.data,
+                        "{} {} {profile}: step {i}: replay of {} differs",
+                        spec.arch,
+                        spec.proj,
+                        tap.name
+                    );
+                }
+                // Without the history, attention after position 0 cannot be replayed.
+                let bare = ReplayInputs {
+                    history: None,
+                    ..inp
+                };
+                assert_eq!(e.replay("kqv_out-0", &bare).unwrap(), None);
+                push_history(&mut history, &step.taps, n_layer);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_plan_changes_only_what_it_names() {
+    let spec = Spec::bitnet(GgmlType::TQ2_0);
+    let plain = engine(spec, Numerics::new(Profile::Ggml), 2);
+    let all = TapFilter::all();
+    let run = |e: &Engine| {
+        let mut cache = e.new_cache();
+        let mut out = vec![e.forward(&mut cache, &TOKENS[..5], &all).unwrap()];
+        out.push(e.forward(&mut cache, &TOKENS[5..6], &all).unwrap());
+        out
+    };
+    let base = run(&plain);
+    let tap = |f: &xval_engine::model::Forward, name: &str| {
+        f.taps.iter().find(|t| t.name == name).unwrap().data.clone()
+    };
+    // A 1% scale error in one projection: that tap scaled, everything before it untouched.
+    let scaled = plain
+        .with_plan(Plan::fault(Fault::ScaleTensor {
+            tensor: "blk.1.attn_q.weight".into(),
+            factor: 1.01,
+        }))
+        .unwrap();
+    let s = run(&scaled);
+    assert_eq!(tap(&s[0], "attn_norm-1"), tap(&base[0], "attn_norm-1"));
+    assert_ne!(tap(&s[0], "Qcur-1"), tap(&base[0], "Qcur-1"));
+    assert_eq!(tap(&s[0], "Kcur-1"), tap(&base[0], "Kcur-1"));
+    // The KV fault acts in decode only: the prompt is identical, the step's attention is not.
+    let short = plain.with_plan(Plan::fault(Fault::KvOneShort)).unwrap();
+    let k = run(&short);
+    assert_eq!(k[0].logits, base[0].logits);
+    assert_eq!(tap(&k[1], "Qcur-0"), tap(&base[1], "Qcur-0"));
+    assert_ne!(tap(&k[1], "kqv_out-0"), tap(&base[1], "kqv_out-0"));
+    // The jitter twin moves every op by about one ulp: attn_norm-0 sees a jittered embedding
+    // and is jittered itself, a few ulps in all: close, not equal.
+    let twin = plain.with_plan(Plan::jitter(1)).unwrap();
+    let t = run(&twin);
+    let (a, b) = (tap(&t[0], "attn_norm-0"), tap(&base[0], "attn_norm-0"));
+    assert_ne!(a, b);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= y.abs() * 1e-6, "{x} {y}");
+    }
+    // No plan, no change: an engine built again from the plain one's model is bit-identical.
+    let again = run(&plain.with_plan(Plan::default()).unwrap());
+    assert_eq!(again[1].logits, base[1].logits);
 }

@@ -12,21 +12,21 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use xval_cpp_sys::{Limits, OracleSettings};
-use xval_engine::model::Engine;
+use xval_engine::model::{Engine, Fault, Plan};
 use xval_engine::tokenizer::Tokenizer;
 
-use crate::compare::receipt::{EngineIdentity, Provenance};
+use crate::compare::receipt::{EngineIdentity, InputRecord, Provenance, Shard};
 use crate::compare::thresholds::{AppliedThresholds, ThresholdKey};
 use crate::compare::verdict::Pairing;
 use crate::compare::{
-    compare_core, gate, plot, report, CompareSettings, Receipt, Side, Thresholds,
+    compare_core, gate, plot, report, CompareSettings, Receipt, Side, Thresholds, Twin,
 };
 use crate::engine_args::{EngineArgs, KvArg};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::inputs::{parse_token_ids, read_prompts, DEFAULT_PROMPT};
 use crate::oracles::{self, OpenRequest, OracleChoice};
-use crate::sides::{run_sides, RunPlan};
+use crate::sides::{run_sides, RunPlan, TWIN_SEED};
 
 /// Kernel families of the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,6 +69,11 @@ pub struct CompareArgs {
     /// A file of prompts, one per line (empty lines skipped): one receipt per prompt.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
+    /// Run only shard K of N of the --prompts list (prompts i with i % N == K - 1), so a CI
+    /// matrix can share the work; `harness gate` checks that the shards' receipts together
+    /// cover the whole list.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard, requires = "prompts")]
+    pub shard: Option<Shard>,
     /// The oracle: auto, builtin (mainline llama.cpp built in), golden (recorded outputs),
     /// ggml-graph (our BitNet graph from ggml ops) or dir:PATH (your llama.cpp/bitnet.cpp build
     /// tree; `dir` alone reads $BITNET_CPP_DIR). auto: the tree in $BITNET_CPP_DIR when set,
@@ -86,7 +91,8 @@ pub struct CompareArgs {
     /// Greedy decode steps through both KV caches after the prompt.
     #[arg(long, default_value_t = 16)]
     pub steps: usize,
-    /// Write the receipt (JSON) here; with --prompts, FILE gets `.N` before its extension.
+    /// Write the receipt (JSON) here; with --prompts, FILE gets `.N` (the prompt's index in
+    /// the whole list) before its extension.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// What to print.
@@ -113,6 +119,12 @@ pub struct CompareArgs {
     /// receipt's oracle settings).
     #[arg(long)]
     pub oracle_reference_kernels: bool,
+    /// Inject a fault into the engine (repeatable), to see what the comparison catches:
+    /// `scale:TENSOR:FACTOR` (e.g. `scale:blk.1.attn_q.weight:1.01`, a 1% scale error in one
+    /// projection) or `kv-one-short` (decode attention reads the KV cache one position short).
+    /// The receipt lists the faults in its engine identity.
+    #[arg(long, value_name = "SPEC", value_parser = Fault::parse)]
+    pub fault: Vec<Fault>,
     /// Where golden recordings live [default: the repository's fixtures/].
     #[arg(long, value_name = "DIR")]
     pub fixtures: Option<PathBuf>,
@@ -124,13 +136,98 @@ enum Input {
     Ids(Vec<u32>),
 }
 
-/// What `--prompt`, `--tokens` or `--prompts` ask for (the default prompt when none).
-fn inputs(args: &CompareArgs) -> anyhow::Result<Vec<Input>> {
+/// The inputs of this run: its share of the list, and the list's identity.
+struct Inputs {
+    /// (index in the whole list, input), this shard's share only.
+    items: Vec<(usize, Input)>,
+    total: usize,
+    sha256: String,
+    shard: Option<Shard>,
+}
+
+impl Inputs {
+    fn record(&self, index: usize, input: &Input) -> InputRecord {
+        InputRecord {
+            prompt: match input {
+                Input::Prompt(p) => Some(p.clone()),
+                Input::Ids(_) => None,
+            },
+            prompt_index: index,
+            prompts_total: self.total,
+            prompts_sha256: self.sha256.clone(),
+            shard: self.shard,
+        }
+    }
+
+    /// Every prompt of a recording, replacing the default prompt.
+    fn recorded(prompts: Vec<String>) -> Inputs {
+        let sha = sha256_hex(prompts.join("\n").as_bytes());
+        Inputs::of_list(prompts.into_iter().map(Input::Prompt).collect(), sha, None)
+    }
+
+    fn of_list(list: Vec<Input>, sha256: String, shard: Option<Shard>) -> Inputs {
+        let total = list.len();
+        let items = list
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| shard.is_none_or(|s| i % s.of == s.index - 1))
+            .collect();
+        Inputs {
+            items,
+            total,
+            sha256,
+            shard,
+        }
+    }
+}
+
+/// `K/N` (`--shard`): 1 <= K <= N.
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let bad = || format!("expected K/N with 1 <= K <= N, got '{s}'");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (index, of): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if index == 0 || of == 0 || index > of {
+        return Err(bad());
+    }
+    Ok(Shard { index, of })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What `--prompt`, `--tokens` or `--prompts` ask for (the default prompt when none), this
+/// shard's share of it.
+fn inputs(args: &CompareArgs) -> anyhow::Result<Inputs> {
     Ok(match (&args.prompt, &args.tokens, &args.prompts) {
-        (Some(p), _, _) => vec![Input::Prompt(p.clone())],
-        (_, Some(t), _) => vec![Input::Ids(parse_token_ids(t)?)],
-        (_, _, Some(f)) => read_prompts(f)?.into_iter().map(Input::Prompt).collect(),
-        _ => vec![Input::Prompt(DEFAULT_PROMPT.to_string())],
+        (Some(p), _, _) => Inputs::of_list(
+            vec![Input::Prompt(p.clone())],
+            sha256_hex(p.as_bytes()),
+            None,
+        ),
+        (_, Some(t), _) => Inputs::of_list(
+            vec![Input::Ids(parse_token_ids(t)?)],
+            sha256_hex(t.as_bytes()),
+            None,
+        ),
+        (_, _, Some(f)) => {
+            let bytes = std::fs::read(f)
+                .map_err(|e| Error::Invalid(format!("--prompts {}: {e}", f.display())))?;
+            let list = read_prompts(f)?.into_iter().map(Input::Prompt).collect();
+            Inputs::of_list(list, sha256_hex(&bytes), args.shard)
+        }
+        _ => Inputs::of_list(
+            vec![Input::Prompt(DEFAULT_PROMPT.to_string())],
+            sha256_hex(DEFAULT_PROMPT.as_bytes()),
+            None,
+        ),
     })
 }
 
@@ -150,14 +247,15 @@ struct Prepared {
 /// Load and check the model (bad input is exit 2 before any oracle starts), open the oracle,
 /// and build the engine under the profile that mirrors the oracle unless `--profile` says
 /// otherwise.
-fn prepare(args: &CompareArgs, inputs: &[Input]) -> anyhow::Result<Prepared> {
+fn prepare(args: &CompareArgs, inputs: &Inputs) -> anyhow::Result<Prepared> {
     let t_load = Instant::now();
     let model = args.engine.model(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(model.file())?;
     let arch = model.hparams.arch_name.clone();
     let longest = inputs
+        .items
         .iter()
-        .map(|i| match i {
+        .map(|(_, i)| match i {
             Input::Prompt(p) => tokenizer.encode(p, true, true).map(|v| v.len()),
             Input::Ids(ids) => Ok(ids.len()),
         })
@@ -189,7 +287,13 @@ fn prepare(args: &CompareArgs, inputs: &[Input]) -> anyhow::Result<Prepared> {
     })?;
     let identity = oracle.oracle.identity();
     // Without --profile the engine mirrors the oracle's arithmetic.
-    let engine = args.engine.engine_for(model, Some(identity.numerics))?;
+    let mut engine = args.engine.engine_for(model, Some(identity.numerics))?;
+    if !args.fault.is_empty() {
+        engine = engine.with_plan(Plan {
+            faults: args.fault.clone(),
+            ..Plan::default()
+        })?;
+    }
     let thresholds = match &args.thresholds {
         Some(p) => Thresholds::load(p)?,
         None => Thresholds::default(),
@@ -197,6 +301,7 @@ fn prepare(args: &CompareArgs, inputs: &[Input]) -> anyhow::Result<Prepared> {
     .resolve(&ThresholdKey {
         format: engine.model().projection_type().name().to_string(),
         profile: engine.numerics().profile,
+        kv: engine.numerics().kv,
         backend: engine.backend(),
     });
     let pairing = Pairing::new(engine.numerics(), &identity.kind, identity.numerics);
@@ -241,12 +346,12 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
         &args.tokens,
         &args.prompts,
     ) {
-        inputs = recorded.into_iter().map(Input::Prompt).collect();
+        inputs = Inputs::recorded(recorded);
     }
     let mut worst = Exit::Success;
-    for (i, input) in inputs.iter().enumerate() {
-        let receipt = compare_one(args, &mut p, input)?;
-        emit(args, &receipt, i, inputs.len())?;
+    for (i, input) in &inputs.items {
+        let receipt = compare_one(args, &mut p, input, inputs.record(*i, input))?;
+        emit(args, &receipt, *i, inputs.total)?;
         if !receipt.summary.passes {
             worst = Exit::Divergence;
         }
@@ -255,7 +360,12 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
 }
 
 /// Both sides on one input, judged.
-fn compare_one(args: &CompareArgs, p: &mut Prepared, input: &Input) -> anyhow::Result<Receipt> {
+fn compare_one(
+    args: &CompareArgs,
+    p: &mut Prepared,
+    input: &Input,
+    record: InputRecord,
+) -> anyhow::Result<Receipt> {
     let (engine_ids, oracle_ids) = match input {
         Input::Prompt(text) => (
             p.tokenizer.encode(text, true, true)?,
@@ -275,10 +385,8 @@ fn compare_one(args: &CompareArgs, p: &mut Prepared, input: &Input) -> anyhow::R
         Some(limit) => args.steps.min(limit),
         None => args.steps,
     };
-    let mut cache = p.engine.new_cache();
     let sides = run_sides(
         &p.engine,
-        &mut cache,
         p.oracle.oracle.get(),
         &RunPlan {
             ids: &oracle_ids,
@@ -294,12 +402,19 @@ fn compare_one(args: &CompareArgs, p: &mut Prepared, input: &Input) -> anyhow::R
             prefill: sides.engine_prefill,
             decode: sides.engine_steps,
             replay: sides.replay,
+            step_replays: sides.step_replays,
+            replay_errors: sides.replay_errors,
+            twin: Some(Twin {
+                seed: TWIN_SEED,
+                prefill: sides.twin_prefill,
+                decode: sides.twin_steps,
+            }),
         },
         &Side {
             tokenized: oracle_ids,
             prefill: sides.oracle_prefill,
             decode: sides.oracle_steps,
-            replay: Vec::new(),
+            ..Side::default()
         },
         &CompareSettings {
             mode: p.oracle.mode.clone(),
@@ -308,6 +423,7 @@ fn compare_one(args: &CompareArgs, p: &mut Prepared, input: &Input) -> anyhow::R
             oracle: p.oracle_identity.clone(),
             pairing: p.pairing.clone(),
             thresholds: p.thresholds.clone(),
+            input: record,
             top_k: 10,
             steps_requested: args.steps,
             created: crate::timefmt::now_rfc3339(),

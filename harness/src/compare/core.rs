@@ -1,20 +1,21 @@
 //! [`compare_core`]: two sides' outputs as plain data in, a [`Receipt`] out. Whoever runs the
-//! engine and the oracle (the `compare` command, tests, selftest) only gathers data.
+//! engine and the oracle (the `compare` command, tests, selftest) only gathers data; the
+//! verdicts come from [`super::judge`], the same judge `harness gate` uses.
 
 use std::collections::BTreeMap;
 
 use xval_engine::taps::{split_name, Tap};
 
-use super::align::align;
+use super::align::{align, TapPair};
+use super::judge::judge;
 use super::metrics::{KeyMetrics, LogitMetrics, TapMetrics};
 use super::receipt::{
-    AlignmentRecord, DecodeParity, DecodeStep, EngineIdentity, Mode, PositionRecord, Provenance,
-    Receipt, Summary, TapRecord, TokenizerParity, SCHEMA_VERSION,
+    AlignmentRecord, DecodeParity, DecodeStep, EngineIdentity, InputRecord, Mode,
+    PositionRecord, Provenance, Receipt, ReferenceRecord, ReplayError, Summary, TapRecord,
+    TokenizerParity, SCHEMA_VERSION,
 };
 use super::thresholds::{AppliedThresholds, TapClass};
-use super::verdict::{
-    check_at, first_divergence, position_verdict, Pairing, TapCrossing, TapSeries, Verdict,
-};
+use super::verdict::{ChainedLimit, Pairing, Verdict};
 use crate::error::{Error, Result};
 
 /// One evaluation of one side: `tokens` at consecutive positions, their logits and taps.
@@ -29,7 +30,8 @@ pub struct SideEval {
 }
 
 impl SideEval {
-    fn logits_row(&self, i: usize) -> &[f32] {
+    /// The logits of the `i`-th evaluated position.
+    pub fn logits_row(&self, i: usize) -> &[f32] {
         &self.logits[i * self.n_vocab..(i + 1) * self.n_vocab]
     }
 
@@ -56,8 +58,16 @@ impl SideEval {
     }
 }
 
-/// Everything one side produced.
+/// The engine's noise twin: the same engine with one-ulp jitter, on the same ids.
 #[derive(Clone, Debug, PartialEq)]
+pub struct Twin {
+    pub seed: u64,
+    pub prefill: SideEval,
+    pub decode: Vec<SideEval>,
+}
+
+/// Everything one side produced.
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Side {
     /// The ids this side's own tokenizer made of the prompt.
     pub tokenized: Vec<u32>,
@@ -66,9 +76,25 @@ pub struct Side {
     /// Greedy decode steps, one token each, in order.
     pub decode: Vec<SideEval>,
     /// Engine side only: each prompt tap recomputed by the engine's op from the *oracle's*
-    /// inputs (`Engine::replay`, run by [`crate::sides::replay_on_oracle_inputs`]); empty when
-    /// not computed.
+    /// inputs (`Engine::replay`, run by [`crate::sides`]); empty when not computed.
     pub replay: Vec<Tap>,
+    /// Engine side only: the same for every decode step.
+    pub step_replays: Vec<Vec<Tap>>,
+    /// Engine side only: replays that failed.
+    pub replay_errors: Vec<ReplayError>,
+    /// Engine side only: the noise twin, when one ran.
+    pub twin: Option<Twin>,
+}
+
+impl Default for SideEval {
+    fn default() -> Self {
+        SideEval {
+            tokens: Vec::new(),
+            n_vocab: 0,
+            logits: Vec::new(),
+            taps: Vec::new(),
+        }
+    }
 }
 
 /// Who and what is compared, and how strictly.
@@ -80,6 +106,7 @@ pub struct CompareSettings {
     pub oracle: serde_json::Value,
     pub pairing: Pairing,
     pub thresholds: AppliedThresholds,
+    pub input: InputRecord,
     /// k of the top-k overlap.
     pub top_k: usize,
     /// Decode steps asked for (the sides may hold fewer if generation stopped).
@@ -96,7 +123,24 @@ struct Compared {
     alignment: AlignmentRecord,
 }
 
-fn compare_taps(engine: &[Tap], oracle: &[Tap], replay: &[Tap]) -> Compared {
+/// The key metrics, per position, of the tap of `taps` named like the pair's engine tap (a
+/// replay or the twin) against `against` (the normaliser: the oracle for a replay, the engine
+/// for the twin); `None` when the tap is missing or shaped otherwise.
+fn series(taps: &[Tap], pair: &TapPair, against: &Tap) -> Option<Vec<KeyMetrics>> {
+    let t = taps
+        .iter()
+        .find(|t| t.name == pair.engine.name && t.row_len() == against.row_len())?;
+    let n = pair.n_positions().min(t.n_positions());
+    Some(
+        (0..n)
+            .map(|p| KeyMetrics::from(&TapMetrics::compute(t.row(p), against.row(p))))
+            .collect(),
+    )
+}
+
+/// Chained metrics of every aligned pair; the replays against the oracle; the twin against the
+/// engine (normalised by the engine).
+fn compare_taps(engine: &[Tap], oracle: &[Tap], replay: &[Tap], twin: Option<&[Tap]>) -> Compared {
     let a = align(engine, oracle);
     let records = a
         .pairs
@@ -141,16 +185,15 @@ fn compare_taps(engine: &[Tap], oracle: &[Tap], replay: &[Tap]) -> Compared {
                 worst_position,
                 worst,
                 positions: full.iter().map(KeyMetrics::from).collect(),
-                replay: replay
-                    .iter()
-                    .find(|r| r.name == pair.engine.name && r.row_len() == pair.oracle.row_len())
-                    .map(|r| {
-                        (0..n.min(r.n_positions()))
-                            .map(|p| {
-                                KeyMetrics::from(&TapMetrics::compute(r.row(p), pair.oracle.row(p)))
-                            })
-                            .collect()
-                    }),
+                replay: series(replay, pair, pair.oracle),
+                reference: twin.and_then(|t| series(t, pair, pair.engine)),
+                // Filled in by the judge.
+                limit: ChainedLimit {
+                    max_nmse: 0.0,
+                    min_cosine: 1.0,
+                    reference_nmse: None,
+                    informative: true,
+                },
             }
         })
         .collect();
@@ -166,22 +209,14 @@ fn compare_taps(engine: &[Tap], oracle: &[Tap], replay: &[Tap]) -> Compared {
     }
 }
 
-/// The taps past their limit at position `p`, in graph order.
-fn crossings_at<'a>(
-    records: &'a [TapRecord],
-    p: usize,
-    th: &AppliedThresholds,
-) -> Vec<TapCrossing<'a>> {
+/// Position-0 metrics of every record, by name.
+fn first_positions(
+    records: &[TapRecord],
+    pick: impl Fn(&TapRecord) -> Option<KeyMetrics>,
+) -> BTreeMap<String, KeyMetrics> {
     records
         .iter()
-        .filter_map(|r| {
-            let m = r.positions.get(p)?;
-            let replay = r.replay.as_ref().and_then(|v| v.get(p));
-            check_at(m, replay, th.for_tap(&r.name)).map(|crossing| TapCrossing {
-                tap: &r.name,
-                crossing,
-            })
-        })
+        .filter_map(|r| Some((r.name.clone(), pick(r)?)))
         .collect()
 }
 
@@ -203,7 +238,16 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             engine.prefill.n_vocab, oracle.prefill.n_vocab
         )));
     }
-    let th = &settings.thresholds;
+    let twin = engine.twin.as_ref();
+    if let Some(t) = twin {
+        t.prefill.check("noise twin", "prefill")?;
+        if t.prefill.tokens != engine.prefill.tokens || t.prefill.n_vocab != engine.prefill.n_vocab
+        {
+            return Err(Error::Invalid(
+                "the noise twin evaluated other ids than the engine".into(),
+            ));
+        }
+    }
     let tokenizer = TokenizerParity::new(
         &engine.tokenized,
         &oracle.tokenized,
@@ -216,37 +260,36 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
         },
     );
 
-    let prefill = compare_taps(&engine.prefill.taps, &oracle.prefill.taps, &engine.replay);
+    let prefill = compare_taps(
+        &engine.prefill.taps,
+        &oracle.prefill.taps,
+        &engine.replay,
+        twin.map(|t| &t.prefill.taps[..]),
+    );
+    let logits_at = |p: usize| {
+        LogitMetrics::compute(
+            engine.prefill.logits_row(p),
+            oracle.prefill.logits_row(p),
+            settings.top_k,
+        )
+    };
     let positions: Vec<PositionRecord> = (0..engine.prefill.tokens.len())
-        .map(|p| {
-            let logits = LogitMetrics::compute(
-                engine.prefill.logits_row(p),
-                oracle.prefill.logits_row(p),
-                settings.top_k,
-            );
-            let crossings = crossings_at(&prefill.records, p, th);
-            let (verdict, explanation) =
-                position_verdict(&logits, &crossings, &th.logits, &settings.pairing);
-            PositionRecord {
-                position: p,
-                token: engine.prefill.tokens[p],
-                logits,
-                verdict,
-                explanation,
-                taps_crossed: crossings.len(),
-            }
+        .map(|p| PositionRecord {
+            position: p,
+            token: engine.prefill.tokens[p],
+            logits: logits_at(p),
+            reference: twin.map(|t| {
+                LogitMetrics::compute(
+                    t.prefill.logits_row(p),
+                    engine.prefill.logits_row(p),
+                    settings.top_k,
+                )
+            }),
+            verdict: Verdict::Match,
+            explanation: String::new(),
+            taps_crossed: 0,
         })
         .collect();
-    let series: Vec<TapSeries> = prefill
-        .records
-        .iter()
-        .map(|r| TapSeries {
-            name: &r.name,
-            positions: &r.positions,
-            replay: r.replay.as_deref(),
-        })
-        .collect();
-    let first = first_divergence(&series, th);
 
     let n_prompt = engine.prefill.tokens.len();
     let mut steps = Vec::new();
@@ -260,36 +303,36 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
                 e.tokens, o.tokens
             )));
         }
+        let tw = twin.and_then(|t| t.decode.get(i));
         let logits = LogitMetrics::compute(e.logits_row(0), o.logits_row(0), settings.top_k);
-        let c = compare_taps(&e.taps, &o.taps, &[]);
-        let crossings = crossings_at(&c.records, 0, th);
-        let (verdict, explanation) =
-            position_verdict(&logits, &crossings, &th.logits, &settings.pairing);
+        let no_replay = Vec::new();
+        let c = compare_taps(
+            &e.taps,
+            &o.taps,
+            engine.step_replays.get(i).unwrap_or(&no_replay),
+            tw.map(|t| &t.taps[..]),
+        );
         steps.push(DecodeStep {
             step: i,
             position: n_prompt + i,
             input_token: e.tokens[0],
             engine_token: logits.top1_engine,
             oracle_token: logits.top1_oracle,
-            taps: c
-                .records
-                .iter()
-                .filter_map(|r| Some((r.name.clone(), *r.positions.first()?)))
-                .collect(),
-            first_diverging_tap: crossings.first().map(|c| c.tap.to_string()),
+            reference: tw.map(|t| {
+                LogitMetrics::compute(t.logits_row(0), e.logits_row(0), settings.top_k)
+            }),
+            taps: first_positions(&c.records, |r| r.positions.first().copied()),
+            tap_replay: first_positions(&c.records, |r| r.replay.as_ref()?.first().copied()),
+            tap_reference: first_positions(&c.records, |r| {
+                r.reference.as_ref()?.first().copied()
+            }),
+            first_diverging_tap: None,
             logits,
-            verdict,
-            explanation,
+            verdict: Verdict::Match,
+            explanation: String::new(),
         });
     }
-    let decode = DecodeParity {
-        steps_requested: settings.steps_requested,
-        first_divergent_step: steps.iter().position(|s| s.verdict != Verdict::Match),
-        steps,
-    };
-    let summary = summarize(&positions, &decode, prefill.records.len());
     let mut timings = settings.timings.clone();
-    timings.insert("compare".into(), t0.elapsed().as_secs_f64());
     let mut receipt = Receipt {
         schema_version: SCHEMA_VERSION,
         created: settings.created.clone(),
@@ -298,22 +341,83 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
         engine: settings.engine.clone(),
         oracle: settings.oracle.clone(),
         pairing: settings.pairing.clone(),
-        thresholds: th.clone(),
+        thresholds: settings.thresholds.clone(),
+        input: settings.input.clone(),
         tokenizer,
         alignment: prefill.alignment,
+        reference: ReferenceRecord {
+            kind: if twin.is_some() { "noise-twin" } else { "none" }.into(),
+            seed: twin.map(|t| t.seed),
+            description: if twin.is_some() {
+                "the engine again with one-ulp jitter on about half the elements of every op's \
+                 output (embedding rows included): another valid rounding; its drift from the \
+                 engine, per tap, sets the chained limits"
+            } else {
+                "no noise twin ran: chained limits are the class floors"
+            }
+            .into(),
+            // Filled in by the judge.
+            logits: super::verdict::LogitLimit::derive(
+                None,
+                None,
+                &settings.thresholds.logits,
+                &settings.thresholds.chained,
+            ),
+            uninformative_taps: Vec::new(),
+        },
         taps: prefill.records,
         positions,
-        first_divergence: first,
-        decode,
-        summary,
-        timings,
+        first_divergence: None,
+        decode: DecodeParity {
+            steps_requested: settings.steps_requested,
+            first_divergent_step: None,
+            steps,
+        },
+        replay_errors: engine.replay_errors.clone(),
+        summary: Summary {
+            verdict: Verdict::Match,
+            positions: BTreeMap::new(),
+            decode_steps: BTreeMap::new(),
+            taps_compared: 0,
+            passes: false,
+            basis: String::new(),
+            worst: None,
+        },
+        timings: BTreeMap::new(),
     };
-    // One judge: the gate's, with the receipt's own thresholds.
-    receipt.summary.passes = super::gate::violations(&receipt, th).is_empty();
+    apply_judgement(&mut receipt);
+    timings.insert("compare".into(), t0.elapsed().as_secs_f64());
+    receipt.timings = timings;
     Ok(receipt)
 }
 
-fn summarize(positions: &[PositionRecord], decode: &DecodeParity, taps_compared: usize) -> Summary {
+/// Judge the receipt by its own thresholds and write the verdicts, limits, first divergence
+/// and summary into it.
+pub fn apply_judgement(r: &mut Receipt) {
+    let j = judge(r, &r.thresholds);
+    for t in &mut r.taps {
+        if let Some(l) = j.limits.get(&t.name) {
+            t.limit = *l;
+        }
+    }
+    r.reference.logits = j.logits;
+    r.reference.uninformative_taps = j.uninformative.clone();
+    for (p, judged) in r.positions.iter_mut().zip(&j.positions) {
+        p.verdict = judged.verdict;
+        p.explanation = judged.explanation.clone();
+        p.taps_crossed = judged.taps_crossed;
+    }
+    for (s, judged) in r.decode.steps.iter_mut().zip(&j.steps) {
+        s.verdict = judged.verdict;
+        s.explanation = judged.explanation.clone();
+        s.first_diverging_tap = judged.first_tap.clone();
+    }
+    r.decode.first_divergent_step = r
+        .decode
+        .steps
+        .iter()
+        .position(|s| s.verdict != Verdict::Match);
+    r.first_divergence = j.first_divergence.clone();
     let count = |vs: &mut dyn Iterator<Item = Verdict>| {
         let mut m = BTreeMap::new();
         for v in vs {
@@ -321,18 +425,18 @@ fn summarize(positions: &[PositionRecord], decode: &DecodeParity, taps_compared:
         }
         m
     };
-    let all = || {
-        positions
-            .iter()
-            .map(|p| p.verdict)
-            .chain(decode.steps.iter().map(|s| s.verdict))
+    let all = r
+        .positions
+        .iter()
+        .map(|p| p.verdict)
+        .chain(r.decode.steps.iter().map(|s| s.verdict));
+    r.summary = Summary {
+        verdict: all.max().unwrap_or(Verdict::Match),
+        positions: count(&mut r.positions.iter().map(|p| p.verdict)),
+        decode_steps: count(&mut r.decode.steps.iter().map(|s| s.verdict)),
+        taps_compared: r.taps.len(),
+        passes: j.violations.is_empty(),
+        basis: j.basis(),
+        worst: j.worst.clone(),
     };
-    Summary {
-        verdict: all().max().unwrap_or(Verdict::Match),
-        positions: count(&mut positions.iter().map(|p| p.verdict)),
-        decode_steps: count(&mut decode.steps.iter().map(|s| s.verdict)),
-        taps_compared,
-        // Set by compare_core from the gate's verdict.
-        passes: false,
-    }
 }

@@ -4,96 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use xval_engine::taps::graph_order;
-
+use super::judge::judge;
 use super::receipt::Receipt;
 use super::thresholds::{AppliedThresholds, Thresholds};
-use super::verdict::{check_at, check_tap, position_verdict, TapCrossing};
 use crate::error::Result;
 
-/// One reason a receipt fails.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// `position 3`, `decode step 2`, `tokenizer`, `tap Qcur-0`.
-    pub location: String,
-    /// The verdict, or the structural problem (`TOKENS`, `SHAPE`).
-    pub kind: String,
-    pub detail: String,
-}
+pub use super::judge::Violation;
 
-/// Everything in `receipt` that `th` does not accept.
+/// Everything in `receipt` that `th` does not accept (see [`super::judge`]).
 pub fn violations(receipt: &Receipt, th: &AppliedThresholds) -> Vec<Violation> {
-    let mut out = Vec::new();
-    if let Some(d) = &receipt.tokenizer.first_difference {
-        out.push(Violation {
-            location: "tokenizer".into(),
-            kind: "TOKENS".into(),
-            detail: format!(
-                "ids differ first at index {} (engine {}, oracle {})",
-                d.index,
-                d.engine.map_or("none".into(), |t| t.to_string()),
-                d.oracle.map_or("none".into(), |t| t.to_string())
-            ),
-        });
-    }
-    for m in &receipt.alignment.shape_mismatches {
-        out.push(Violation {
-            location: format!("tap {}", m.name),
-            kind: "SHAPE".into(),
-            detail: format!(
-                "engine shape {:?} and oracle shape {:?} differ in row length",
-                m.engine_shape, m.oracle_shape
-            ),
-        });
-    }
-    let mut judge = |location: String, logits, crossings: &[TapCrossing<'_>]| {
-        let (v, why) = position_verdict(logits, crossings, &th.logits, &receipt.pairing);
-        if !v.passes(&th.logits) {
-            out.push(Violation {
-                location,
-                kind: v.name().into(),
-                detail: why,
-            });
-        }
-    };
-    for pos in &receipt.positions {
-        let crossings: Vec<TapCrossing> = receipt
-            .taps
-            .iter()
-            .filter_map(|t| {
-                let m = t.positions.get(pos.position)?;
-                let replay = t.replay.as_ref().and_then(|v| v.get(pos.position));
-                check_at(m, replay, th.for_tap(&t.name)).map(|crossing| TapCrossing {
-                    tap: &t.name,
-                    crossing,
-                })
-            })
-            .collect();
-        judge(
-            format!("position {}", pos.position),
-            &pos.logits,
-            &crossings,
-        );
-    }
-    for step in &receipt.decode.steps {
-        let mut taps: Vec<(&String, _)> = step.taps.iter().collect();
-        taps.sort_by_key(|(name, _)| graph_order(name));
-        let crossings: Vec<TapCrossing> = taps
-            .into_iter()
-            .filter_map(|(name, m)| {
-                check_tap(m, th.for_tap(name)).map(|crossing| TapCrossing {
-                    tap: name,
-                    crossing,
-                })
-            })
-            .collect();
-        judge(
-            format!("decode step {}", step.step),
-            &step.logits,
-            &crossings,
-        );
-    }
-    out
+    judge(receipt, th).violations
 }
 
 /// The outcome for one receipt file.

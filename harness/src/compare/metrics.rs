@@ -209,6 +209,10 @@ pub struct LogitMetrics {
     #[serde(with = "float")]
     #[schemars(with = "FloatRepr")]
     pub kl: f64,
+    /// NMSE of the logit vectors (normalised by the oracle's), as for taps.
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub nmse: f64,
     pub top1_engine: u32,
     pub top1_oracle: u32,
     /// The oracle's second-best token (its top-1 with a one-token vocabulary).
@@ -316,6 +320,7 @@ impl LogitMetrics {
             n_vocab: n,
             nonfinite_mismatch,
             kl,
+            nmse: TapMetrics::compute(a, b).nmse,
             top1_engine,
             top1_oracle,
             top2_oracle: rb.get(1).copied().unwrap_or(top1_oracle),

@@ -8,6 +8,7 @@ pub mod align;
 pub mod core;
 pub mod float_serde;
 pub mod gate;
+pub mod judge;
 pub mod metrics;
 pub mod plot;
 pub mod receipt;
@@ -15,7 +16,8 @@ pub mod report;
 pub mod thresholds;
 pub mod verdict;
 
-pub use self::core::{compare_core, CompareSettings, Side, SideEval};
+pub use self::core::{apply_judgement, compare_core, CompareSettings, Side, SideEval, Twin};
+pub use receipt::ReplayError;
 pub use receipt::Receipt;
 pub use thresholds::Thresholds;
 pub use verdict::Verdict;

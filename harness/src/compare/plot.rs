@@ -60,7 +60,7 @@ pub fn render_svg(r: &Receipt) -> String {
             }
         }
     }
-    let limits: Vec<f64> = r.thresholds.classes.values().map(|c| c.max_nmse).collect();
+    let limits: Vec<f64> = r.taps.iter().map(|t| t.limit.max_nmse).collect();
     for &l in &limits {
         if l > 0.0 {
             lo = lo.min(l.log10().floor());

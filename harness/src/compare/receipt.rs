@@ -1,5 +1,5 @@
-//! The receipt of a comparison: versioned JSON (`schema_version: 1`) whose JSON Schema is
-//! `receipts/schema/receipt.v1.schema.json` (generated from these types by [`schema`]; a test
+//! The receipt of a comparison: versioned JSON (`schema_version: 2`) whose JSON Schema is
+//! `receipts/schema/receipt.v2.schema.json` (generated from these types by [`schema`]; a test
 //! keeps the committed file in step). Written atomically ([`crate::output::write_atomic`]), so
 //! a reader never sees half a receipt.
 
@@ -17,18 +17,20 @@ use xval_engine::tokenizer::Tokenizer;
 use super::align::{Alias, ShapeMismatch};
 use super::metrics::{KeyMetrics, LogitMetrics, TapMetrics};
 use super::thresholds::{AppliedThresholds, TapClass};
-use super::verdict::{FirstDivergence, Pairing, Verdict};
+use super::verdict::{ChainedLimit, FirstDivergence, LogitLimit, Pairing, Verdict};
 use crate::error::{Error, Result};
 
-/// The receipt format version this code writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The receipt format version this code writes and reads. Version 2 added the noise twin
+/// (`reference`, per-tap `reference` and `limit`), decode-step replays, replay errors, the
+/// input's place in a prompt list (`input`) and the summary's `basis` and `worst`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Where the published schema lives, relative to the repository root.
-pub const SCHEMA_PATH: &str = "receipts/schema/receipt.v1.schema.json";
+pub const SCHEMA_PATH: &str = "receipts/schema/receipt.v2.schema.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Receipt {
-    /// Always 1 for this format.
+    /// Always 2 for this format.
     pub schema_version: u32,
     /// When the comparison ran, RFC 3339 UTC.
     pub created: String,
@@ -39,14 +41,20 @@ pub struct Receipt {
     pub oracle: serde_json::Value,
     pub pairing: Pairing,
     pub thresholds: AppliedThresholds,
+    /// What was compared: the prompt and its place in a prompt list (shards).
+    pub input: InputRecord,
     pub tokenizer: TokenizerParity,
     pub alignment: AlignmentRecord,
+    /// The noise reference the chained limits follow.
+    pub reference: ReferenceRecord,
     /// Per-tap metrics over the prompt, in graph order.
     pub taps: Vec<TapRecord>,
     /// Per-position logit metrics and verdicts over the prompt.
     pub positions: Vec<PositionRecord>,
     pub first_divergence: Option<FirstDivergence>,
     pub decode: DecodeParity,
+    /// Op replays that failed: each fails the comparison.
+    pub replay_errors: Vec<ReplayError>,
     pub summary: Summary,
     /// Seconds per phase (`engine_prefill`, `oracle_prefill`, `compare`, ...).
     pub timings: BTreeMap<String, f64>,
@@ -177,6 +185,10 @@ pub struct EngineIdentity {
     #[schemars(with = "String")]
     pub kv_type: KvType,
     pub threads: usize,
+    /// Faults injected into the engine on purpose (`compare --fault`, `selftest`): a receipt
+    /// with faults is a test of the tool, not of the engine.
+    #[serde(default)]
+    pub faults: Vec<String>,
 }
 
 impl EngineIdentity {
@@ -191,6 +203,10 @@ impl EngineIdentity {
             profile: engine.numerics().profile,
             kv_type: engine.numerics().kv,
             threads: engine.threads(),
+            faults: engine
+                .plan()
+                .map(|p| p.faults.iter().map(|f| format!("{f:?}")).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -234,6 +250,55 @@ impl TokenizerParity {
     }
 }
 
+/// The input of one comparison and its place in a prompt list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InputRecord {
+    /// The prompt text (`None` for `--tokens`).
+    pub prompt: Option<String>,
+    /// Its index in the prompt list (0 for a single prompt).
+    pub prompt_index: usize,
+    /// How many prompts the whole list holds (every shard together).
+    pub prompts_total: usize,
+    /// sha256 of the list (the `--prompts` file's bytes; a single prompt's or ids' text), so
+    /// `harness gate` can tell which receipts belong to one run.
+    pub prompts_sha256: String,
+    /// The shard that ran this prompt (`--shard K/N`).
+    pub shard: Option<Shard>,
+}
+
+/// One share of a prompt list: prompts `i` with `i % of == index - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Shard {
+    /// 1-based.
+    pub index: usize,
+    pub of: usize,
+}
+
+/// The noise reference: the engine run again with one-ulp jitter on every op's output (another
+/// valid rounding), whose drift from the plain engine measures how far rounding noise carries
+/// in this model, tap by tap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReferenceRecord {
+    /// `noise-twin`, or `none` when no twin ran (chained limits are then the class floors).
+    pub kind: String,
+    pub seed: Option<u64>,
+    pub description: String,
+    /// The logits' limits derived from it.
+    pub logits: LogitLimit,
+    /// Taps whose chained comparison carries no information (the twin alone drifts past
+    /// `informative_max_nmse`), in graph order; only their op-level replay is judged.
+    pub uninformative_taps: Vec<String>,
+}
+
+/// A replay of the engine's op on the oracle's inputs that failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplayError {
+    pub tap: String,
+    /// The decode step (`None`: the prompt).
+    pub step: Option<usize>,
+    pub error: String,
+}
+
 /// How taps were paired.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AlignmentRecord {
@@ -265,6 +330,13 @@ pub struct TapRecord {
     /// (absent when the op could not be replayed).
     #[serde(default)]
     pub replay: Option<Vec<KeyMetrics>>,
+    /// The noise twin's drift from the engine per position (twin against engine, normalised
+    /// by the engine); absent when no twin ran.
+    #[serde(default)]
+    pub reference: Option<Vec<KeyMetrics>>,
+    /// The chained limit derived for this tap (from `reference` over the prompt and the
+    /// decode steps, and the thresholds' `[chained]` scheme).
+    pub limit: ChainedLimit,
 }
 
 /// One prompt position.
@@ -274,6 +346,8 @@ pub struct PositionRecord {
     /// The token evaluated there.
     pub token: u32,
     pub logits: LogitMetrics,
+    /// The noise twin's logits against the engine's (absent without a twin).
+    pub reference: Option<LogitMetrics>,
     pub verdict: Verdict,
     pub explanation: String,
     /// Taps past their limit at this position.
@@ -299,8 +373,15 @@ pub struct DecodeStep {
     pub engine_token: u32,
     pub oracle_token: u32,
     pub logits: LogitMetrics,
-    /// Key metrics per tap at this step, in graph order.
+    /// The noise twin's logits against the engine's at this step.
+    pub reference: Option<LogitMetrics>,
+    /// Key metrics per tap at this step (chained).
     pub taps: BTreeMap<String, KeyMetrics>,
+    /// The engine's op replayed on the oracle's inputs of this step (attention over the
+    /// oracle's keys and values of every earlier position), per tap that could be replayed.
+    pub tap_replay: BTreeMap<String, KeyMetrics>,
+    /// The noise twin's drift from the engine per tap at this step.
+    pub tap_reference: BTreeMap<String, KeyMetrics>,
     pub verdict: Verdict,
     pub explanation: String,
     /// The first tap in graph order past its limit at this step.
@@ -317,6 +398,28 @@ pub struct Summary {
     pub taps_compared: usize,
     /// Whether the gate (with the receipt's own thresholds) passes.
     pub passes: bool,
+    /// What the verdict rests on: `op-level and chained`, or where the chained comparison
+    /// carries no information, `op-level only from <tap> on`.
+    pub basis: String,
+    /// The largest metric-to-limit ratio of the comparison and where (above 1: a limit
+    /// crossed; the closer a clean comparison stays to 0 the more room the limits leave).
+    pub worst: Option<WorstRatio>,
+}
+
+/// A metric's ratio to its limit and where it was taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WorstRatio {
+    #[serde(with = "super::float_serde::float")]
+    #[schemars(with = "super::float_serde::FloatRepr")]
+    pub ratio: f64,
+    /// `replay_nmse`, `nmse`, `cosine` or `kl`.
+    pub metric: String,
+    /// The tap (`logits` for KL).
+    pub tap: String,
+    /// The absolute position.
+    pub position: usize,
+    /// The decode step, when in one.
+    pub step: Option<usize>,
 }
 
 impl Receipt {

@@ -12,6 +12,9 @@ pub struct LayerRow {
     pub nmse: f64,
     pub cosine: f64,
     pub max_abs_diff: f64,
+    /// The worst tap's chained NMSE limit (from the noise twin), `None` where the chained
+    /// comparison carries no information.
+    pub limit: Option<f64>,
     /// The largest op-level (replay) NMSE of the layer, when its ops were replayed.
     pub replay_nmse: Option<f64>,
     /// MATCH when no tap of the layer crosses its limit at any position, WRONG on a NaN/Inf
@@ -38,10 +41,10 @@ pub fn layer_rows(r: &Receipt) -> Vec<LayerRow> {
             })?;
             let mut verdict = Verdict::Match;
             for t in &taps {
-                let limit = r.thresholds.for_tap(&t.name);
+                let op = r.thresholds.for_tap(&t.name);
                 for (p, m) in t.positions.iter().enumerate() {
                     let replay = t.replay.as_ref().and_then(|v| v.get(p));
-                    if let Some(c) = check_at(m, replay, limit) {
+                    if let Some(c) = check_at(m, replay, op, &t.limit) {
                         verdict = verdict.max(if c.is_nonfinite() {
                             Verdict::Wrong
                         } else {
@@ -56,6 +59,7 @@ pub fn layer_rows(r: &Receipt) -> Vec<LayerRow> {
                 nmse: worst.worst.nmse,
                 cosine: worst.worst.cosine,
                 max_abs_diff: worst.worst.max_abs_diff,
+                limit: worst.limit.informative.then_some(worst.limit.max_nmse),
                 replay_nmse: taps
                     .iter()
                     .filter_map(|t| t.replay.as_ref())
@@ -101,6 +105,30 @@ fn headline(r: &Receipt) -> Vec<String> {
         }
     ));
     v.push(format!("pairing: {}", r.pairing.note));
+    v.push(format!(
+        "basis: {}; chained limits {}",
+        r.summary.basis,
+        if r.reference.kind == "none" {
+            "are the class floors (no noise twin)".to_string()
+        } else {
+            format!(
+                "= max({} x the noise twin's drift, floor)",
+                r.thresholds.chained.k
+            )
+        }
+    ));
+    if let Some(w) = &r.summary.worst {
+        v.push(format!(
+            "worst metric/limit: {:.3} ({} of {} at {})",
+            w.ratio,
+            w.metric,
+            w.tap,
+            match w.step {
+                Some(s) => format!("decode step {s}"),
+                None => format!("position {}", w.position),
+            }
+        ));
+    }
     if !r.tokenizer.matched {
         if let Some(d) = &r.tokenizer.first_difference {
             v.push(format!(
@@ -111,10 +139,13 @@ fn headline(r: &Receipt) -> Vec<String> {
     }
     match &r.first_divergence {
         Some(f) => v.push(format!(
-            "first divergence: {} (layer {}) at position {}: {}",
+            "first divergence: {} (layer {}) at {}: {}",
             f.tap,
             layer_label(f.layer),
-            f.position,
+            match f.step {
+                Some(s) => format!("decode step {s} (position {})", f.position),
+                None => format!("position {}", f.position),
+            },
             f.crossing.describe()
         )),
         None => v.push("first divergence: none".into()),
@@ -137,12 +168,13 @@ pub fn render_table(r: &Receipt, color: bool) -> String {
         "layer",
         "worst tap",
         "NMSE",
+        "limit",
         "1-cosine",
         "max|diff|",
         "op NMSE",
         "verdict",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|row| {
             [
@@ -154,6 +186,7 @@ pub fn render_table(r: &Receipt, color: bool) -> String {
                 layer_label(row.layer),
                 row.worst_tap.clone(),
                 format!("{:.3e}", row.nmse),
+                row.limit.map_or("noise".into(), |l| format!("{l:.1e}")),
                 format!("{:.3e}", 1.0 - row.cosine),
                 format!("{:.3e}", row.max_abs_diff),
                 row.replay_nmse.map_or("-".into(), |v| format!("{v:.3e}")),
@@ -173,7 +206,7 @@ pub fn render_table(r: &Receipt, color: bool) -> String {
             if i > 0 {
                 s.push_str("  ");
             }
-            if (3..7).contains(&i) {
+            if (3..8).contains(&i) {
                 s.push_str(&format!("{x:>0$}", w[i]));
             } else {
                 s.push_str(&format!("{x:<0$}", w[i]));
@@ -204,8 +237,10 @@ pub fn render_markdown(r: &Receipt) -> String {
     for l in headline(r) {
         s.push_str(&format!("- {}\n", l.replace('|', "\\|")));
     }
-    s.push_str("\n| | layer | worst tap | NMSE | 1-cosine | max\\|diff\\| | op NMSE | verdict |\n");
-    s.push_str("|---|---|---|---:|---:|---:|---:|---|\n");
+    s.push_str(
+        "\n| | layer | worst tap | NMSE | limit | 1-cosine | max\\|diff\\| | op NMSE | verdict |\n",
+    );
+    s.push_str("|---|---|---|---:|---:|---:|---:|---:|---|\n");
     for row in layer_rows(r) {
         let mark = if row.first_divergence { "**>>**" } else { "" };
         let verdict = if row.first_divergence {
@@ -214,10 +249,11 @@ pub fn render_markdown(r: &Receipt) -> String {
             row.verdict.to_string()
         };
         s.push_str(&format!(
-            "| {mark} | {} | `{}` | {:.3e} | {:.3e} | {:.3e} | {} | {verdict} |\n",
+            "| {mark} | {} | `{}` | {:.3e} | {} | {:.3e} | {:.3e} | {} | {verdict} |\n",
             layer_label(row.layer),
             row.worst_tap,
             row.nmse,
+            row.limit.map_or("noise".into(), |l| format!("{l:.1e}")),
             1.0 - row.cosine,
             row.max_abs_diff,
             row.replay_nmse.map_or("-".into(), |v| format!("{v:.3e}"))

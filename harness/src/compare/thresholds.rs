@@ -1,30 +1,37 @@
-//! Thresholds: how far the engine may sit from the oracle, per (weight format, numerics
-//! profile, backend, tap class), read from a TOML file (`ci/thresholds.toml`, embedded as the
-//! default).
+//! Thresholds: how far the engine may sit from the oracle, read from a TOML file
+//! (`ci/thresholds.toml`, embedded as the default). Format version 2.
 //!
-//! Format: a list of `[[rule]]` tables. Each rule selects with `format` (projection weight
-//! format: `i2_s`, `tq2_0`, `tq1_0`, `f32`, ...), `profile` (the engine's numerics profile:
-//! `bitnet-cpp`, `ggml`, `f32`), `backend` (`cpu`, ...) and `class` (see [`TapClass`], or
-//! `logits`); each selector may be `*` (any) and defaults to `*`, except that `class = "*"`
-//! covers every tap class but `logits` (which needs limits the others lack). A rule carries `max_nmse` and
-//! `min_cosine` (required for tap classes and `logits`, whose tap is `result_output`), and for
-//! `logits` also `max_kl` (nats) and `top1_must_agree`. Optional: `floor` (the measured noise
-//! floor the limit was derived from), `reason`, `provisional` (defaults to the file's
-//! top-level `provisional`).
+//! Two kinds of limit (docs/thresholds.md says why):
+//! - **op level** (`max_replay_nmse`): the engine's op replayed on the oracle's own inputs;
+//!   only that op's arithmetic differs, so the limit sits just above summation-order noise.
+//! - **chained** (each side fed by its own upstream): a limit per tap derived at run time from
+//!   the noise twin, `max(k * the twin's drift at that tap, chained_floor)`, with `k` (taps) and
+//!   `kl_k` (logits KL) from the top-level `[chained]` table. Where the twin itself drifts past
+//!   `informative_max_nmse` (chaotic depth), the chained comparison carries no information and
+//!   only the op-level judgement applies there.
+//!
+//! Per-class limits come from `[[rule]]` tables. Each rule selects with `format` (projection
+//! weight format: `i2_s`, `tq2_0`, `tq1_0`, `f32`, `f16`, ...), `profile` (the engine's
+//! numerics profile: `bitnet-cpp`, `ggml`, `f32`), `kv` (the engine's KV type, `f32` or `f16`),
+//! `backend` (`cpu`) and `class` (see [`TapClass`], or `logits`); each selector may be `*` (any)
+//! and defaults to `*`, except that `class = "*"` covers every tap class but `logits`. A rule
+//! carries `max_replay_nmse` and `chained_floor` (NMSE), and for `logits` also `kl_floor`
+//! (nats) and `top1_must_agree`. Optional: `floor` (the measured op-level noise floor the limit
+//! was derived from), `reason`, `provisional` (defaults to the file's top-level `provisional`).
 //!
 //! Lookup order: of the rules whose selectors all match, the most specific wins, where a
-//! concrete `class` outweighs everything else, then `format`, then `profile`, then `backend`
-//! (specificity = 8*class + 4*format + 2*profile + 1*backend, counting non-`*` selectors).
-//! Two rules with identical selectors are a load error, so the winner is always unique, and the
-//! loader requires a catch-all (`format`, `profile`, `backend` all `*`) for every class, so a
-//! lookup never fails.
+//! concrete `class` outweighs everything else, then `format`, then `profile`, then `kv`, then
+//! `backend` (specificity = 16*class + 8*format + 4*profile + 2*kv + 1*backend, counting
+//! non-`*` selectors). Two rules with identical selectors are a load error, so the winner is
+//! always unique, and the loader requires a catch-all (every selector but `class` `*`) for
+//! every class, so a lookup never fails.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use xval_engine::numerics::Profile;
+use xval_engine::numerics::{KvType, Profile};
 use xval_engine::quant::kernels::Backend;
 
 use crate::error::{Error, Result};
@@ -34,6 +41,9 @@ pub const DEFAULT_TOML: &str = include_str!("../../../ci/thresholds.toml");
 
 /// Where [`Thresholds::default`] says it came from.
 pub const DEFAULT_SOURCE: &str = "ci/thresholds.toml (embedded)";
+
+/// The thresholds format this code reads.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Tap classes: taps of one class share a threshold.
 #[derive(
@@ -111,9 +121,27 @@ pub struct ThresholdKey {
     /// The engine's numerics profile.
     #[schemars(with = "String")]
     pub profile: Profile,
+    /// The engine's KV-cache type (the oracle's, when the numerics are matched).
+    #[schemars(with = "String")]
+    pub kv: KvType,
     /// Where the engine's kernels ran (`cpu`).
     #[schemars(with = "String")]
     pub backend: Backend,
+}
+
+/// The top-level `[chained]` table: how chained limits follow the noise twin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainedScheme {
+    /// A tap's chained NMSE limit is `k` times the noise twin's largest NMSE at that tap (over
+    /// the prompt positions and decode steps), or the class's `chained_floor` when larger.
+    pub k: f64,
+    /// The logits' KL limit is `kl_k` times the twin's largest KL, or `kl_floor` when larger.
+    pub kl_k: f64,
+    /// A tap whose twin drift exceeds this NMSE carries no information in a chained
+    /// comparison (rounding noise alone decorrelates it): only its op-level replay is judged.
+    pub informative_max_nmse: f64,
+    pub reason: Option<String>,
 }
 
 /// One `[[rule]]` as written.
@@ -125,14 +153,19 @@ pub struct Rule {
     #[serde(default = "star")]
     pub profile: String,
     #[serde(default = "star")]
+    pub kv: String,
+    #[serde(default = "star")]
     pub backend: String,
     pub class: String,
-    pub max_nmse: Option<f64>,
-    pub min_cosine: Option<f64>,
     /// Limit on the NMSE of the engine's op replayed on the oracle's own inputs (op-level).
     pub max_replay_nmse: Option<f64>,
-    pub max_kl: Option<f64>,
+    /// The smallest chained NMSE limit a tap of this class gets, whatever the twin says.
+    pub chained_floor: Option<f64>,
+    /// `logits` only: the smallest KL limit.
+    pub kl_floor: Option<f64>,
+    /// `logits` only: whether a top-1 change within the noise (TIE-FLIP) fails.
     pub top1_must_agree: Option<bool>,
+    /// The measured op-level floor the limit was derived from.
     pub floor: Option<f64>,
     pub reason: Option<String>,
     pub provisional: Option<bool>,
@@ -147,6 +180,10 @@ impl Rule {
     fn covers(&self, class: TapClass) -> bool {
         self.class == class.name() || (self.class == "*" && class != TapClass::Logits)
     }
+
+    fn selectors(&self) -> [&str; 4] {
+        [&self.format, &self.profile, &self.kv, &self.backend]
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +192,7 @@ struct File {
     version: u32,
     #[serde(default)]
     provisional: bool,
+    chained: Option<ChainedScheme>,
     #[serde(default)]
     rule: Vec<Rule>,
 }
@@ -162,22 +200,22 @@ struct File {
 /// The limits for one tap class, as applied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TapThreshold {
-    /// Chained comparison: engine and oracle each fed by their own upstream.
-    pub max_nmse: f64,
-    pub min_cosine: f64,
-    /// Op-level comparison: the engine's op replayed on the oracle's inputs (None: not judged).
-    pub max_replay_nmse: Option<f64>,
+    /// Op-level comparison: the engine's op replayed on the oracle's inputs.
+    pub max_replay_nmse: f64,
+    /// The smallest chained NMSE limit (the twin-derived one is used when larger).
+    pub chained_floor: f64,
     pub floor: Option<f64>,
     pub reason: Option<String>,
     pub provisional: bool,
-    /// The selectors of the rule that supplied it (`format/profile/backend/class`).
+    /// The selectors of the rule that supplied it (`format/profile/kv/backend/class`).
     pub rule: String,
 }
 
 /// The limits for the logits, as applied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LogitThreshold {
-    pub max_kl: f64,
+    /// The smallest KL limit (the twin-derived one is used when larger).
+    pub kl_floor: f64,
     pub top1_must_agree: bool,
     pub floor: Option<f64>,
     pub reason: Option<String>,
@@ -193,13 +231,14 @@ pub struct AppliedThresholds {
     pub key: ThresholdKey,
     /// Whether any applied limit is provisional (not yet derived from a measured floor).
     pub provisional: bool,
+    pub chained: ChainedScheme,
     pub classes: BTreeMap<TapClass, TapThreshold>,
     pub logits: LogitThreshold,
 }
 
 impl AppliedThresholds {
-    /// The limit for a tap name; taps outside the known tags use the `proj` limit, the tightest
-    /// class that still tolerates matmul rounding.
+    /// The limits for a tap name; taps outside the known tags use the `proj` limits, the
+    /// tightest class that still tolerates matmul rounding.
     pub fn for_tap(&self, name: &str) -> &TapThreshold {
         let class = TapClass::of_name(name).unwrap_or(TapClass::Proj);
         &self.classes[&class]
@@ -210,6 +249,7 @@ impl AppliedThresholds {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
     pub source: String,
+    pub chained: ChainedScheme,
     pub rules: Vec<Rule>,
     file_provisional: bool,
 }
@@ -233,17 +273,32 @@ impl Thresholds {
     pub fn parse(text: &str, source: &str) -> Result<Thresholds> {
         let bad = |reason: String| Error::bad_file(source, reason);
         let file: File = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        if file.version != 1 {
+        if file.version != FORMAT_VERSION {
             return Err(bad(format!(
-                "version = {}: only version 1 is known",
+                "version = {}: this harness reads version {FORMAT_VERSION} (chained limits \
+                 from the noise twin; docs/thresholds.md)",
                 file.version
             )));
         }
-        let mut seen: Vec<[&str; 4]> = Vec::new();
+        let chained = file
+            .chained
+            .ok_or_else(|| bad("missing the [chained] table (k, kl_k, informative_max_nmse)".into()))?;
+        for (key, v) in [
+            ("k", chained.k),
+            ("kl_k", chained.kl_k),
+            ("informative_max_nmse", chained.informative_max_nmse),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!(
+                    "[chained] {key} = {v} must be a positive number"
+                )));
+            }
+        }
+        let mut seen: Vec<[&str; 5]> = Vec::new();
         for (i, r) in file.rule.iter().enumerate() {
             let at = format!(
-                "rule[{i}] (format {}, profile {}, backend {}, class {})",
-                r.format, r.profile, r.backend, r.class
+                "rule[{i}] (format {}, profile {}, kv {}, backend {}, class {})",
+                r.format, r.profile, r.kv, r.backend, r.class
             );
             let class = if r.class == "*" {
                 None
@@ -256,7 +311,10 @@ impl Thresholds {
                     ))
                 })?)
             };
-            let sel = [&*r.format, &*r.profile, &*r.backend, &*r.class];
+            if r.kv != "*" && KvType::parse(&r.kv).is_err() {
+                return Err(bad(format!("{at}: kv must be f32, f16 or *")));
+            }
+            let sel = [&*r.format, &*r.profile, &*r.kv, &*r.backend, &*r.class];
             if seen.contains(&sel) {
                 return Err(bad(format!(
                     "{at}: a rule with the same selectors comes earlier"
@@ -272,37 +330,33 @@ impl Thresholds {
                 }
                 Ok(v)
             };
-            need(r.max_nmse, "max_nmse")?;
-            let cos = need(r.min_cosine, "min_cosine")?;
-            if cos > 1.0 {
-                return Err(bad(format!("{at}: min_cosine = {cos} is above 1")));
-            }
+            need(r.max_replay_nmse, "max_replay_nmse")?;
+            need(r.chained_floor, "chained_floor")?;
             if class == Some(TapClass::Logits) {
-                need(r.max_kl, "max_kl")?;
+                need(r.kl_floor, "kl_floor")?;
                 if r.top1_must_agree.is_none() {
                     return Err(bad(format!("{at}: missing top1_must_agree")));
                 }
-            } else if r.max_kl.is_some() || r.top1_must_agree.is_some() {
+            } else if r.kl_floor.is_some() || r.top1_must_agree.is_some() {
                 return Err(bad(format!(
-                    "{at}: max_kl and top1_must_agree belong to class = \"logits\" only"
+                    "{at}: kl_floor and top1_must_agree belong to class = \"logits\" only"
                 )));
             }
         }
         let t = Thresholds {
             source: source.to_string(),
+            chained,
             rules: file.rule,
             file_provisional: file.provisional,
         };
         for class in TapClass::ALL {
-            let catch_all = t.rules.iter().any(|r| {
-                [&r.format, &r.profile, &r.backend]
-                    .iter()
-                    .all(|s| *s == "*")
-                    && r.covers(class)
-            });
+            let catch_all = t
+                .rules
+                .iter()
+                .any(|r| r.selectors().iter().all(|s| *s == "*") && r.covers(class));
             if !catch_all {
                 return Err(bad(format!(
-                    "no catch-all rule for class {} (format, profile and backend all \"*\"): \
+                    "no catch-all rule for class {} (format, profile, kv and backend all \"*\"): \
                      every class needs one",
                     class.name()
                 )));
@@ -319,13 +373,15 @@ impl Thresholds {
             .filter(|r| {
                 m(&r.format, &key.format)
                     && m(&r.profile, key.profile.name())
+                    && m(&r.kv, key.kv.name())
                     && m(&r.backend, key.backend.name())
                     && r.covers(class)
             })
             .max_by_key(|r| {
-                8 * (r.class != "*") as u8
-                    + 4 * (r.format != "*") as u8
-                    + 2 * (r.profile != "*") as u8
+                16 * (r.class != "*") as u8
+                    + 8 * (r.format != "*") as u8
+                    + 4 * (r.profile != "*") as u8
+                    + 2 * (r.kv != "*") as u8
                     + (r.backend != "*") as u8
             })
     }
@@ -336,16 +392,20 @@ impl Thresholds {
             self.find(key, class)
                 .expect("parse checked a catch-all rule for every class")
         };
-        let sel = |r: &Rule| format!("{}/{}/{}/{}", r.format, r.profile, r.backend, r.class);
+        let sel = |r: &Rule| {
+            format!(
+                "{}/{}/{}/{}/{}",
+                r.format, r.profile, r.kv, r.backend, r.class
+            )
+        };
         let mut classes = BTreeMap::new();
         for class in TapClass::ALL {
             let r = rule_for(class);
             classes.insert(
                 class,
                 TapThreshold {
-                    max_nmse: r.max_nmse.expect("checked at load"),
-                    min_cosine: r.min_cosine.expect("checked at load"),
-                    max_replay_nmse: r.max_replay_nmse,
+                    max_replay_nmse: r.max_replay_nmse.expect("checked at load"),
+                    chained_floor: r.chained_floor.expect("checked at load"),
                     floor: r.floor,
                     reason: r.reason.clone(),
                     provisional: r.provisional.unwrap_or(self.file_provisional),
@@ -355,7 +415,7 @@ impl Thresholds {
         }
         let r = rule_for(TapClass::Logits);
         let logits = LogitThreshold {
-            max_kl: r.max_kl.expect("checked at load"),
+            kl_floor: r.kl_floor.expect("checked at load"),
             top1_must_agree: r.top1_must_agree.expect("checked at load"),
             floor: r.floor,
             reason: r.reason.clone(),
@@ -368,6 +428,7 @@ impl Thresholds {
             source: self.source.clone(),
             key: key.clone(),
             provisional,
+            chained: self.chained.clone(),
             classes,
             logits,
         }
@@ -382,23 +443,28 @@ mod tests {
         ThresholdKey {
             format: format.into(),
             profile: Profile::parse(profile).unwrap(),
+            kv: KvType::F32,
             backend: Backend::Cpu,
         }
     }
 
     const BASE: &str = r#"
-version = 1
+version = 2
 provisional = true
+[chained]
+k = 10
+kl_k = 10
+informative_max_nmse = 0.05
 [[rule]]
 class = "*"
-max_nmse = 1e-3
-min_cosine = 0.99
+max_replay_nmse = 1e-10
+chained_floor = 1e-10
 [[rule]]
 class = "logits"
-max_nmse = 1e-3
-min_cosine = 0.99
-max_kl = 1e-2
-top1_must_agree = true
+max_replay_nmse = 1e-10
+chained_floor = 1e-10
+kl_floor = 1e-8
+top1_must_agree = false
 "#;
 
     #[test]
@@ -407,16 +473,25 @@ top1_must_agree = true
         let a = t.resolve(&key("tq2_0", "ggml"));
         assert!(!a.provisional, "tq2_0 limits come from measured floors");
         assert_eq!(a.classes.len(), TapClass::ALL.len());
-        // Rounding-flip cascades can flip top-1 within the oracle's margin (TIE-FLIP).
+        // Rounding-flip cascades can flip top-1 within the noise (TIE-FLIP).
         assert!(!a.logits.top1_must_agree);
-        assert!(a.logits.max_kl > 0.0);
+        assert!(a.logits.kl_floor > 0.0);
+        assert!(a.chained.k > 1.0 && a.chained.kl_k > 1.0);
         for c in a.classes.values() {
             assert!(c.floor.is_some(), "{c:?}");
-            assert_eq!(c.max_replay_nmse, Some(1e-10), "{c:?}");
+            assert!(c.max_replay_nmse <= 1e-9, "{c:?}");
+            assert!(c.chained_floor >= c.max_replay_nmse, "{c:?}");
         }
-        // I2_S floors were measured against the ggml-graph oracle: nothing is provisional.
-        assert!(!t.resolve(&key("i2_s", "ggml")).provisional);
-        assert!(!t.resolve(&key("i2_s", "bitnet-cpp")).provisional);
+        for k in [
+            key("i2_s", "ggml"),
+            key("i2_s", "bitnet-cpp"),
+            ThresholdKey {
+                kv: KvType::F16,
+                ..key("i2_s", "bitnet-cpp")
+            },
+        ] {
+            assert!(!t.resolve(&k).provisional, "{k:?}");
+        }
     }
 
     #[test]
@@ -426,37 +501,49 @@ top1_must_agree = true
 [[rule]]
 format = \"i2_s\"
 class = \"proj\"
-max_nmse = 1e-5
-min_cosine = 0.999
+max_replay_nmse = 1e-12
+chained_floor = 1e-12
 reason = \"i2_s proj\"
 [[rule]]
 profile = \"bitnet-cpp\"
 class = \"proj\"
-max_nmse = 1e-4
-min_cosine = 0.999
+max_replay_nmse = 1e-11
+chained_floor = 1e-11
 provisional = false
+[[rule]]
+kv = \"f16\"
+class = \"attn\"
+max_replay_nmse = 1e-9
+chained_floor = 1e-9
 [[rule]]
 format = \"i2_s\"
 class = \"*\"
-max_nmse = 1e-6
-min_cosine = 0.9999
+max_replay_nmse = 1e-13
+chained_floor = 1e-13
 "
         );
         let t = Thresholds::parse(&text, "t.toml").unwrap();
         let a = t.resolve(&key("i2_s", "bitnet-cpp"));
-        // class + format (12) beats class + profile (10) beats format alone (4).
-        assert_eq!(a.classes[&TapClass::Proj].max_nmse, 1e-5);
+        // class + format (24) beats class + profile (20) beats format alone (8).
+        assert_eq!(a.classes[&TapClass::Proj].max_replay_nmse, 1e-12);
         assert_eq!(
             a.classes[&TapClass::Proj].reason.as_deref(),
             Some("i2_s proj")
         );
-        assert_eq!(a.classes[&TapClass::Norm].max_nmse, 1e-6);
+        assert_eq!(a.classes[&TapClass::Norm].max_replay_nmse, 1e-13);
         let b = t.resolve(&key("tq2_0", "bitnet-cpp"));
-        assert_eq!(b.classes[&TapClass::Proj].max_nmse, 1e-4);
+        assert_eq!(b.classes[&TapClass::Proj].max_replay_nmse, 1e-11);
         assert!(!b.classes[&TapClass::Proj].provisional);
-        assert_eq!(b.classes[&TapClass::Norm].max_nmse, 1e-3);
-        assert_eq!(b.logits.max_kl, 1e-2);
-        assert_eq!(b.classes[&TapClass::Norm].rule, "*/*/*/*");
+        assert_eq!(b.classes[&TapClass::Norm].max_replay_nmse, 1e-10);
+        assert_eq!(b.logits.kl_floor, 1e-8);
+        assert_eq!(b.classes[&TapClass::Norm].rule, "*/*/*/*/*");
+        // The KV type selects too.
+        assert_eq!(b.classes[&TapClass::Attn].max_replay_nmse, 1e-10);
+        let f16 = t.resolve(&ThresholdKey {
+            kv: KvType::F16,
+            ..key("tq2_0", "ggml")
+        });
+        assert_eq!(f16.classes[&TapClass::Attn].max_replay_nmse, 1e-9);
     }
 
     #[test]
@@ -466,35 +553,43 @@ min_cosine = 0.9999
                 .unwrap_err()
                 .to_string()
         };
-        let e = err("version = 2");
+        let e = err("version = 1");
         assert!(e.contains("ci/x.toml") && e.contains("version"), "{e}");
+        let e = err("version = 2\n[[rule]]\nclass = \"*\"\n");
+        assert!(e.contains("[chained]"), "{e}");
+        let e = err(&BASE.replace("k = 10\n", "k = -1\n"));
+        assert!(e.contains("[chained] k"), "{e}");
         let e = err(&format!(
-            "{BASE}[[rule]]\nclass = \"proj\"\nmin_cosine = 0.9\n"
+            "{BASE}[[rule]]\nclass = \"proj\"\nchained_floor = 0.1\n"
         ));
         assert!(
-            e.contains("rule[2]") && e.contains("missing max_nmse"),
+            e.contains("rule[2]") && e.contains("missing max_replay_nmse"),
             "{e}"
         );
         let e = err(&format!(
-            "{BASE}[[rule]]\nclass = \"bogus\"\nmax_nmse = 1\nmin_cosine = 0.9\n"
+            "{BASE}[[rule]]\nclass = \"bogus\"\nmax_replay_nmse = 1\nchained_floor = 1\n"
         ));
         assert!(e.contains("unknown class 'bogus'"), "{e}");
         let e = err(&format!(
-            "{BASE}[[rule]]\nclass = \"*\"\nmax_nmse = 1\nmin_cosine = 0.9\n"
+            "{BASE}[[rule]]\nclass = \"*\"\nmax_replay_nmse = 1\nchained_floor = 1\n"
         ));
         assert!(e.contains("same selectors"), "{e}");
         let e = err(&format!(
-            "{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 0.9\nmax_kl = 1\n"
+            "{BASE}[[rule]]\nclass = \"norm\"\nmax_replay_nmse = 1\nchained_floor = 1\nkl_floor = 1\n"
         ));
-        assert!(e.contains("max_kl"), "{e}");
+        assert!(e.contains("kl_floor"), "{e}");
         let e = err(&format!(
-            "{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 1.5\n"
+            "{BASE}[[rule]]\nclass = \"norm\"\nkv = \"q8\"\nmax_replay_nmse = 1\nchained_floor = 1\n"
         ));
-        assert!(e.contains("above 1"), "{e}");
-        let e = err("version = 1\n[[rule]]\nclass = \"*\"\nmax_nmse = 1\nmin_cosine = 0.9\n");
+        assert!(e.contains("kv must be"), "{e}");
+        let e = err(&format!(
+            "{BASE}[[rule]]\nclass = \"norm\"\nmax_replay_nmse = -1\nchained_floor = 1\n"
+        ));
+        assert!(e.contains("non-negative"), "{e}");
+        let e = err("version = 2\n[chained]\nk = 1\nkl_k = 1\ninformative_max_nmse = 1\n[[rule]]\nclass = \"*\"\nmax_replay_nmse = 1\nchained_floor = 1\n");
         assert!(e.contains("no catch-all rule for class logits"), "{e}");
         let e = err(&format!(
-            "{BASE}[[rule]]\nclass = \"norm\"\nmax_nmse = 1\nmin_cosine = 0.9\ntypo = 1\n"
+            "{BASE}[[rule]]\nclass = \"norm\"\nmax_replay_nmse = 1\nchained_floor = 1\ntypo = 1\n"
         ));
         assert!(e.contains("typo"), "{e}");
     }

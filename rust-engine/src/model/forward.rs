@@ -1,23 +1,28 @@
 //! The forward pass (llama.cpp `llama_model_bitnet::graph`, with the FFN activation chosen by
 //! the architecture), capturing taps under llama.cpp's node names.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::kv_cache::KvCache;
 use super::ops;
-use super::{Activation, Linear, Model};
+use super::plan::{jitter_row, op_id, Fault, Plan};
+use super::{Activation, Linear, Mat, Model};
 use crate::error::{Error, Result};
 use crate::numerics::{KvType, Numerics, Profile};
 use crate::quant::kernels::{Backend, Kernel};
-use crate::quant::matmul::matmul;
+use crate::quant::matmul::{matmul, matmul_twin, TwinRounding};
 use crate::taps::{tap_name, Tap, TapFilter};
 
-/// Runs a model under one numerics setting on a fixed number of threads.
+/// Runs a model under one numerics setting on a fixed number of threads, optionally with a
+/// [`Plan`] of deliberate changes (noise-twin jitter, self-test faults).
 pub struct Engine {
-    model: Model,
+    model: Arc<Model>,
     numerics: Numerics,
     threads: usize,
     pool: rayon::ThreadPool,
+    plan: Option<Arc<Plan>>,
 }
 
 /// The result of evaluating a batch of tokens.
@@ -67,6 +72,15 @@ impl Sink<'_> {
 impl Engine {
     /// `threads` = 0 means one per available core.
     pub fn new(model: Model, numerics: Numerics, threads: usize) -> Result<Engine> {
+        Engine::build(Arc::new(model), numerics, threads, None)
+    }
+
+    fn build(
+        model: Arc<Model>,
+        numerics: Numerics,
+        threads: usize,
+        plan: Option<Arc<Plan>>,
+    ) -> Result<Engine> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -76,7 +90,24 @@ impl Engine {
             model,
             numerics,
             pool,
+            plan,
         })
+    }
+
+    /// Another engine on the same model and numerics that runs `plan` (a noise twin, a faulty
+    /// variant for the self-test). The model is shared, not copied.
+    pub fn with_plan(&self, plan: Plan) -> Result<Engine> {
+        Engine::build(
+            Arc::clone(&self.model),
+            self.numerics,
+            self.threads,
+            Some(Arc::new(plan)),
+        )
+    }
+
+    /// The plan this engine runs, if any.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_deref()
     }
 
     pub fn model(&self) -> &Model {
@@ -134,8 +165,41 @@ impl Engine {
         self.pool.install(|| self.run(cache, tokens, taps))
     }
 
-    pub(super) fn linear(&self, lin: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let mut y = matmul(&self.model.view_unchecked(&lin.w), x, n, self.numerics)?;
+    /// `x` (n rows) times the weight matrix `m`: the one place every matmul of the forward pass
+    /// and of op replays goes through (a plan's scale faults act here).
+    /// `start` is the absolute position of the first row (the twin's tie flips act at one).
+    pub(super) fn mat(&self, m: &Mat, x: &[f32], n: usize, start: usize) -> Result<Vec<f32>> {
+        let mut y = match self.plan.as_deref() {
+            None => matmul(&self.model.view_unchecked(m), x, n, self.numerics)?,
+            Some(p) => {
+                let at = p.flip_ties_at;
+                matmul_twin(
+                    &self.model.view_unchecked(m),
+                    x,
+                    n,
+                    self.numerics,
+                    TwinRounding {
+                        flip: &|r| at == Some(start + r),
+                        f32_sums: p.f32_sums,
+                    },
+                )?
+            }
+        };
+        if let Some(f) = self.plan.as_ref().and_then(|p| p.tensor_factor(&m.name)) {
+            y.iter_mut().for_each(|v| *v *= f);
+        }
+        Ok(y)
+    }
+
+    /// A projection: the matmul, then the optional one-element `.scale`.
+    pub(super) fn linear(
+        &self,
+        lin: &Linear,
+        x: &[f32],
+        n: usize,
+        start: usize,
+    ) -> Result<Vec<f32>> {
+        let mut y = self.mat(&lin.w, x, n, start)?;
         if let Some(s) = lin.scale {
             // ggml_mul by the one-element `.scale` tensor: a separate f32 multiply.
             y.iter_mut().for_each(|v| *v *= s);
@@ -169,6 +233,18 @@ impl Engine {
         y
     }
 
+    /// The noise twin's one-ulp jitter of op `tag`'s output, `n` rows from position `start`;
+    /// nothing without a jitter plan.
+    fn jit(&self, tag: &str, layer: Option<usize>, start: usize, n: usize, v: &mut [f32]) {
+        let Some(seed) = self.plan.as_ref().and_then(|p| p.jitter) else {
+            return;
+        };
+        let op = op_id(tag, layer);
+        for (t, row) in v.chunks_mut(v.len() / n).enumerate() {
+            jitter_row(seed, op, start + t, row);
+        }
+    }
+
     fn run(&self, cache: &mut KvCache, tokens: &[u32], filter: &TapFilter) -> Result<Forward> {
         let hp = &self.model.hparams;
         let (n, d, hd) = (tokens.len(), hp.n_embd, hp.head_dim);
@@ -177,18 +253,27 @@ impl Engine {
             filter,
             taps: Vec::new(),
         };
+        // Each op's output: jittered when this is a noise twin (before anything reads it),
+        // then offered to the tap sink.
+        macro_rules! out {
+            ($tag:expr, $l:expr, $dims:expr, $v:expr) => {{
+                self.jit($tag, $l, start, n, &mut $v);
+                sink.put($tag, $l, $dims, n, &$v);
+            }};
+        }
 
         let mut x = self.embed(tokens)?;
+        self.jit("embd", None, start, n, &mut x);
 
         let mut rope = Vec::new();
         for (il, layer) in self.model.layers.iter().enumerate() {
             let l = Some(il);
-            let cur = self.norm_rows(&x, &layer.attn_norm);
-            sink.put("attn_norm", l, &[d], n, &cur);
+            let mut cur = self.norm_rows(&x, &layer.attn_norm);
+            out!("attn_norm", l, &[d], cur);
 
-            let mut q = self.linear(&layer.wq, &cur, n)?;
-            let mut k = self.linear(&layer.wk, &cur, n)?;
-            let v = self.linear(&layer.wv, &cur, n)?;
+            let mut q = self.linear(&layer.wq, &cur, n, start)?;
+            let mut k = self.linear(&layer.wk, &cur, n, start)?;
+            let mut v = self.linear(&layer.wv, &cur, n, start)?;
             for t in 0..n {
                 ops::rope_cache(start + t, hp.n_rot, hp.rope_freq_base, &mut rope);
                 for head in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
@@ -199,46 +284,36 @@ impl Engine {
                     ops::rope_neox(head, &rope);
                 }
             }
-            sink.put("Qcur", l, &[hd, hp.n_head], n, &q);
-            sink.put("Kcur", l, &[hd, hp.n_head_kv], n, &k);
-            sink.put("Vcur", l, &[hd, hp.n_head_kv], n, &v);
+            out!("Qcur", l, &[hd, hp.n_head], q);
+            out!("Kcur", l, &[hd, hp.n_head_kv], k);
+            out!("Vcur", l, &[hd, hp.n_head_kv], v);
             cache.append(il, &k, &v);
 
-            let attn = self.attention(cache, il, &q, n, start);
-            sink.put("kqv_out", l, &[d], n, &attn);
-            let cur = self.norm_rows(&attn, &layer.attn_sub_norm);
-            sink.put("attn_sub_norm", l, &[d], n, &cur);
-            let o = self.linear(&layer.wo, &cur, n)?;
-            sink.put("attn_out", l, &[d], n, &o);
+            let mut attn = self.attention(cache, il, &q, n, start);
+            out!("kqv_out", l, &[d], attn);
+            let mut cur = self.norm_rows(&attn, &layer.attn_sub_norm);
+            out!("attn_sub_norm", l, &[d], cur);
+            let mut o = self.linear(&layer.wo, &cur, n, start)?;
+            out!("attn_out", l, &[d], o);
 
-            let ffn_inp = ops::add(&o, &x);
-            sink.put("ffn_inp", l, &[d], n, &ffn_inp);
-            let cur = self.norm_rows(&ffn_inp, &layer.ffn_norm);
-            sink.put("ffn_norm", l, &[d], n, &cur);
+            let mut ffn_inp = ops::add(&o, &x);
+            out!("ffn_inp", l, &[d], ffn_inp);
+            let mut cur = self.norm_rows(&ffn_inp, &layer.ffn_norm);
+            out!("ffn_norm", l, &[d], cur);
 
-            let mut up = matmul(
-                &self.model.view_unchecked(&layer.ffn_up.w),
-                &cur,
-                n,
-                self.numerics,
-            )?;
-            sink.put("ffn_up", l, &[hp.n_ff], n, &up);
+            let mut up = self.mat(&layer.ffn_up.w, &cur, n, start)?;
+            out!("ffn_up", l, &[hp.n_ff], up);
             if let Some(s) = layer.ffn_up.scale {
                 up.iter_mut().for_each(|v| *v *= s);
-                sink.put("ffn_up_s", l, &[hp.n_ff], n, &up);
+                out!("ffn_up_s", l, &[hp.n_ff], up);
             }
-            let mut gate = matmul(
-                &self.model.view_unchecked(&layer.ffn_gate.w),
-                &cur,
-                n,
-                self.numerics,
-            )?;
-            sink.put("ffn_gate", l, &[hp.n_ff], n, &gate);
+            let mut gate = self.mat(&layer.ffn_gate.w, &cur, n, start)?;
+            out!("ffn_gate", l, &[hp.n_ff], gate);
             if let Some(s) = layer.ffn_gate.scale {
                 gate.iter_mut().for_each(|v| *v *= s);
-                sink.put("ffn_gate_s", l, &[hp.n_ff], n, &gate);
+                out!("ffn_gate_s", l, &[hp.n_ff], gate);
             }
-            let act: Vec<f32> = gate
+            let mut act: Vec<f32> = gate
                 .iter()
                 .zip(&up)
                 .map(|(&g, &u)| match hp.activation {
@@ -246,25 +321,20 @@ impl Engine {
                     Activation::ReluSqr => ops::relu_sqr(g) * u,
                 })
                 .collect();
-            sink.put("ffn_sub_out", l, &[hp.n_ff], n, &act);
-            let cur = self.norm_rows(&act, &layer.ffn_sub_norm);
-            sink.put("ffn_sub_norm", l, &[hp.n_ff], n, &cur);
-            let down = self.linear(&layer.ffn_down, &cur, n)?;
-            sink.put("ffn_down", l, &[d], n, &down);
+            out!("ffn_sub_out", l, &[hp.n_ff], act);
+            let mut cur = self.norm_rows(&act, &layer.ffn_sub_norm);
+            out!("ffn_sub_norm", l, &[hp.n_ff], cur);
+            let mut down = self.linear(&layer.ffn_down, &cur, n, start)?;
+            out!("ffn_down", l, &[d], down);
             x = ops::add(&down, &ffn_inp);
-            sink.put("l_out", l, &[d], n, &x);
+            out!("l_out", l, &[d], x);
         }
         cache.advance(n);
 
-        let cur = self.norm_rows(&x, &self.model.output_norm);
-        sink.put("result_norm", None, &[d], n, &cur);
-        let logits = matmul(
-            &self.model.view_unchecked(&self.model.output),
-            &cur,
-            n,
-            self.numerics,
-        )?;
-        sink.put("result_output", None, &[hp.n_vocab], n, &logits);
+        let mut cur = self.norm_rows(&x, &self.model.output_norm);
+        out!("result_norm", None, &[d], cur);
+        let mut logits = self.mat(&self.model.output, &cur, n, start)?;
+        out!("result_output", None, &[hp.n_vocab], logits);
         Ok(Forward {
             logits,
             n_vocab: hp.n_vocab,
@@ -304,7 +374,15 @@ impl Engine {
         // kq: the permuted queries always take the vec_dot path, rounded to F16's vec_dot_type;
         // kqv: the probabilities are a contiguous F32 batch, which tinyBLAS may take as F32.
         let round_q = round_to(f16);
+        // The noise twin sums the f32 products in f32 (another valid order).
+        let f32_sums = self.plan.as_ref().is_some_and(|p| p.f32_sums);
         let round_p = round_to(f16 && self.numerics.f16_activations.rounds(n));
+        // Positions a query at `pos` attends to: `0..=pos`; one short with the KV fault, in
+        // decode (a single new token after the first position).
+        let one_short = n == 1
+            && start > 0
+            && self.plan.as_ref().is_some_and(|p| p.has(&Fault::KvOneShort));
+        let window = |pos: usize| if one_short { pos } else { pos + 1 };
         let mut out = vec![0f32; n * hp.n_embd];
         out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
             let (t, h) = (i / n_head, i % n_head);
@@ -316,10 +394,12 @@ impl Engine {
                 .collect();
             let mut kv = vec![0f32; hd];
             let mut scores = Vec::with_capacity(pos + 1);
-            for j in 0..=pos {
+            for j in 0..window(pos) {
                 cache.read(il, false, j, kvh * hd, &mut kv);
                 let s: f64 = if exact {
                     qh.iter().zip(&kv).map(|(&a, &b)| a as f64 * b as f64).sum()
+                } else if f32_sums {
+                    qh.iter().zip(&kv).fold(0f32, |s, (&a, &b)| s + a * b) as f64
                 } else {
                     qh.iter().zip(&kv).map(|(&a, &b)| (a * b) as f64).sum()
                 };
@@ -335,10 +415,12 @@ impl Engine {
                 cache.read(il, true, j, kvh * hd, &mut kv);
                 let p = round_p(p);
                 for (a, &v) in acc.iter_mut().zip(&kv) {
-                    *a += if exact {
-                        p as f64 * v as f64
+                    *a = if exact {
+                        *a + p as f64 * v as f64
+                    } else if f32_sums {
+                        (*a as f32 + p * v) as f64
                     } else {
-                        (p * v) as f64
+                        *a + (p * v) as f64
                     };
                 }
             }

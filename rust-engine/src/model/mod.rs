@@ -4,6 +4,7 @@
 mod forward;
 mod kv_cache;
 pub mod ops;
+pub mod plan;
 mod replay;
 
 use std::ops::Range;
@@ -13,7 +14,8 @@ use serde::Serialize;
 
 pub use forward::{Engine, Forward};
 pub use kv_cache::KvCache;
-pub use replay::TapSource;
+pub use plan::{Fault, Plan};
+pub use replay::{KvHistory, ReplayInputs, TapSource};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, Value};

@@ -6,28 +6,48 @@
 //! matmul's output by a whole quantization step, which then spreads through attention to later
 //! positions. Replaying each op on the oracle's inputs measures that op alone, so the first op
 //! whose replay disagrees is the op that is wrong, whatever happened upstream.
+//!
+//! Decode steps replay the same way: [`ReplayInputs::start`] is the step's position and
+//! [`ReplayInputs::history`] holds the oracle's keys and values of every earlier position, so
+//! attention at step `s` runs over the oracle's cache, not the engine's.
 
 use super::forward::Engine;
 use super::kv_cache::KvCache;
 use super::{ops, Activation, Linear};
 use crate::error::{Error, Result};
-use crate::quant::matmul::matmul;
 use crate::taps::{split_name, tap_name};
 
 /// Inputs of a replay, looked up by engine tap name; values position-major (a tap's `data`).
 pub type TapSource<'a> = dyn Fn(&str) -> Option<&'a [f32]> + 'a;
 
+/// Keys and values of the positions before a replayed evaluation, per layer: post-RoPE keys
+/// and values, position-major (`positions * n_embd_kv` each), as the cache stores them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KvHistory {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+}
+
+/// What a replay recomputes from.
+pub struct ReplayInputs<'a> {
+    /// The evaluation's tokens.
+    pub tokens: &'a [u32],
+    /// The position of its first token.
+    pub start: usize,
+    /// The op inputs of this evaluation (normally the oracle's taps).
+    pub get: &'a TapSource<'a>,
+    /// Keys and values of positions `0..start` (needed for attention when `start > 0`).
+    pub history: Option<&'a KvHistory>,
+}
+
 impl Engine {
-    /// Recompute tap `name` for `tokens` (evaluated from position 0) from the inputs `get`
-    /// returns. `Ok(None)` when an input is not available (or the tap is not part of this
-    /// model, e.g. `ffn_up_s` without a `.scale` tensor).
-    pub fn replay(
-        &self,
-        name: &str,
-        tokens: &[u32],
-        get: &TapSource<'_>,
-    ) -> Result<Option<Vec<f32>>> {
+    /// Recompute tap `name` for the evaluation `inp` describes from its given inputs.
+    /// `Ok(None)` when an input is not available (not captured, no history for attention after
+    /// position 0) or the tap is not part of this model (`ffn_up_s` without a `.scale` tensor);
+    /// `Err` when the inputs are there but do not fit.
+    pub fn replay(&self, name: &str, inp: &ReplayInputs<'_>) -> Result<Option<Vec<f32>>> {
         let hp = &self.model().hparams;
+        let (tokens, start, get) = (inp.tokens, inp.start, inp.get);
         let n = tokens.len();
         let (tag, layer) = split_name(name);
         let input = |tag: &str, l: Option<usize>| get(&tap_name(tag, l));
@@ -61,18 +81,17 @@ impl Engine {
                     return Ok(None);
                 };
                 check(x, d, "result_norm")?;
-                let w = self.model().view_unchecked(&self.model().output);
-                matmul(&w, x, n, self.numerics())?
+                self.mat(&self.model().output, x, n, start)?
             }
             (tag, Some(l)) if l < hp.n_layer => {
                 let ly = &self.model().layers[l];
                 let lin = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
                     check(x, width, what)?;
-                    self.linear(lin, x, n)
+                    self.linear(lin, x, n, start)
                 };
                 let raw = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
                     check(x, width, what)?;
-                    matmul(&self.model().view_unchecked(&lin.w), x, n, self.numerics())
+                    self.mat(&lin.w, x, n, start)
                 };
                 let scaled = |lin: &Linear, pre: &str| -> Result<Option<Vec<f32>>> {
                     let (Some(s), Some(x)) = (lin.scale, input(pre, Some(l))) else {
@@ -84,7 +103,7 @@ impl Engine {
                 let rope = |mut v: Vec<f32>, width: usize| -> Vec<f32> {
                     let mut cache = Vec::new();
                     for t in 0..n {
-                        ops::rope_cache(t, hp.n_rot, hp.rope_freq_base, &mut cache);
+                        ops::rope_cache(start + t, hp.n_rot, hp.rope_freq_base, &mut cache);
                         for head in v[t * width..(t + 1) * width].chunks_exact_mut(hp.head_dim) {
                             ops::rope_neox(head, &cache);
                         }
@@ -119,13 +138,34 @@ impl Engine {
                         check(q, d, "Qcur")?;
                         check(k, hp.n_embd_kv(), "Kcur")?;
                         check(v, hp.n_embd_kv(), "Vcur")?;
-                        // A cache holding exactly the given keys and values of this layer
-                        // (stored in the engine's KV type, as the forward pass would).
+                        // A cache holding exactly the given keys and values of this layer,
+                        // earlier positions first (stored in the engine's KV type, as the
+                        // forward pass would).
                         let mut cache = KvCache::new(hp, self.numerics().kv);
+                        if start > 0 {
+                            let Some(h) = inp.history else {
+                                return Ok(None);
+                            };
+                            let w = hp.n_embd_kv();
+                            let (Some(hk), Some(hv)) = (h.k.get(l), h.v.get(l)) else {
+                                return Ok(None);
+                            };
+                            if hk.len() != start * w || hv.len() != start * w {
+                                return Err(Error::Invalid(format!(
+                                    "replay of {name}: the key/value history holds {} and {} \
+                                     values, expected {start} positions x {w}",
+                                    hk.len(),
+                                    hv.len()
+                                )));
+                            }
+                            cache.reserve(start)?;
+                            cache.append(l, hk, hv);
+                            cache.advance(start);
+                        }
                         cache.reserve(n)?;
                         cache.append(l, k, v);
                         cache.advance(n);
-                        self.attention(&cache, l, q, n, 0)
+                        self.attention(&cache, l, q, n, start)
                     }
                     "attn_sub_norm" => {
                         let x = need!("kqv_out");

@@ -14,6 +14,12 @@ pub struct ActI8 {
 }
 
 pub fn quantize_row(x: &[f32], out: &mut ActI8) {
+    quantize_row_flip(x, out, false)
+}
+
+/// [`quantize_row`]; with `flip`, the element nearest a rounding tie is rounded the other way
+/// (the noise twin's rounding).
+pub fn quantize_row_flip(x: &[f32], out: &mut ActI8, flip: bool) {
     let mut max = 1e-5f64;
     for &v in x {
         max = max.max((v as f64).abs());
@@ -24,6 +30,12 @@ pub fn quantize_row(x: &[f32], out: &mut ActI8) {
         x.iter()
             .map(|&v| (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8),
     );
+    if flip {
+        let scaled: Vec<f32> = x.iter().map(|&v| v * scale).collect();
+        if let Some((i, other)) = super::nearest_tie(&scaled, f32::round_ties_even) {
+            out.q[i] = other.clamp(-128.0, 127.0) as i8;
+        }
+    }
     out.sum = out.q.iter().map(|&q| q as i32).sum();
     out.scale = scale;
 }

@@ -123,21 +123,27 @@ enum Prepared {
     Exact(Vec<f32>),
 }
 
-fn prepare(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Result<Prepared> {
+fn prepare(
+    w: &WeightMatrix,
+    x: &[f32],
+    n: usize,
+    numerics: Numerics,
+    flip: bool,
+) -> Result<Prepared> {
     let profile = numerics.profile;
     Ok(match (profile, w.ty) {
         (Profile::F32, _) => Prepared::Exact(x.to_vec()),
         (_, GgmlType::F32) => Prepared::F32(x.to_vec()),
         (Profile::Ggml, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S) => {
             let mut blocks = Vec::with_capacity(x.len() / q8_k::BLOCK);
-            q8_k::quantize_row(x, &mut blocks).map_err(|e| {
+            q8_k::quantize_row_flip(x, &mut blocks, flip).map_err(|e| {
                 Error::Invalid(format!("tensor '{}' under the ggml profile: {e}", w.name))
             })?;
             Prepared::Q8K(blocks)
         }
         (Profile::BitnetCpp, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S) => {
             let mut a = ActI8::default();
-            act_i8::quantize_row(x, &mut a);
+            act_i8::quantize_row_flip(x, &mut a, flip);
             Prepared::I8(a)
         }
         (_, GgmlType::F16) if !numerics.f16_activations.rounds(n) => Prepared::F16xF32(x.to_vec()),
@@ -151,7 +157,7 @@ fn prepare(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Result<
             bf16::to_bf16_row(x, &mut v);
             Prepared::BF16(v)
         }
-        (_, GgmlType::Q8_0) => Prepared::Q8_0(q8_0::quantize_act(x)?),
+        (_, GgmlType::Q8_0) => Prepared::Q8_0(q8_0::quantize_act_flip(x, flip)?),
         (_, other) => {
             return Err(Error::Invalid(format!(
                 "no kernel for weight type {other} in tensor '{}'",
@@ -159,6 +165,38 @@ fn prepare(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Result<
             )))
         }
     })
+}
+
+/// How the noise twin rounds differently from the plain engine in a matmul.
+#[derive(Clone, Copy)]
+pub struct TwinRounding<'a> {
+    /// Activation rows `r` with `flip(r)` round their element nearest a tie the other way.
+    pub flip: &'a dyn Fn(usize) -> bool,
+    /// Float dot products (F32/F16/BF16 weights) sum their f32 products in f32, one after the
+    /// other, instead of in f64: another valid summation order, whose error grows with the
+    /// terms' magnitudes as the oracles' f32 SIMD sums do.
+    pub f32_sums: bool,
+}
+
+/// The plain engine's rounding.
+pub const PLAIN: TwinRounding<'static> = TwinRounding {
+    flip: &|_| false,
+    f32_sums: false,
+};
+
+/// A float dot product with f32 accumulation (the twin's [`TwinRounding::f32_sums`]); `None`
+/// for quantized activations, whose integer sums are exact.
+fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> Option<f32> {
+    let x: Vec<f32> = match a {
+        Prepared::F32(x) | Prepared::F16xF32(x) => x.clone(),
+        Prepared::F16(x) => x.iter().map(|v| v.to_f32()).collect(),
+        Prepared::BF16(x) => x.iter().map(|&v| f32::from_bits((v as u32) << 16)).collect(),
+        _ => return None,
+    };
+    scratch.resize(w.k, 0.0);
+    w.dequantize_row(r, scratch)
+        .expect("rows were validated when the matrix was built");
+    Some(scratch.iter().zip(&x).fold(0f32, |s, (&a, &b)| s + a * b))
 }
 
 /// Dot of weight row `r` with one prepared activation row.
@@ -201,6 +239,17 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> f32 
 /// profile an I2_S tensor's scale is applied here as a separate f32 multiply after the dot, as
 /// the transcoded `.scale` tensor is in ggml.
 pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Result<Vec<f32>> {
+    matmul_twin(w, x, n, numerics, PLAIN)
+}
+
+/// [`matmul`] with the noise twin's `rounding`.
+pub fn matmul_twin(
+    w: &WeightMatrix,
+    x: &[f32],
+    n: usize,
+    numerics: Numerics,
+    rounding: TwinRounding,
+) -> Result<Vec<f32>> {
     let profile = numerics.profile;
     if x.len() != n * w.k {
         return Err(Error::Invalid(format!(
@@ -212,7 +261,8 @@ pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Resu
     }
     let prepared = x
         .chunks_exact(w.k)
-        .map(|row| prepare(w, row, n, numerics))
+        .enumerate()
+        .map(|(r, row)| prepare(w, row, n, numerics, (rounding.flip)(r)))
         .collect::<Result<Vec<_>>>()?;
     let post_scale = if profile == Profile::Ggml && w.ty == GgmlType::I2_S {
         Some(w.tensor_scale())
@@ -230,7 +280,12 @@ pub fn matmul(w: &WeightMatrix, x: &[f32], n: usize, numerics: Numerics) -> Resu
             for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
                 let r = chunk * ROWS_PER_TASK + i;
                 for (o, a) in row_out.iter_mut().zip(&prepared) {
-                    let v = dot(w, r, a, &mut scratch);
+                    let v = if rounding.f32_sums {
+                        dot_f32_sum(w, r, a, &mut scratch)
+                            .unwrap_or_else(|| dot(w, r, a, &mut scratch))
+                    } else {
+                        dot(w, r, a, &mut scratch)
+                    };
                     *o = match post_scale {
                         Some(s) => v * s,
                         None => v,

@@ -106,6 +106,27 @@ pub(crate) fn check_blocks(
     Ok(blocks)
 }
 
+/// The element of a quantized row (or block) nearest a rounding tie, and its other rounding:
+/// among the scaled values `s_i` (before rounding to integers, each rounded to `r_i`), the one
+/// with `|s_i - r_i|` closest to 1/2, and the integer on the other side of that tie. The noise
+/// twin rounds it the other way: the largest difference a tiny legitimate perturbation of the
+/// row's values could make to its codes. Non-finite values are skipped.
+pub(crate) fn nearest_tie(scaled: &[f32], rounded: impl Fn(f32) -> f32) -> Option<(usize, f32)> {
+    let mut best: Option<(usize, f32, f32)> = None;
+    for (i, &s) in scaled.iter().enumerate() {
+        if !s.is_finite() {
+            continue;
+        }
+        let r = rounded(s);
+        let gap = (0.5 - (s - r).abs()).abs();
+        if best.is_none_or(|(_, g, _)| gap < g) {
+            let other = if s >= r { r + 1.0 } else { r - 1.0 };
+            best = Some((i, gap, other));
+        }
+    }
+    best.map(|(i, _, other)| (i, other))
+}
+
 /// Round half away from zero, as C's `roundf`/`lroundf` (Rust's `f32::round` does the same).
 ///
 /// A non-finite argument gives 0. It occurs only when a block's largest |x| is so small (below

@@ -45,6 +45,12 @@ pub fn quantize(values: &[f32]) -> Result<Vec<u8>> {
 /// again (`1/d`, half to even); xval mirrors x86, where the oracle runs. Weights keep
 /// [`quantize`], which matches the reference and llama-quantize byte for byte.
 pub fn quantize_act(values: &[f32]) -> Result<Vec<u8>> {
+    quantize_act_flip(values, false)
+}
+
+/// [`quantize_act`]; with `flip`, each block's element nearest a rounding tie is rounded the
+/// other way (the noise twin's rounding).
+pub fn quantize_act_flip(values: &[f32], flip: bool) -> Result<Vec<u8>> {
     let blocks = check_blocks("q8_0", 0, values.len(), BLOCK, 0)?;
     let mut out = Vec::with_capacity(blocks * BLOCK_BYTES);
     for x in values.chunks_exact(BLOCK) {
@@ -52,6 +58,7 @@ pub fn quantize_act(values: &[f32]) -> Result<Vec<u8>> {
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        let at = out.len();
         out.extend(x.iter().map(|&v| {
             let q = (v * id).round_ties_even();
             let q = if q.is_finite() {
@@ -61,6 +68,12 @@ pub fn quantize_act(values: &[f32]) -> Result<Vec<u8>> {
             };
             q as i8 as u8
         }));
+        if flip {
+            let scaled: Vec<f32> = x.iter().map(|&v| v * id).collect();
+            if let Some((i, other)) = super::nearest_tie(&scaled, f32::round_ties_even) {
+                out[at + i] = other.clamp(-128.0, 127.0) as i8 as u8;
+            }
+        }
     }
     Ok(out)
 }

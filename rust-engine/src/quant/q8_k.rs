@@ -35,6 +35,12 @@ pub fn nearest_int(x: f32) -> i32 {
 
 /// Quantize one activation row (length a multiple of 256).
 pub fn quantize_row(x: &[f32], out: &mut Vec<BlockQ8K>) -> Result<()> {
+    quantize_row_flip(x, out, false)
+}
+
+/// [`quantize_row`]; with `flip`, each block's element nearest a rounding tie is rounded the
+/// other way (the noise twin's rounding).
+pub fn quantize_row_flip(x: &[f32], out: &mut Vec<BlockQ8K>, flip: bool) -> Result<()> {
     if x.len() % BLOCK != 0 {
         return Err(Error::format(
             "q8_k",
@@ -59,6 +65,14 @@ pub fn quantize_row(x: &[f32], out: &mut Vec<BlockQ8K>) -> Result<()> {
             let iscale = -127.0f32 / max;
             for (q, &v) in blk.qs.iter_mut().zip(xb) {
                 *q = nearest_int(iscale * v).min(127) as i8;
+            }
+            if flip {
+                let scaled: Vec<f32> = xb.iter().map(|&v| iscale * v).collect();
+                if let Some((i, other)) =
+                    super::nearest_tie(&scaled, |s| nearest_int(s) as f32)
+                {
+                    blk.qs[i] = other.clamp(-128.0, 127.0) as i8;
+                }
             }
             for (s, chunk) in blk.bsums.iter_mut().zip(blk.qs.chunks_exact(16)) {
                 *s = chunk.iter().map(|&q| q as i16).sum();

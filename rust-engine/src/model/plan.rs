@@ -1,0 +1,223 @@
+//! What an engine run changes on purpose, handed to the engine explicitly as a [`Plan`]
+//! (`Engine::with_plan`), never through a global switch: one-ulp jitter for the comparison's
+//! noise twin, and seeded faults for the self-test. An engine without a plan takes the plain
+//! path: one `Option` test per op, nothing else.
+
+use crate::taps::LAYER_TAGS;
+
+/// Deliberate changes to an engine's computation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Seed of the one-ulp jitter: each element of every op's output (embedding rows
+    /// included) moves up or down by one unit in the last place with probability 1/4 each.
+    /// The result is another valid rounding of the same computation; how far the jittered
+    /// engine drifts from the plain one, tap by tap, is the noise reference the comparison's
+    /// chained limits follow.
+    pub jitter: Option<u64>,
+    /// The absolute position whose quantized activation rows (every int8 row or Q8_K/Q8_0
+    /// block of every ternary or Q8_0 matmul input) round their element nearest a rounding tie
+    /// the other way: the largest change a legitimate one-ulp difference could make to a
+    /// quantizer's codes, made at one position so that a model where such flips are rare
+    /// events still shows their effect in the noise reference.
+    pub flip_ties_at: Option<usize>,
+    /// Float sums (F32/F16/BF16 matmuls, attention's dot products and softmax) accumulate in
+    /// f32 one term after another instead of in f64: another valid summation order, as large
+    /// as the oracles' f32 SIMD sums differ from a sequential one.
+    pub f32_sums: bool,
+    /// Injected faults, each where the real bug would sit.
+    pub faults: Vec<Fault>,
+}
+
+/// A fault the self-test (and the verdict tests) inject.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Multiply the output of the matmul by tensor `tensor` (e.g. `blk.1.attn_q.weight`) by
+    /// `factor`: a wrong scale in one projection.
+    ScaleTensor { tensor: String, factor: f32 },
+    /// In decode (a single new token after the first position), attention reads the KV cache
+    /// one position short: the new token does not see its own key and value.
+    KvOneShort,
+}
+
+impl Fault {
+    /// Parse a fault spec: `scale:TENSOR:FACTOR` (e.g. `scale:blk.1.attn_q.weight:1.01`) or
+    /// `kv-one-short`.
+    pub fn parse(s: &str) -> Result<Fault, String> {
+        if s == "kv-one-short" {
+            return Ok(Fault::KvOneShort);
+        }
+        if let Some(rest) = s.strip_prefix("scale:") {
+            let (tensor, factor) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("fault '{s}': expected scale:TENSOR:FACTOR"))?;
+            let factor: f32 = factor
+                .parse()
+                .map_err(|_| format!("fault '{s}': '{factor}' is not a number"))?;
+            if tensor.is_empty() || !factor.is_finite() {
+                return Err(format!("fault '{s}': expected scale:TENSOR:FACTOR"));
+            }
+            return Ok(Fault::ScaleTensor {
+                tensor: tensor.into(),
+                factor,
+            });
+        }
+        Err(format!(
+            "unknown fault '{s}' (expected scale:TENSOR:FACTOR or kv-one-short)"
+        ))
+    }
+}
+
+impl Plan {
+    /// A noise twin's plan: one-ulp jitter everywhere, f32 sums, tie flips at position
+    /// `flip_at`.
+    pub fn twin(seed: u64, flip_at: Option<usize>) -> Plan {
+        Plan {
+            jitter: Some(seed),
+            flip_ties_at: flip_at,
+            f32_sums: true,
+            faults: Vec::new(),
+        }
+    }
+
+    /// One-ulp jitter only.
+    pub fn jitter(seed: u64) -> Plan {
+        Plan {
+            jitter: Some(seed),
+            ..Plan::default()
+        }
+    }
+
+    /// A plan with one fault.
+    pub fn fault(f: Fault) -> Plan {
+        Plan {
+            faults: vec![f],
+            ..Plan::default()
+        }
+    }
+
+    /// The product of the scale faults on `tensor` (1 when none).
+    pub(crate) fn tensor_factor(&self, tensor: &str) -> Option<f32> {
+        let mut f = None;
+        for fault in &self.faults {
+            if let Fault::ScaleTensor { tensor: t, factor } = fault {
+                if t == tensor {
+                    f = Some(f.unwrap_or(1.0) * factor);
+                }
+            }
+        }
+        f
+    }
+
+    pub(crate) fn has(&self, f: &Fault) -> bool {
+        self.faults.contains(f)
+    }
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The id of an op output for the jitter hash: its tap tag and layer (`None`: model level).
+pub(crate) fn op_id(tag: &str, layer: Option<usize>) -> u64 {
+    let t = LAYER_TAGS
+        .iter()
+        .position(|x| *x == tag)
+        .map_or_else(|| 64 + tag.len() as u64 * 7 + tag.as_bytes()[0] as u64, |i| i as u64);
+    (layer.map_or(0xffff, |l| l as u64) << 8) | t
+}
+
+/// One ulp away from `x` towards +inf (`up`) or -inf; zero, non-finite and values at the
+/// largest magnitude stay as they are. Thread-independent: the caller hashes element indices.
+fn nudge(x: f32, up: bool) -> f32 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let b = x.to_bits();
+    // Away from zero means a larger magnitude: bits + 1 for either sign.
+    let away = (x > 0.0) == up;
+    let nb = if away { b + 1 } else { b - 1 };
+    let y = f32::from_bits(nb);
+    if y.is_finite() {
+        y
+    } else {
+        x
+    }
+}
+
+/// Jitter `row` (the values of op `op` at absolute position `pos`) with `seed`.
+pub(crate) fn jitter_row(seed: u64, op: u64, pos: usize, row: &mut [f32]) {
+    let base = mix(seed ^ mix(op ^ ((pos as u64) << 24)));
+    for (i, v) in row.iter_mut().enumerate() {
+        match mix(base ^ i as u64) & 3 {
+            1 => *v = nudge(*v, true),
+            2 => *v = nudge(*v, false),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nudges_by_exactly_one_ulp() {
+        for x in [1.0f32, -3.5, 1e-30, -7e20] {
+            let up = nudge(x, true);
+            let down = nudge(x, false);
+            assert!(up > x && down < x, "{x}");
+            assert_eq!(up.to_bits().abs_diff(x.to_bits()), 1);
+            assert_eq!(down.to_bits().abs_diff(x.to_bits()), 1);
+        }
+        assert_eq!(nudge(0.0, true), 0.0);
+        assert!(nudge(f32::NAN, true).is_nan());
+        assert_eq!(nudge(f32::MAX, true), f32::MAX);
+    }
+
+    #[test]
+    fn jitter_moves_about_half_the_elements_deterministically() {
+        let mut a = vec![1.0f32; 4096];
+        jitter_row(7, op_id("Qcur", Some(3)), 11, &mut a);
+        let moved = a.iter().filter(|&&x| x != 1.0).count();
+        assert!((1800..2300).contains(&moved), "{moved}");
+        let mut b = vec![1.0f32; 4096];
+        jitter_row(7, op_id("Qcur", Some(3)), 11, &mut b);
+        assert_eq!(a, b);
+        let mut c = vec![1.0f32; 4096];
+        jitter_row(7, op_id("Qcur", Some(3)), 12, &mut c);
+        assert_ne!(a, c, "another position, other elements");
+    }
+
+    #[test]
+    fn fault_specs_parse() {
+        assert_eq!(Fault::parse("kv-one-short"), Ok(Fault::KvOneShort));
+        assert_eq!(
+            Fault::parse("scale:blk.2.ffn_down.weight:0.99"),
+            Ok(Fault::ScaleTensor {
+                tensor: "blk.2.ffn_down.weight".into(),
+                factor: 0.99
+            })
+        );
+        assert!(Fault::parse("scale:x").is_err());
+        assert!(Fault::parse("scale::2").is_err());
+        assert!(Fault::parse("scale:t:nan").is_err());
+        assert!(Fault::parse("nope").is_err());
+    }
+
+    #[test]
+    fn op_ids_differ() {
+        let mut ids: Vec<u64> = LAYER_TAGS
+            .iter()
+            .flat_map(|t| (0..3).map(move |l| op_id(t, Some(l))))
+            .collect();
+        ids.extend([op_id("result_norm", None), op_id("result_output", None), op_id("embd", None)]);
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+    }
+}
