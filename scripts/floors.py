@@ -1,9 +1,10 @@
-"""Summarise compare receipts into per-class noise floors (see scripts/measure-floors.sh)."""
+"""Summarise compare receipts into op-level noise floors per oracle numerics and tap class,
+prompt and decode steps apart, with the clean comparisons' largest metric/limit ratio (see
+scripts/measure-floors.sh)."""
 import collections
 import glob
 import json
 import os
-import re
 import sys
 
 CLASS = {"attn_norm": "norm", "attn_sub_norm": "norm", "ffn_norm": "norm", "ffn_sub_norm": "norm",
@@ -16,41 +17,32 @@ def tap_class(name):
 
 
 def main(d):
-    chained = collections.defaultdict(lambda: collections.defaultdict(float))
-    replay = collections.defaultdict(lambda: collections.defaultdict(float))
-    replay_med = collections.defaultdict(lambda: collections.defaultdict(list))
-    kl = collections.defaultdict(float)
-    flips = collections.Counter()
+    prompt = collections.defaultdict(lambda: collections.defaultdict(float))
+    decode = collections.defaultdict(lambda: collections.defaultdict(float))
+    worst = collections.defaultdict(float)
+    runs = collections.Counter()
+    fails = collections.Counter()
     for f in sorted(glob.glob(os.path.join(d, "*.json"))):
-        # FIXTURE.PROFILE[.N].json; fixture names may contain dots (bitnet-b1.58-i2_s).
-        m = re.match(r"^(.*)\.(ggml|f32|bitnet-cpp)(\.\d+)?\.json$", os.path.basename(f))
-        if not m:
-            continue
-        fixture, profile = m.group(1), m.group(2)
-        # I2_S (bitnet-b1.58, ggml-graph oracle) floors are reported apart from the others.
-        if "i2_s" in fixture:
-            profile += " [i2_s]"
         r = json.load(open(f))
+        if r.get("schema_version") != 2 or not r["pairing"]["matched"]:
+            continue
+        n = r["pairing"]["oracle"]
+        key = f"{r['oracle']['kind']:10s} {n['profile']:10s} kv {n['kv']} f16 {n['f16_activations']}"
+        runs[key] += 1
+        fails[key] += not r["summary"]["passes"]
+        if r["summary"]["worst"]:
+            worst[key] = max(worst[key], r["summary"]["worst"]["ratio"])
         for t in r["taps"]:
-            for p in t["positions"]:
-                chained[profile][t["class"]] = max(chained[profile][t["class"]], p["nmse"])
             for p in t.get("replay") or []:
-                replay[profile][t["class"]] = max(replay[profile][t["class"]], p["nmse"])
-                replay_med[profile][t["class"]].append(p["nmse"])
-        for p in r["positions"] + r["decode"]["steps"]:
-            kl[profile] = max(kl[profile], p["logits"]["kl"])
-            flips[profile] += not p["logits"]["top1_agree"]
+                prompt[key][t["class"]] = max(prompt[key][t["class"]], p["nmse"])
         for s in r["decode"]["steps"]:
-            for name, m in s["taps"].items():
+            for name, m in s["tap_replay"].items():
                 c = tap_class(name)
-                chained[profile][c] = max(chained[profile][c], m["nmse"])
-    for profile in sorted(chained):
-        print(f"profile {profile}: max KL {kl[profile]:.3g}, top-1 flips {flips[profile]}")
-        for c in sorted(chained[profile]):
-            med = sorted(replay_med[profile][c])
-            print(f"  {c:9s} chained max NMSE {chained[profile][c]:.3g}   "
-                  f"replay max NMSE {replay[profile][c]:.3g}   "
-                  f"replay median {med[len(med) // 2] if med else float('nan'):.3g}")
+                decode[key][c] = max(decode[key][c], m["nmse"])
+    for key in sorted(runs):
+        print(f"{key}: {runs[key]} receipts, {fails[key]} failing, worst metric/limit {worst[key]:.3g}")
+        for c in sorted(set(prompt[key]) | set(decode[key])):
+            print(f"  {c:9s} replay max NMSE prompt {prompt[key][c]:.3g}   decode steps {decode[key][c]:.3g}")
 
 
 if __name__ == "__main__":

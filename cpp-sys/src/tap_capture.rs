@@ -17,7 +17,9 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use xval_engine::taps::{all_names, graph_order, split_name, Tap, TapFilter};
+use xval_engine::taps::{
+    all_names, graph_order, split_name, tap_name, Tap, TapFilter, ORACLE_NAME_ALIASES,
+};
 
 use crate::oracle::{GraphNode, TapSource};
 
@@ -81,12 +83,25 @@ pub(crate) struct Capture {
     pub(crate) error: Option<String>,
 }
 
-/// The taps of a model of `n_layer` layers that `taps` selects.
+/// The taps of a model of `n_layer` layers that `taps` selects, with the other names oracles
+/// give some of them (`xval_engine::taps::ORACLE_NAME_ALIASES`).
 pub(crate) fn wanted_names(n_layer: usize, taps: &TapFilter) -> HashSet<String> {
-    all_names(n_layer)
+    let mut wanted: HashSet<String> = all_names(n_layer)
         .into_iter()
         .filter(|name| taps.wants(name))
-        .collect()
+        .collect();
+    let aliases: Vec<String> = wanted
+        .iter()
+        .filter_map(|name| {
+            let (tag, layer) = split_name(name);
+            ORACLE_NAME_ALIASES
+                .iter()
+                .find(|(et, _, _)| *et == tag)
+                .map(|(_, ot, _)| tap_name(ot, layer))
+        })
+        .collect();
+    wanted.extend(aliases);
+    wanted
 }
 
 impl Capture {

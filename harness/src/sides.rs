@@ -95,9 +95,7 @@ pub fn run_sides(
     let mut next = argmax(o.logits_row(o.n_tokens() - 1));
     let (engine_prefill, oracle_prefill) = (SideEval::of_engine(ids, e), SideEval::of_oracle(o));
 
-    let steps = plan
-        .steps
-        .min(cache.capacity().saturating_sub(ids.len()));
+    let steps = plan.steps.min(cache.capacity().saturating_sub(ids.len()));
     let bar = plan.progress.then(|| {
         let b = indicatif::ProgressBar::new(steps as u64);
         b.set_style(
@@ -178,7 +176,12 @@ pub fn run_twin(
     let prefill = SideEval::of_engine(ids, twin.forward(&mut cache, ids, taps)?);
     let decode = decode
         .iter()
-        .map(|&t| Ok(SideEval::of_engine(&[t], twin.forward(&mut cache, &[t], taps)?)))
+        .map(|&t| {
+            Ok(SideEval::of_engine(
+                &[t],
+                twin.forward(&mut cache, &[t], taps)?,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     Ok(Twin {
         seed: TWIN_SEED,

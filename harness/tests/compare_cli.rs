@@ -212,3 +212,55 @@ fn receipt_snapshots_of_every_fixture_and_profile() {
         }
     }
 }
+
+#[test]
+fn shards_cover_the_prompt_list_and_the_gate_judges_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "the cat sat on\nHi, World! 42\nA short one.\n").unwrap();
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    for k in ["1/2", "2/2"] {
+        let o = harness(&[
+            "compare",
+            &fixture("bitnet-tq2_0.gguf"),
+            "--prompts",
+            &p("p.txt"),
+            "--shard",
+            k,
+            "--steps",
+            "2",
+            "--out",
+            &p("r.json"),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{k}: {}", text(&o.stderr));
+    }
+    // Shard 1/2 ran prompts 0 and 2, shard 2/2 prompt 1: receipts named by the list index.
+    let r0 = Receipt::read(&dir.path().join("r.0.json")).unwrap();
+    assert_eq!(r0.input.prompts_total, 3);
+    assert_eq!(r0.input.shard.map(|s| (s.index, s.of)), Some((1, 2)));
+    assert_eq!(
+        Receipt::read(&dir.path().join("r.1.json"))
+            .unwrap()
+            .input
+            .prompt_index,
+        1
+    );
+    let all = [p("r.0.json"), p("r.1.json"), p("r.2.json")];
+    let g = harness(&["gate", &all[0], &all[1], &all[2]]);
+    assert_eq!(g.status.code(), Some(0), "{}", text(&g.stdout));
+    // One shard's receipts alone: the list is incomplete.
+    let g = harness(&["gate", &all[0], &all[2]]);
+    assert_eq!(g.status.code(), Some(1), "{}", text(&g.stdout));
+    let out = text(&g.stdout);
+    assert!(
+        out.contains("INCOMPLETE") && out.contains("1 of 3 prompts"),
+        "{out}"
+    );
+    // A receipt given twice.
+    let g = harness(&["gate", &all[0], &all[1], &all[2], &all[1]]);
+    assert_eq!(g.status.code(), Some(1));
+    assert!(text(&g.stdout).contains("DUPLICATE"));
+    // --shard without --prompts is refused by the command line (exit 2).
+    let o = harness(&["compare", &fixture("bitnet-tq2_0.gguf"), "--shard", "1/2"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -74,4 +74,33 @@ fn golden_comparison_runs_every_recorded_prompt_and_says_so_loudly() {
     let r = Receipt::read(&out).unwrap();
     assert_eq!(r.oracle["recorded"]["oracle_kind"], "ggml-graph");
     assert_eq!(r.engine.profile, xval_engine::numerics::Profile::Ggml);
+    // The `bitnet` I2_S fixture is recorded by bitnet.cpp: every recorded prompt passes with
+    // the engine in bitnet.cpp's numerics (int8 rows, F16 KV, F32 batches), no C++ running.
+    let out = dir.path().join("bitnet-cpp.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "compare",
+            &fixture("bitnet-i2_s.gguf"),
+            "--oracle",
+            "golden",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    use xval_engine::numerics::{F16Activations, KvType, Numerics, Profile};
+    for i in 0..3 {
+        let r = Receipt::read(&dir.path().join(format!("bitnet-cpp.{i}.json"))).unwrap();
+        assert!(r.summary.passes);
+        assert_eq!(r.oracle["recorded"]["oracle_kind"], "external");
+        assert_eq!(
+            r.pairing.engine,
+            Numerics::new(Profile::BitnetCpp)
+                .with_kv(KvType::F16)
+                .with_f16_activations(F16Activations::F32Batches)
+        );
+        assert!(r.pairing.matched);
+    }
 }

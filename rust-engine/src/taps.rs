@@ -34,6 +34,16 @@ pub const LAYER_TAGS: [&str; 17] = [
     "l_out",
 ];
 
+/// Other names some oracles give a node the engine names otherwise: (engine tag, oracle tag,
+/// which oracle). Oracles capture both names; comparisons pair the engine's tap with the
+/// oracle's of the other name when the oracle lacks the engine's.
+pub const ORACLE_NAME_ALIASES: [(&str, &str, &str); 1] = [(
+    "attn_out",
+    "attn_o_out",
+    "bitnet.cpp's fork names the output projection's result attn_o_out (build_bitnet in its \
+     src/llama.cpp)",
+)];
+
 /// The model-level taps after the last layer, in graph order.
 pub const FINAL_TAGS: [&str; 2] = ["result_norm", "result_output"];
 
@@ -67,9 +77,14 @@ pub fn all_names(n_layer: usize) -> Vec<String> {
     names
 }
 
-/// Rank of a tap name in graph order (layer-major, then tag order); unknown names sort last.
+/// Rank of a tap name in graph order (layer-major, then tag order; an oracle's other name for
+/// a node ranks as the engine's, [`ORACLE_NAME_ALIASES`]); unknown names sort last.
 pub fn graph_order(name: &str) -> (usize, usize) {
     let (tag, layer) = split_name(name);
+    let tag = ORACLE_NAME_ALIASES
+        .iter()
+        .find(|(_, ot, _)| *ot == tag)
+        .map_or(tag, |(et, _, _)| et);
     match layer {
         Some(l) => match LAYER_TAGS.iter().position(|t| *t == tag) {
             Some(i) => (l, i),

@@ -376,10 +376,7 @@ fn replaying_every_op_on_the_engines_own_inputs_reproduces_its_taps_exactly() {
             }
             // A missing input is not an error: there is nothing to replay.
             let none = |_: &str| None;
-            let nothing = ReplayInputs {
-                get: &none,
-                ..inp
-            };
+            let nothing = ReplayInputs { get: &none, ..inp };
             assert_eq!(e.replay("ffn_down-1", &nothing).unwrap(), None);
             assert_eq!(e.replay("not_a_tap-0", &inp).unwrap(), None);
         }

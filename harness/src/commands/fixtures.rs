@@ -44,6 +44,11 @@ pub enum FixturesCommand {
         /// Output directory [default: the repository's fixtures/].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// A built bitnet.cpp tree to re-record the `bitnet` I2_S fixture's golden recording
+        /// with [default: $BITNET_CPP_DIR; without either, that recording is kept as
+        /// committed]. scripts/bitnet-cpp.sh builds the bundled tree.
+        #[arg(long, value_name = "DIR", env = "BITNET_CPP_DIR")]
+        bitnet_cpp: Option<PathBuf>,
         #[command(flatten)]
         root: RootArgs,
     },
@@ -249,7 +254,11 @@ impl PreTokenizer {
 
 pub fn run(cmd: FixturesCommand) -> anyhow::Result<Exit> {
     match cmd {
-        FixturesCommand::Regen { out, root } => {
+        FixturesCommand::Regen {
+            out,
+            bitnet_cpp,
+            root,
+        } => {
             let source = root.fixtures_dir()?;
             let out = out.unwrap_or_else(|| source.clone());
             std::fs::create_dir_all(&out)
@@ -258,6 +267,7 @@ pub fn run(cmd: FixturesCommand) -> anyhow::Result<Exit> {
             let files = fixtures::regen(&fixtures::RegenContext {
                 source: &source,
                 out: &out,
+                bitnet_cpp: bitnet_cpp.as_deref(),
             })?;
             for f in &files {
                 eprintln!("wrote {}", out.join(f).display());

@@ -15,7 +15,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use xval_engine::taps::{graph_order, split_name, tap_name, Tap};
+use xval_engine::taps::{graph_order, split_name, tap_name, Tap, ORACLE_NAME_ALIASES};
 
 /// One engine tap and the oracle tap it is compared with.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +95,24 @@ pub fn align<'a>(engine: &'a [Tap], oracle: &'a [Tap]) -> Alignment<'a> {
                 _ => None,
             }
         });
+        let renamed = || {
+            ORACLE_NAME_ALIASES.iter().find_map(|&(et, ot, why)| {
+                if et != tag || find(oracle, &e.name).is_some() {
+                    return None;
+                }
+                find(oracle, &tap_name(ot, layer)).map(|o| (o, why))
+            })
+        };
         let o = match alias {
+            None if renamed().is_some() => {
+                let (o, why) = renamed().expect("checked");
+                out.aliases.push(Alias {
+                    engine: e.name.clone(),
+                    oracle: o.name.clone(),
+                    reason: why.into(),
+                });
+                o
+            }
             Some(o) => {
                 out.aliases.push(Alias {
                     engine: e.name.clone(),
@@ -228,6 +245,20 @@ mod tests {
         );
         assert_eq!(a.oracle_only, ["ffn_up-0", "ffn_gate-0"]);
         assert_eq!(a.aliases.len(), 2);
+    }
+
+    #[test]
+    fn bitnet_cpp_names_the_output_projection_attn_o_out() {
+        let engine = [tap("attn_out-1", &[8, 2])];
+        let fork = [tap("attn_o_out-1", &[8, 2])];
+        let a = align(&engine, &fork);
+        assert_eq!(a.pairs.len(), 1);
+        assert_eq!(a.pairs[0].oracle.name, "attn_o_out-1");
+        assert!(a.oracle_only.is_empty() && a.engine_only.is_empty());
+        assert!(a.aliases[0].reason.contains("bitnet.cpp"));
+        // An oracle with both names is paired by the engine's.
+        let both = [tap("attn_out-1", &[8, 2]), tap("attn_o_out-1", &[8, 2])];
+        assert_eq!(align(&engine, &both).pairs[0].oracle.name, "attn_out-1");
     }
 
     #[test]

@@ -10,16 +10,16 @@ use super::align::{align, TapPair};
 use super::judge::judge;
 use super::metrics::{KeyMetrics, LogitMetrics, TapMetrics};
 use super::receipt::{
-    AlignmentRecord, DecodeParity, DecodeStep, EngineIdentity, InputRecord, Mode,
-    PositionRecord, Provenance, Receipt, ReferenceRecord, ReplayError, Summary, TapRecord,
-    TokenizerParity, SCHEMA_VERSION,
+    AlignmentRecord, DecodeParity, DecodeStep, EngineIdentity, InputRecord, Mode, PositionRecord,
+    Provenance, Receipt, ReferenceRecord, ReplayError, Summary, TapRecord, TokenizerParity,
+    SCHEMA_VERSION,
 };
 use super::thresholds::{AppliedThresholds, TapClass};
 use super::verdict::{ChainedLimit, Pairing, Verdict};
 use crate::error::{Error, Result};
 
 /// One evaluation of one side: `tokens` at consecutive positions, their logits and taps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct SideEval {
     pub tokens: Vec<u32>,
     pub n_vocab: usize,
@@ -84,17 +84,6 @@ pub struct Side {
     pub replay_errors: Vec<ReplayError>,
     /// Engine side only: the noise twin, when one ran.
     pub twin: Option<Twin>,
-}
-
-impl Default for SideEval {
-    fn default() -> Self {
-        SideEval {
-            tokens: Vec::new(),
-            n_vocab: 0,
-            logits: Vec::new(),
-            taps: Vec::new(),
-        }
-    }
 }
 
 /// Who and what is compared, and how strictly.
@@ -318,14 +307,11 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             input_token: e.tokens[0],
             engine_token: logits.top1_engine,
             oracle_token: logits.top1_oracle,
-            reference: tw.map(|t| {
-                LogitMetrics::compute(t.logits_row(0), e.logits_row(0), settings.top_k)
-            }),
+            reference: tw
+                .map(|t| LogitMetrics::compute(t.logits_row(0), e.logits_row(0), settings.top_k)),
             taps: first_positions(&c.records, |r| r.positions.first().copied()),
             tap_replay: first_positions(&c.records, |r| r.replay.as_ref()?.first().copied()),
-            tap_reference: first_positions(&c.records, |r| {
-                r.reference.as_ref()?.first().copied()
-            }),
+            tap_reference: first_positions(&c.records, |r| r.reference.as_ref()?.first().copied()),
             first_diverging_tap: None,
             logits,
             verdict: Verdict::Match,

@@ -2,6 +2,7 @@
 //! file's resolved for the receipt's key), with the same verdict functions as the comparison.
 //! Exit 0 when every receipt passes, 1 with a table of violations, 2 on unreadable input.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::judge::judge;
@@ -25,25 +26,82 @@ pub struct GateResult {
     pub violations: Vec<Violation>,
 }
 
-/// Read and judge every receipt; an unreadable one is an error naming its file.
+/// Read and judge every receipt; an unreadable one is an error naming its file. Receipts of
+/// one prompt list (the same model, list and engine numerics: the shards of one run) are also
+/// judged together: every prompt of the list must be there exactly once, else a violation
+/// (kind `INCOMPLETE` or `DUPLICATE`) is added to the receipt of the list that comes first.
 pub fn gate(paths: &[PathBuf], thresholds: Option<&Path>) -> Result<Vec<GateResult>> {
     let file = thresholds.map(Thresholds::load).transpose()?;
-    paths
-        .iter()
-        .map(|path| {
-            let receipt = Receipt::read(path)?;
-            let th = match &file {
-                Some(t) => t.resolve(&receipt.thresholds.key),
-                None => receipt.thresholds.clone(),
-            };
-            Ok(GateResult {
+    let mut results = Vec::with_capacity(paths.len());
+    let mut lists: BTreeMap<(String, String, String), Vec<(usize, usize)>> = BTreeMap::new();
+    for (i, path) in paths.iter().enumerate() {
+        let receipt = Receipt::read(path)?;
+        let th = match &file {
+            Some(t) => t.resolve(&receipt.thresholds.key),
+            None => receipt.thresholds.clone(),
+        };
+        let input = &receipt.input;
+        if input.prompts_total > 1 || input.shard.is_some() {
+            lists
+                .entry((
+                    receipt.provenance.model_sha256.clone(),
+                    input.prompts_sha256.clone(),
+                    receipt.pairing.engine.describe(),
+                ))
+                .or_default()
+                .push((i, input.prompt_index));
+        }
+        results.push((
+            receipt.input.prompts_total,
+            GateResult {
                 path: path.clone(),
                 thresholds_source: th.source.clone(),
                 provisional: th.provisional,
                 violations: violations(&receipt, &th),
-            })
-        })
-        .collect()
+            },
+        ));
+    }
+    for ((_, sha, _), members) in &lists {
+        let first = members[0].0;
+        let total = results[first].0;
+        let mut seen = vec![0usize; total];
+        for &(_, idx) in members {
+            if let Some(n) = seen.get_mut(idx) {
+                *n += 1;
+            }
+        }
+        let missing: Vec<String> = (0..total)
+            .filter(|&k| seen[k] == 0)
+            .map(|k| k.to_string())
+            .collect();
+        let twice: Vec<String> = (0..total)
+            .filter(|&k| seen[k] > 1)
+            .map(|k| k.to_string())
+            .collect();
+        let short = &sha[..sha.len().min(12)];
+        if !missing.is_empty() {
+            results[first].1.violations.push(Violation {
+                location: format!("prompt list {short}"),
+                kind: "INCOMPLETE".into(),
+                detail: format!(
+                    "{} of {total} prompts have no receipt here: {} (a shard missing?)",
+                    missing.len(),
+                    missing.join(", ")
+                ),
+            });
+        }
+        if !twice.is_empty() {
+            results[first].1.violations.push(Violation {
+                location: format!("prompt list {short}"),
+                kind: "DUPLICATE".into(),
+                detail: format!(
+                    "prompts judged more than once: {} (a shard given twice?)",
+                    twice.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
 /// The terminal report: one line per receipt, then a table of violations.

@@ -75,10 +75,12 @@ fn nan_high(x: f64) -> f64 {
 /// The largest twin drift of every tap, over the prompt positions and the decode steps.
 fn reference_maxima(r: &Receipt) -> BTreeMap<&str, f64> {
     let mut out: BTreeMap<&str, f64> = BTreeMap::new();
-    let prompt = r
-        .taps
-        .iter()
-        .flat_map(|t| t.reference.iter().flatten().map(move |m| (t.name.as_str(), m)));
+    let prompt = r.taps.iter().flat_map(|t| {
+        t.reference
+            .iter()
+            .flatten()
+            .map(move |m| (t.name.as_str(), m))
+    });
     let steps = r
         .decode
         .steps
@@ -132,9 +134,12 @@ pub fn judge(r: &Receipt, th: &AppliedThresholds) -> Judgement {
         &th.logits,
         &th.chained,
     );
-    let limit = |name: &str| limits.get(name).copied().unwrap_or_else(|| {
-        ChainedLimit::derive(None, th.for_tap(name), &th.chained)
-    });
+    let limit = |name: &str| {
+        limits
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| ChainedLimit::derive(None, th.for_tap(name), &th.chained))
+    };
 
     // Prompt positions.
     let mut worst: Option<WorstRatio> = None;
@@ -156,7 +161,16 @@ pub fn judge(r: &Receipt, th: &AppliedThresholds) -> Judgement {
                 let replay = t.replay.as_ref().and_then(|v| v.get(p));
                 let lim = limit(&t.name);
                 let op = th.for_tap(&t.name);
-                ratios(&t.name, m, replay, op.max_replay_nmse, &lim, p, None, &mut note);
+                ratios(
+                    &t.name,
+                    m,
+                    replay,
+                    op.max_replay_nmse,
+                    &lim,
+                    p,
+                    None,
+                    &mut note,
+                );
                 if let Some(c) = check_at(m, replay, op, &lim) {
                     crossings.push(TapCrossing {
                         tap: &t.name,

@@ -228,6 +228,11 @@ pub struct LogitMetrics {
     #[serde(with = "float")]
     #[schemars(with = "FloatRepr")]
     pub oracle_top2_margin: f64,
+    /// The oracle's top-1 logit minus the oracle's logit of the engine's top-1 (0 when they
+    /// agree): how far down the oracle's own ranking the engine's choice sits.
+    #[serde(with = "float")]
+    #[schemars(with = "FloatRepr")]
+    pub oracle_gap_of_engine_top1: f64,
     #[serde(with = "float")]
     #[schemars(with = "FloatRepr")]
     pub max_abs_diff: f64,
@@ -316,7 +321,12 @@ impl LogitMetrics {
                     m.max(d)
                 }
             });
+        let oracle_gap_of_engine_top1 = match (rb.first(), ra.first()) {
+            (Some(&o), Some(&e)) => b[o as usize] as f64 - b[e as usize] as f64,
+            _ => 0.0,
+        };
         LogitMetrics {
+            oracle_gap_of_engine_top1,
             n_vocab: n,
             nonfinite_mismatch,
             kl,

@@ -17,7 +17,7 @@ pub mod thresholds;
 pub mod verdict;
 
 pub use self::core::{apply_judgement, compare_core, CompareSettings, Side, SideEval, Twin};
-pub use receipt::ReplayError;
 pub use receipt::Receipt;
+pub use receipt::ReplayError;
 pub use thresholds::Thresholds;
 pub use verdict::Verdict;

@@ -280,9 +280,9 @@ impl Thresholds {
                 file.version
             )));
         }
-        let chained = file
-            .chained
-            .ok_or_else(|| bad("missing the [chained] table (k, kl_k, informative_max_nmse)".into()))?;
+        let chained = file.chained.ok_or_else(|| {
+            bad("missing the [chained] table (k, kl_k, informative_max_nmse)".into())
+        })?;
         for (key, v) in [
             ("k", chained.k),
             ("kl_k", chained.kl_k),

@@ -4,14 +4,15 @@
 //!   the position within its limits: the op-level replay's, and the chained limit derived from
 //!   the noise twin where the chained comparison is informative.
 //! - **DRIFT**: same top-1, but KL or some tap crosses its limit.
-//! - **TIE-FLIP**: top-1 differs, no tap crosses a limit, and the flip is within the noise:
-//!   the engine's top-1 is the oracle's runner-up with the oracle's top-2 margin within the
-//!   largest |logit difference| (a near tie), or the noise twin's top-1 differs from the
-//!   engine's at the same position (rounding noise alone moves it), or the logits carry no
-//!   information at all (the twin decorrelates them). The runner-up condition is ours: any
-//!   top-1 change implies `margin <= 2 * max|diff|`, so the margin test alone would call
-//!   almost every flip a tie, however wrong the engine.
-//! - **WRONG**: any other top-1 difference (a flip with taps past their limits included), or
+//! - **TIE-FLIP**: top-1 differs, but every tap and the KL are within their limits (or the
+//!   logits carry no information at all: the twin decorrelates them). The limits come from the
+//!   noise twin, so a position whose logits moved no more than rounding noise moves them has
+//!   flipped a near tie: any top-1 change implies that the engine's choice sits at most
+//!   `2 * max|diff|` below the oracle's top-1 in the oracle's own logits, and `max|diff|` is
+//!   within the noise. A margin test alone (without noise-derived limits) would call almost
+//!   every flip a tie however wrong the engine; here a wrong engine crosses a limit first.
+//!   The explanation says how near the tie was, and whether the twin's own top-1 flips there.
+//! - **WRONG**: a top-1 difference with a tap past its limit or the KL beyond its limit, or
 //!   NaN/Inf on one side only.
 //!
 //! The same functions judge fresh comparisons and recorded receipts (`harness gate`).
@@ -160,7 +161,8 @@ impl ChainedLimit {
             max_nmse,
             min_cosine: 1.0 - max_nmse,
             reference_nmse,
-            informative: !(r > s.informative_max_nmse) && !r.is_nan(),
+            // A NaN drift is no information either (the comparison is false).
+            informative: r <= s.informative_max_nmse,
         }
     }
 }
@@ -196,7 +198,7 @@ impl LogitLimit {
             max_kl: (s.kl_k * reference_kl.unwrap_or(0.0)).max(th.kl_floor),
             reference_kl,
             reference_nmse,
-            informative: !(nmse > s.informative_max_nmse) && !nmse.is_nan(),
+            informative: nmse <= s.informative_max_nmse,
             top1_must_agree: th.top1_must_agree,
         }
     }
@@ -347,17 +349,18 @@ pub fn position_verdict(
     let mut why = Vec::new();
     let verdict = if !logits.top1_agree {
         let runner_up = logits.top1_engine == logits.top2_oracle;
-        let within = logits.oracle_top2_margin <= logits.max_abs_diff;
-        let near_tie = runner_up && within;
+        let within = logits.oracle_gap_of_engine_top1 <= logits.max_abs_diff;
         let twin_flips = reference.is_some_and(|r| !r.top1_agree);
+        let kl_beyond = limit.informative && !within_max(logits.kl, limit.max_kl);
         why.push(format!(
             "top-1 differs (oracle {}, engine {}, {}the oracle's runner-up; oracle's top-1 ranks \
-             {} in the engine); the oracle's top-2 margin {:.4} is {} the max |logit diff| {:.4}",
+             {} in the engine); the engine's top-1 sits {:.4} below the oracle's in the oracle's \
+             logits, {} the max |logit diff| {:.4}",
             logits.top1_oracle,
             logits.top1_engine,
             if runner_up { "" } else { "not " },
             logits.oracle_top1_rank_in_engine,
-            logits.oracle_top2_margin,
+            logits.oracle_gap_of_engine_top1,
             if within { "within" } else { "beyond" },
             logits.max_abs_diff
         ));
@@ -374,15 +377,18 @@ pub fn position_verdict(
                 limit.reference_nmse.unwrap_or(f64::NAN)
             ));
         }
-        if !crossings.is_empty() {
-            Verdict::Wrong
-        } else if near_tie || twin_flips || !limit.informative {
-            Verdict::TieFlip
-        } else {
-            Verdict::Wrong
+        if kl_beyond {
+            why.push(format!(
+                "the logits drift beyond the noise (KL {:.3e} above {:.1e})",
+                logits.kl, limit.max_kl
+            ));
         }
-    } else if (limit.informative && !within_max(logits.kl, limit.max_kl)) || !crossings.is_empty()
-    {
+        if !crossings.is_empty() || kl_beyond {
+            Verdict::Wrong
+        } else {
+            Verdict::TieFlip
+        }
+    } else if (limit.informative && !within_max(logits.kl, limit.max_kl)) || !crossings.is_empty() {
         why.push(format!(
             "same top-1 ({}); KL {:.3e} {} {:.1e}",
             logits.top1_oracle,
@@ -521,27 +527,40 @@ top1_must_agree = false
             tap: "ffn_down-1",
             crossing: check_at(&km(1e-3), None, proj, &tight).unwrap(),
         };
-        let (v, why) =
-            position_verdict(&logits(&o, &o), None, std::slice::from_ref(&c), &lim, &p);
+        let (v, why) = position_verdict(&logits(&o, &o), None, std::slice::from_ref(&c), &lim, &p);
         assert_eq!(v, Verdict::Drift);
         assert!(why.contains("ffn_down-1") && why.contains("nmse"), "{why}");
-        // Top-1 flips within a margin of 0.1 by a diff of 0.2: TIE-FLIP.
+        // Top-1 flips within a margin of 0.1 by a diff of 0.2, where the noise twin moves the
+        // logits as much: TIE-FLIP.
         let flip = logits(&[1.0, 2.9, 3.0, 0.0], &o);
-        let (v, _) = position_verdict(&flip, None, &[], &lim, &p);
+        let noise = LogitLimit::derive(Some(flip.kl), Some(1e-3), &th.logits, &th.chained);
+        let (v, _) = position_verdict(&flip, None, &[], &noise, &p);
         assert_eq!(v, Verdict::TieFlip);
         // The same flip with a tap past its limit is no tie: WRONG.
-        let (v, _) = position_verdict(&flip, None, std::slice::from_ref(&c), &lim, &p);
+        let (v, _) = position_verdict(&flip, None, std::slice::from_ref(&c), &noise, &p);
         assert_eq!(v, Verdict::Wrong);
-        // Top-1 moves to a token that is not the oracle's runner-up: WRONG.
+        // Top-1 moves to a token far down the oracle's ranking, the logits far beyond the
+        // noise: WRONG.
         let far = logits(&[9.0, 3.0, 2.9, 0.0], &o);
         let (v, why) = position_verdict(&far, None, &[], &lim, &p);
         assert_eq!(v, Verdict::Wrong, "{why}");
         assert!(why.contains("not the oracle's runner-up"), "{why}");
-        // ... unless rounding noise alone moves the top-1 there (the twin's differs too).
+        assert!(why.contains("beyond the noise"), "{why}");
+        // The same flip where the noise is that large (the twin moves the logits as much and
+        // its top-1 flips too): TIE-FLIP, and the explanation says so.
         let twin = logits(&[1.0, 3.0, 9.0, 0.0], &[9.0, 3.0, 2.9, 0.0]);
-        let (v, why) = position_verdict(&far, Some(&twin), &[], &lim, &p);
+        let noisy = LogitLimit::derive(Some(twin.kl), Some(0.01), &th.logits, &th.chained);
+        let (v, why) = position_verdict(&far, Some(&twin), &[], &noisy, &p);
         assert_eq!(v, Verdict::TieFlip, "{why}");
         assert!(why.contains("noise twin"), "{why}");
+        // A three-way near tie: the engine picks the oracle's third token, 0.02 below its top,
+        // with logits moving by 0.05 where the twin moves them as much: TIE-FLIP.
+        let o3 = [1.0f32, 3.0, 2.99, 2.98];
+        let three = logits(&[1.0, 2.97, 2.97, 3.01], &o3);
+        let lim3 = LogitLimit::derive(Some(three.kl), Some(1e-4), &th.logits, &th.chained);
+        let (v, why) = position_verdict(&three, None, &[], &lim3, &p);
+        assert_eq!(v, Verdict::TieFlip, "{why}");
+        assert!(why.contains("within the max |logit diff|"), "{why}");
         // ... or when the logits carry no information at all.
         let chaos = LogitLimit::derive(Some(3.0), Some(0.9), &th.logits, &th.chained);
         assert!(!chaos.informative);
@@ -550,13 +569,11 @@ top1_must_agree = false
         assert!(why.contains("no information"), "{why}");
         // The runner-up wins, but every logit moved less than the margin (0.5 vs 0.3): WRONG.
         let o2 = [0.0f32, 3.0, 2.5, 0.0];
-        let (v, why) =
-            position_verdict(&logits(&[0.0, 2.7, 2.8, 0.0], &o2), None, &[], &lim, &p);
+        let (v, why) = position_verdict(&logits(&[0.0, 2.7, 2.8, 0.0], &o2), None, &[], &lim, &p);
         assert_eq!(v, Verdict::Wrong, "{why}");
         assert!(why.contains("beyond"), "{why}");
         // NaN on one side: WRONG even when the top-1 agrees.
-        let (v, _) =
-            position_verdict(&logits(&[1.0, 3.0, 2.9, f32::NAN], &o), None, &[], &lim, &p);
+        let (v, _) = position_verdict(&logits(&[1.0, 3.0, 2.9, f32::NAN], &o), None, &[], &lim, &p);
         assert_eq!(v, Verdict::Wrong);
         let nan_tap = TapCrossing {
             tap: "l_out-0",

@@ -381,7 +381,10 @@ impl Engine {
         // decode (a single new token after the first position).
         let one_short = n == 1
             && start > 0
-            && self.plan.as_ref().is_some_and(|p| p.has(&Fault::KvOneShort));
+            && self
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.has(&Fault::KvOneShort));
         let window = |pos: usize| if one_short { pos } else { pos + 1 };
         let mut out = vec![0f32; n * hp.n_embd];
         out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {

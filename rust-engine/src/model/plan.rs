@@ -123,10 +123,10 @@ fn mix(mut x: u64) -> u64 {
 
 /// The id of an op output for the jitter hash: its tap tag and layer (`None`: model level).
 pub(crate) fn op_id(tag: &str, layer: Option<usize>) -> u64 {
-    let t = LAYER_TAGS
-        .iter()
-        .position(|x| *x == tag)
-        .map_or_else(|| 64 + tag.len() as u64 * 7 + tag.as_bytes()[0] as u64, |i| i as u64);
+    let t = LAYER_TAGS.iter().position(|x| *x == tag).map_or_else(
+        || 64 + tag.len() as u64 * 7 + tag.as_bytes()[0] as u64,
+        |i| i as u64,
+    );
     (layer.map_or(0xffff, |l| l as u64) << 8) | t
 }
 
@@ -214,7 +214,11 @@ mod tests {
             .iter()
             .flat_map(|t| (0..3).map(move |l| op_id(t, Some(l))))
             .collect();
-        ids.extend([op_id("result_norm", None), op_id("result_output", None), op_id("embd", None)]);
+        ids.extend([
+            op_id("result_norm", None),
+            op_id("result_output", None),
+            op_id("embd", None),
+        ]);
         let n = ids.len();
         ids.sort_unstable();
         ids.dedup();

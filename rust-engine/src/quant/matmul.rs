@@ -187,16 +187,23 @@ pub const PLAIN: TwinRounding<'static> = TwinRounding {
 /// A float dot product with f32 accumulation (the twin's [`TwinRounding::f32_sums`]); `None`
 /// for quantized activations, whose integer sums are exact.
 fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> Option<f32> {
-    let x: Vec<f32> = match a {
-        Prepared::F32(x) | Prepared::F16xF32(x) => x.clone(),
-        Prepared::F16(x) => x.iter().map(|v| v.to_f32()).collect(),
-        Prepared::BF16(x) => x.iter().map(|&v| f32::from_bits((v as u32) << 16)).collect(),
-        _ => return None,
-    };
+    if !matches!(
+        a,
+        Prepared::F32(_) | Prepared::F16xF32(_) | Prepared::F16(_) | Prepared::BF16(_)
+    ) {
+        return None;
+    }
     scratch.resize(w.k, 0.0);
     w.dequantize_row(r, scratch)
         .expect("rows were validated when the matrix was built");
-    Some(scratch.iter().zip(&x).fold(0f32, |s, (&a, &b)| s + a * b))
+    let sum =
+        |x: &mut dyn Iterator<Item = f32>| scratch.iter().zip(x).fold(0f32, |s, (&a, b)| s + a * b);
+    Some(match a {
+        Prepared::F32(x) | Prepared::F16xF32(x) => sum(&mut x.iter().copied()),
+        Prepared::F16(x) => sum(&mut x.iter().map(|v| v.to_f32())),
+        Prepared::BF16(x) => sum(&mut x.iter().map(|&v| f32::from_bits((v as u32) << 16))),
+        _ => unreachable!("checked above"),
+    })
 }
 
 /// Dot of weight row `r` with one prepared activation row.

@@ -68,9 +68,7 @@ pub fn quantize_row_flip(x: &[f32], out: &mut Vec<BlockQ8K>, flip: bool) -> Resu
             }
             if flip {
                 let scaled: Vec<f32> = xb.iter().map(|&v| iscale * v).collect();
-                if let Some((i, other)) =
-                    super::nearest_tie(&scaled, |s| nearest_int(s) as f32)
-                {
+                if let Some((i, other)) = super::nearest_tie(&scaled, |s| nearest_int(s) as f32) {
                     blk.qs[i] = other.clamp(-128.0, 127.0) as i8;
                 }
             }
