@@ -22,14 +22,18 @@ cmp() { # model, tag, args...
 "$H" fixtures gen --out "$out/models/g3.gguf" --arch bitnet-b1.58 --format i2_s --layers 6 --n-embd 256 --heads 4 --kv-heads 1 --n-ff 768 --seed 103 2>/dev/null
 for m in fixtures/models/bitnet-tq2_0.gguf fixtures/models/bitnet-tq1_0.gguf fixtures/models/bitnet-f32.gguf \
          $( [ -f fixtures/models/bitnet-i2_s.gguf ] && echo fixtures/models/bitnet-i2_s.gguf ) \
+         fixtures/trained/bitnet-i2_s.gguf fixtures/trained/bitnet-tq2_0.gguf \
          "$out/models/g1.gguf" "$out/models/g2.gguf"; do
   n=$(basename "$m" .gguf)
+  case $m in fixtures/trained/*) n=trained-$n ;; esac
   cmp "$m" "$n.builtin-f32kv" --oracle builtin
   cmp "$m" "$n.builtin-f16kv" --oracle builtin --oracle-kv-type f16
   [ -n "${BITNET_TREE:-}" ] && cmp "$m" "$n.bitnet.cpp" --oracle "dir:$BITNET_TREE"
 done
-for m in fixtures/models/bitnet-b1.58-i2_s.gguf "$out/models/g3.gguf"; do
+for m in fixtures/models/bitnet-b1.58-i2_s.gguf fixtures/trained/bitnet-b1.58-i2_s.gguf \
+         fixtures/trained/bitnet-b1.58-tq2_0.gguf "$out/models/g3.gguf"; do
   n=$(basename "$m" .gguf)
+  case $m in fixtures/trained/*) n=trained-$n ;; esac
   cmp "$m" "$n.ggml-graph-f32kv" --oracle ggml-graph
   cmp "$m" "$n.ggml-graph-f16kv" --oracle ggml-graph --oracle-kv-type f16
 done

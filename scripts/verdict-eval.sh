@@ -74,6 +74,11 @@ if [ "$set_name" = calibration ] || [ "$set_name" = all ]; then
   done
   evaluate fx-b158-i2_s fixtures/models/bitnet-b1.58-i2_s.gguf bitnet-b1.58 3
   [ -f fixtures/models/bitnet-i2_s.gguf ] && evaluate fx-bitnet-i2_s fixtures/models/bitnet-i2_s.gguf bitnet 2
+  # The trained fixtures (recorded artifacts: the thresholds were not tuned on them either).
+  for t in bitnet-b1.58-i2_s:bitnet-b1.58 bitnet-b1.58-tq2_0:bitnet-b1.58 bitnet-i2_s:bitnet bitnet-tq2_0:bitnet; do
+    f=${t%%:*}; arch=${t##*:}
+    [ -f "fixtures/trained/$f.gguf" ] && evaluate "tr-$f" "fixtures/trained/$f.gguf" "$arch" 4
+  done
   gen c1 --arch bitnet --format tq2_0 --layers 3 --n-embd 512 --heads 8 --kv-heads 2 --n-ff 1536 --seed 11
   evaluate c1 "$out/models/c1.gguf" bitnet 3
   gen c2 --arch bitnet-b1.58 --format i2_s --layers 12 --n-embd 256 --heads 4 --kv-heads 1 --n-ff 768 --seed 12
@@ -113,7 +118,10 @@ if [ "$set_name" = 2b4t ] || [ "$set_name" = all ]; then
   [ -f "$out/models/s-tq2.gguf" ] || "$H" fixtures synth --shape 2b-4t --format tq2_0 --arch bitnet --out "$out/models/s-tq2.gguf" 2>/dev/null
   [ -f "$out/models/s-i2s.gguf" ] || "$H" fixtures synth --shape 2b-4t --format i2_s --out "$out/models/s-i2s.gguf" 2>/dev/null
   head -3 "$prompts" > "$out/prompts3.txt"
-  for m in s-tq2:bitnet s-i2s:bitnet-b1.58; do
+  # I2_S as `bitnet` too: what the bundled bitnet.cpp runs (and the built-in oracle through
+  # the lossless TQ2_0 transcode).
+  [ -f "$out/models/s-i2b.gguf" ] || "$H" fixtures synth --shape 2b-4t --format i2_s --arch bitnet --out "$out/models/s-i2b.gguf" 2>/dev/null
+  for m in s-tq2:bitnet s-i2s:bitnet-b1.58 s-i2b:bitnet; do
     name=${m%%:*}; arch=${m##*:}
     for o in $(oracles_for "$arch"); do
       tag=$(echo "$o" | sed 's/dir:.*/bitnet.cpp/')

@@ -4,7 +4,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{compare, fixtures, gate, inspect, oracle, run as run_cmd, worker};
+use crate::commands::{
+    compare, fixtures, gate, inspect, oracle, run as run_cmd, selftest, stats, worker,
+};
 use crate::exit::Exit;
 
 const EXIT_CODES: &str = "\
@@ -33,6 +35,10 @@ pub enum Command {
     /// and decode speeds (`--json`: tokens, text, profile, kernel, threads, speeds and the
     /// last prompt position's logits).
     Run(run_cmd::RunArgs),
+    /// Activation statistics of a model on prompts: per layer the residual stream's largest
+    /// feature over its RMS and the attention entropy; the logits' top-1 margins (`--json`:
+    /// model, prompts, tokens, layers, margins). What tells a trained model from a random one.
+    Stats(stats::StatsArgs),
     /// Re-judge comparison receipts against thresholds: exit 0 when every receipt passes, 1
     /// with a table of violations, 2 when a receipt or the thresholds file cannot be read.
     ///
@@ -52,6 +58,12 @@ pub enum Command {
     /// per-layer table (or markdown / the JSON receipt), exits 0 when everything is within the
     /// thresholds, 1 on divergence, 2 on bad input, 3 when the oracle fails.
     Compare(compare::CompareArgs),
+    /// Inject realistic engine faults one at a time, compare each with the oracle, and report
+    /// what the comparison caught: detected, first divergence against where the fault is,
+    /// diagnosis (`--json`: faults, detected_rate, localized_rate, diagnosis_rate,
+    /// false_alarms). Exits 1 below the goals (100% detected, 95% localized, 80% diagnosed,
+    /// no false alarm).
+    Selftest(selftest::SelftestArgs),
     /// Internal: serve an oracle over stdin/stdout for an isolated parent process.
     #[command(name = "__oracle-worker", hide = true)]
     OracleWorker(worker::WorkerArgs),
@@ -62,10 +74,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Run(args) => run_cmd::run(&args),
+        Command::Stats(args) => stats::run(&args),
         Command::Gate(args) => gate::run(&args),
         Command::Fixtures(cmd) => fixtures::run(cmd),
         Command::Oracle(args) => oracle::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Selftest(args) => selftest::run(&args),
         Command::OracleWorker(args) => Ok(worker::run(&args)),
     }
 }

@@ -19,7 +19,10 @@ pub mod inputs;
 pub mod inspect;
 pub mod oracles;
 pub mod output;
+pub mod selftest;
+pub mod session;
 pub mod sides;
+pub mod stats;
 pub mod timefmt;
 
 pub use error::{Error, Result};

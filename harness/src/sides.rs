@@ -75,6 +75,20 @@ pub struct RunPlan<'a> {
     pub progress: bool,
 }
 
+/// The oracle's side: the prompt, then its own greedy continuation.
+pub struct OracleRun {
+    pub prefill: SideEval,
+    pub steps: Vec<SideEval>,
+}
+
+/// The engine's side on the oracle's ids.
+pub struct EngineRun {
+    pub prefill: SideEval,
+    pub steps: Vec<SideEval>,
+    pub twin: Twin,
+    pub replays: Replays,
+}
+
 /// Evaluate the prompt on both sides, then follow the oracle's greedy tokens for
 /// `plan.steps`; then the noise twin on the same ids and every op replay. Seconds per phase go
 /// into `timings`.
@@ -84,38 +98,54 @@ pub fn run_sides(
     plan: &RunPlan,
     timings: &mut BTreeMap<String, f64>,
 ) -> anyhow::Result<Sides> {
-    let ids = plan.ids;
-    let mut cache = engine.new_cache();
+    let steps = plan
+        .steps
+        .min(engine.new_cache().capacity().saturating_sub(plan.ids.len()));
+    let o = run_oracle(oracle, plan, steps, timings)?;
+    let e = run_engine(engine, &o, plan.taps, timings)?;
+    Ok(Sides {
+        engine_prefill: e.prefill,
+        oracle_prefill: o.prefill,
+        engine_steps: e.steps,
+        oracle_steps: o.steps,
+        twin_prefill: e.twin.prefill,
+        twin_steps: e.twin.decode,
+        replay: e.replays.prompt,
+        step_replays: e.replays.steps,
+        replay_errors: e.replays.errors,
+    })
+}
+
+/// The oracle on the prompt, then `steps` greedy decode steps of its own.
+pub fn run_oracle(
+    oracle: &mut dyn Oracle,
+    plan: &RunPlan,
+    steps: usize,
+    timings: &mut BTreeMap<String, f64>,
+) -> anyhow::Result<OracleRun> {
     let t = Instant::now();
-    let e = engine.forward(&mut cache, ids, plan.taps)?;
-    timings.insert("engine_prefill".into(), t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    let o = oracle.evaluate(ids, plan.taps).map_err(Error::Oracle)?;
+    let o = oracle
+        .evaluate(plan.ids, plan.taps)
+        .map_err(Error::Oracle)?;
     timings.insert("oracle_prefill".into(), t.elapsed().as_secs_f64());
     let mut next = argmax(o.logits_row(o.n_tokens() - 1));
-    let (engine_prefill, oracle_prefill) = (SideEval::of_engine(ids, e), SideEval::of_oracle(o));
-
-    let steps = plan.steps.min(cache.capacity().saturating_sub(ids.len()));
+    let prefill = SideEval::of_oracle(o);
     let bar = plan.progress.then(|| {
         let b = indicatif::ProgressBar::new(steps as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("decode {bar:30} {pos}/{len} steps {elapsed}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "oracle decode {bar:30} {pos}/{len} steps {elapsed}",
+            )
+            .expect("valid template"),
         );
         b
     });
-    let (mut engine_steps, mut oracle_steps) = (Vec::new(), Vec::new());
-    let (mut te, mut to) = (0.0, 0.0);
+    let t = Instant::now();
+    let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
-        let t = Instant::now();
-        let e = engine.forward(&mut cache, &[next], plan.taps)?;
-        te += t.elapsed().as_secs_f64();
-        let t = Instant::now();
         let o = oracle.decode_step(next, plan.taps).map_err(Error::Oracle)?;
-        to += t.elapsed().as_secs_f64();
-        engine_steps.push(SideEval::of_engine(&[next], e));
         next = argmax(o.logits_row(0));
-        oracle_steps.push(SideEval::of_oracle(o));
+        out.push(SideEval::of_oracle(o));
         if let Some(b) = &bar {
             b.inc(1);
         }
@@ -123,31 +153,49 @@ pub fn run_sides(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    timings.insert("engine_decode".into(), te);
-    timings.insert("oracle_decode".into(), to);
+    timings.insert("oracle_decode".into(), t.elapsed().as_secs_f64());
+    Ok(OracleRun {
+        prefill,
+        steps: out,
+    })
+}
 
+/// The engine on the oracle's ids (its prompt, then each token the oracle chose), its noise
+/// twin on the same ids and every op replay on the oracle's inputs.
+pub fn run_engine(
+    engine: &Engine,
+    oracle: &OracleRun,
+    taps: &TapFilter,
+    timings: &mut BTreeMap<String, f64>,
+) -> anyhow::Result<EngineRun> {
+    let ids = &oracle.prefill.tokens;
+    let decode_tokens: Vec<u32> = oracle.steps.iter().map(|s| s.tokens[0]).collect();
+    let mut cache = engine.new_cache();
     let t = Instant::now();
-    let decode_tokens: Vec<u32> = oracle_steps.iter().map(|s| s.tokens[0]).collect();
-    let twin = run_twin(engine, ids, &decode_tokens, plan.taps)?;
+    let prefill = SideEval::of_engine(ids, engine.forward(&mut cache, ids, taps)?);
+    timings.insert("engine_prefill".into(), t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let steps = decode_tokens
+        .iter()
+        .map(|&tok| {
+            Ok(SideEval::of_engine(
+                &[tok],
+                engine.forward(&mut cache, &[tok], taps)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    timings.insert("engine_decode".into(), t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let twin = run_twin(engine, ids, &decode_tokens, taps)?;
     timings.insert("noise_twin".into(), t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let replays = replay_all(
-        engine,
-        (&engine_prefill, &oracle_prefill),
-        &engine_steps,
-        &oracle_steps,
-    );
+    let replays = replay_all(engine, (&prefill, &oracle.prefill), &steps, &oracle.steps);
     timings.insert("engine_replay".into(), t.elapsed().as_secs_f64());
-    Ok(Sides {
-        engine_prefill,
-        oracle_prefill,
-        engine_steps,
-        oracle_steps,
-        twin_prefill: twin.prefill,
-        twin_steps: twin.decode,
-        replay: replays.prompt,
-        step_replays: replays.steps,
-        replay_errors: replays.errors,
+    Ok(EngineRun {
+        prefill,
+        steps,
+        twin,
+        replays,
     })
 }
 

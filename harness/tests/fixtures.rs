@@ -4,23 +4,44 @@
 mod common;
 use common::*;
 
-const COMMITTED: [&str; 16] = [
-    "models/bitnet-tq2_0.gguf",
-    "models/bitnet-tq1_0.gguf",
-    "models/bitnet-f32.gguf",
-    "models/bitnet-b1.58-i2_s.gguf",
-    "models/bitnet-i2_s.gguf",
-    "golden/bitnet-tq2_0.json",
-    "golden/bitnet-tq2_0.f32",
-    "golden/bitnet-tq1_0.json",
-    "golden/bitnet-tq1_0.f32",
-    "golden/bitnet-f32.json",
-    "golden/bitnet-f32.f32",
-    "golden/bitnet-b1.58-i2_s.json",
+/// Every file the MANIFEST lists: the regenerated ones, then the recorded trained artifacts.
+const COMMITTED: [&str; 36] = [
     "golden/bitnet-b1.58-i2_s.f32",
-    "golden/bitnet-i2_s.bitnet-cpp.json",
+    "golden/bitnet-b1.58-i2_s.json",
+    "golden/bitnet-f32.f32",
+    "golden/bitnet-f32.json",
     "golden/bitnet-i2_s.bitnet-cpp.f32",
+    "golden/bitnet-i2_s.bitnet-cpp.json",
+    "golden/bitnet-tq1_0.f32",
+    "golden/bitnet-tq1_0.json",
+    "golden/bitnet-tq2_0.f32",
+    "golden/bitnet-tq2_0.json",
     "golden/index.json",
+    "golden/trained-bitnet-b1.58-i2_s.f32",
+    "golden/trained-bitnet-b1.58-i2_s.json",
+    "golden/trained-bitnet-i2_s.bitnet-cpp.f32",
+    "golden/trained-bitnet-i2_s.bitnet-cpp.json",
+    "golden/trained-bitnet-tq2_0.f32",
+    "golden/trained-bitnet-tq2_0.json",
+    "models/bitnet-b1.58-i2_s.gguf",
+    "models/bitnet-f32.gguf",
+    "models/bitnet-i2_s.gguf",
+    "models/bitnet-tq1_0.gguf",
+    "models/bitnet-tq2_0.gguf",
+    "trained/bitnet-b1.58-tq2_0.gguf",
+    "trained/bitnet-tq2_0.gguf",
+    "trained/bitnet-b1.58-i2_s.gguf",
+    "trained/bitnet-i2_s.gguf",
+    "trained/relu2/config.json",
+    "trained/relu2/corpus_files.txt",
+    "trained/relu2/loss_curve.svg",
+    "trained/relu2/train.log",
+    "trained/relu2/train_log.csv",
+    "trained/silu/config.json",
+    "trained/silu/corpus_files.txt",
+    "trained/silu/loss_curve.svg",
+    "trained/silu/train.log",
+    "trained/silu/train_log.csv",
 ];
 
 /// Regen records goldens with live oracles: byte for byte only where the oracle is built
@@ -41,21 +62,23 @@ fn regen_reproduces_the_committed_files_byte_for_byte() {
         );
     }
     let manifest = std::fs::read_to_string(tmp.path().join("MANIFEST")).unwrap();
-    assert_eq!(manifest.lines().count(), COMMITTED.len());
+    // One comment line heads each of its two sections.
+    assert_eq!(manifest.lines().count(), COMMITTED.len() + 2);
 }
 
 #[test]
 fn verify_passes_on_the_repository() {
     let out = harness(&["fixtures", "verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("16 files match"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("36 files match"), "{}", stderr(&out));
 }
 
 #[test]
 fn verify_names_tampered_and_missing_files() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("models")).unwrap();
-    std::fs::create_dir(tmp.path().join("golden")).unwrap();
+    for d in ["models", "golden", "trained/relu2", "trained/silu"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
     for f in COMMITTED.iter().chain(&["MANIFEST"]) {
         std::fs::copy(fixtures_dir().join(f), tmp.path().join(f)).unwrap();
     }

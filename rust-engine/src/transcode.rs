@@ -56,10 +56,30 @@ pub fn i2s_to_tq2_0_with(
     Ok(report)
 }
 
-/// Build the transcoded image in memory (the writer holds every tensor's bytes).
+/// Where the transcode puts each I2_S tensor's per-tensor scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleTo {
+    /// Unrounded, into a one-element F32 `.scale` tensor; every block's `d` is 1.0 (lossless).
+    Tensor,
+    /// Rounded to f16, as every block's `d`: what `llama-quantize` makes of a BitNet model's
+    /// ternary weights (each block's absmax is the scale). Not lossless: the model's weights
+    /// become `trit * f16(scale)`.
+    BlockD,
+}
+
+/// Build the lossless transcoded image in memory (the writer holds every tensor's bytes).
 pub fn transcode_to_writer(
     src: &GgufFile,
     layout: i2_s::I2sLayout,
+) -> Result<(GgufWriter, TranscodeReport)> {
+    transcode_to_writer_with(src, layout, ScaleTo::Tensor)
+}
+
+/// [`transcode_to_writer`] with the scale where `to` says.
+pub fn transcode_to_writer_with(
+    src: &GgufFile,
+    layout: i2_s::I2sLayout,
+    to: ScaleTo,
 ) -> Result<(GgufWriter, TranscodeReport)> {
     let file = src.label();
     let i2s: Vec<&str> = src
@@ -89,10 +109,16 @@ pub fn transcode_to_writer(
     }
     w.set(
         PROVENANCE_KEY,
-        Value::String(format!(
-            "I2_S ({}) -> TQ2_0 with d = 1.0 and one-element F32 .scale tensors",
-            layout.name()
-        )),
+        Value::String(match to {
+            ScaleTo::Tensor => format!(
+                "I2_S ({}) -> TQ2_0 with d = 1.0 and one-element F32 .scale tensors",
+                layout.name()
+            ),
+            ScaleTo::BlockD => format!(
+                "I2_S ({}) -> TQ2_0 with the per-tensor scale as every block's f16 d",
+                layout.name()
+            ),
+        }),
     )?;
 
     let mut report = TranscodeReport {
@@ -111,6 +137,20 @@ pub fn transcode_to_writer(
             tensor: name.clone(),
             reason,
         };
+        let ne0 = t.info.shape[0];
+        if ne0 % tq2_0::BLOCK as u64 != 0 {
+            return Err(bad(format!(
+                "row length {ne0} is not a multiple of 256: TQ2_0 blocks cannot hold its rows"
+            )));
+        }
+        let n = t.info.n_elements() as usize;
+        if to == ScaleTo::BlockD {
+            let packed =
+                i2s_tensor_to_tq2_0_block_d(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
+            w.add_tensor(name.clone(), GgmlType::TQ2_0, &t.info.shape, packed)?;
+            report.transcoded.push(name.clone());
+            continue;
+        }
         let scale_name = scale_tensor_name(name).ok_or_else(|| {
             bad(format!(
                 "I2_S on a tensor llama.cpp applies no .scale to (only blk.N.{{{}}}.weight): \
@@ -123,13 +163,6 @@ pub fn transcode_to_writer(
                 "the file already has '{scale_name}', where the I2_S scale must go"
             )));
         }
-        let ne0 = t.info.shape[0];
-        if ne0 % tq2_0::BLOCK as u64 != 0 {
-            return Err(bad(format!(
-                "row length {ne0} is not a multiple of 256: TQ2_0 blocks cannot hold its rows"
-            )));
-        }
-        let n = t.info.n_elements() as usize;
         // Rows are whole blocks (ne0 % 256 == 0), so the tensor packs block after block.
         let (packed, scale) =
             i2s_tensor_to_tq2_0(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
@@ -153,6 +186,29 @@ pub fn i2s_tensor_to_tq2_0(
     n: usize,
     layout: i2_s::I2sLayout,
 ) -> Result<(Vec<u8>, f32)> {
+    let (trits, scale) = trits_and_scale(data, n, layout)?;
+    Ok((pack_tq2_0(&trits, f16::ONE), scale))
+}
+
+/// One I2_S tensor as TQ2_0 blocks whose `d` is the scale rounded to f16 ([`ScaleTo::BlockD`]).
+pub fn i2s_tensor_to_tq2_0_block_d(
+    data: &[u8],
+    n: usize,
+    layout: i2_s::I2sLayout,
+) -> Result<Vec<u8>> {
+    let (trits, scale) = trits_and_scale(data, n, layout)?;
+    let d = f16::from_f32(scale);
+    if !d.is_finite() || d.to_f32() == 0.0 {
+        return Err(Error::format(
+            "i2_s",
+            format!("I2_S scale {scale} has no finite non-zero f16"),
+        ));
+    }
+    Ok(pack_tq2_0(&trits, d))
+}
+
+/// The codes and finite scale of `n` I2_S weights (`n` a multiple of 256).
+fn trits_and_scale(data: &[u8], n: usize, layout: i2_s::I2sLayout) -> Result<(Vec<i8>, f32)> {
     let trits = i2_s::trits(data, n, layout)?;
     let scale = i2_s::scale(data, n)?;
     if !scale.is_finite() {
@@ -164,11 +220,15 @@ pub fn i2s_tensor_to_tq2_0(
             format!("{n} weights is not a multiple of 256: TQ2_0 blocks cannot hold them"),
         ));
     }
-    let mut packed = Vec::with_capacity(n / tq2_0::BLOCK * tq2_0::BLOCK_BYTES);
+    Ok((trits, scale))
+}
+
+fn pack_tq2_0(trits: &[i8], d: f16) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(trits.len() / tq2_0::BLOCK * tq2_0::BLOCK_BYTES);
     for block in trits.chunks_exact(tq2_0::BLOCK) {
-        tq2_0::pack_block(block, f16::ONE, &mut packed);
+        tq2_0::pack_block(block, d, &mut packed);
     }
-    Ok((packed, scale))
+    packed
 }
 
 /// `blk.N.<projection>.weight` -> `blk.N.<projection>.scale`; `None` for any other tensor.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{agreement, open, reference_logits, weights, Spec};
 use xval_engine::gguf::{GgmlType, GgufFile, Value};
-use xval_engine::model::{Engine, Fault, KvHistory, Model, Plan, ReplayInputs};
+use xval_engine::model::{Engine, Fault, FaultKind, KvHistory, Model, Plan, ReplayInputs};
 use xval_engine::numerics::{F16Activations, KvType, Numerics, Profile};
 use xval_engine::taps::{all_names, TapFilter};
 use xval_engine::Error;
@@ -474,7 +474,9 @@ fn a_plan_changes_only_what_it_names() {
     assert_ne!(tap(&s[0], "Qcur-1"), tap(&base[0], "Qcur-1"));
     assert_eq!(tap(&s[0], "Kcur-1"), tap(&base[0], "Kcur-1"));
     // The KV fault acts in decode only: the prompt is identical, the step's attention is not.
-    let short = plain.with_plan(Plan::fault(Fault::KvOneShort)).unwrap();
+    let short = plain
+        .with_plan(Plan::fault(Fault::bug(FaultKind::KvOneShort)))
+        .unwrap();
     let k = run(&short);
     assert_eq!(k[0].logits, base[0].logits);
     assert_eq!(tap(&k[1], "Qcur-0"), tap(&base[1], "Qcur-0"));

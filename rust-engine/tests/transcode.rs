@@ -262,3 +262,36 @@ proptest! {
         assert_lossless(&src, &open(&w, "tq2.gguf"), i2_s::I2sLayout::Block128);
     }
 }
+
+/// `ScaleTo::BlockD`: every weight becomes `trit * f16(scale)`, no `.scale` tensor is added, the
+/// file type says TQ2_0 and everything else is copied.
+#[test]
+fn block_d_transcode_rounds_the_scale_to_f16_only() {
+    let layout = i2_s::I2sLayout::Block128;
+    let src = open(&i2s_model(5, layout), "i2s.gguf");
+    let (w, report) =
+        transcode::transcode_to_writer_with(&src, layout, transcode::ScaleTo::BlockD).unwrap();
+    let dst = open(&w, "tq2d.gguf");
+    assert_eq!(dst.get("general.file_type").unwrap(), &Value::U32(37));
+    assert!(dst.tensors().all(|t| !t.info.name.ends_with(".scale")));
+    assert_eq!(dst.tensors().count(), src.tensors().count());
+    assert!(!report.transcoded.is_empty());
+    for t in src.tensors() {
+        let d = dst.tensor(&t.info.name).unwrap();
+        assert_eq!(d.info.shape, t.info.shape);
+        let n = t.info.n_elements() as usize;
+        if t.info.ty != GgmlType::I2_S {
+            assert_eq!(d.data, t.data);
+            continue;
+        }
+        assert_eq!(d.info.ty, GgmlType::TQ2_0);
+        let s = i2_s::scale(t.data, n).unwrap();
+        let want_d = half::f16::from_f32(s).to_f32();
+        assert_ne!(want_d, s, "the test scales are not f16 values");
+        let codes = i2_s::trits(t.data, n, layout).unwrap();
+        let got = quant::dequantize(GgmlType::TQ2_0, d.data, n).unwrap();
+        for (j, (&c, &g)) in codes.iter().zip(&got).enumerate() {
+            assert_eq!(g, c as f32 * want_d, "{} weight {j}", t.info.name);
+        }
+    }
+}

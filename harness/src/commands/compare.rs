@@ -3,29 +3,23 @@
 //!
 //! The flow: [`inputs`] (prompts or ids), [`prepare`] (model, tokenizer, oracle, engine,
 //! thresholds), then per input [`crate::sides::run_sides`] (both sides) and
-//! [`crate::compare::compare_core`] (the judgement), and [`emit`] (receipt, plot, report).
+//! [`crate::compare::compare_core`] (the judgement), and [`emit`] (receipt, plot, HTML report,
+//! text report).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
-use xval_cpp_sys::{Limits, OracleSettings};
-use xval_engine::model::{Engine, Fault, Plan};
-use xval_engine::tokenizer::Tokenizer;
+use xval_engine::model::Fault;
 
-use crate::compare::receipt::{EngineIdentity, InputRecord, Provenance, Shard};
-use crate::compare::thresholds::{AppliedThresholds, ThresholdKey};
-use crate::compare::verdict::Pairing;
-use crate::compare::{
-    compare_core, gate, plot, report, CompareSettings, Receipt, Side, Thresholds, Twin,
-};
+use crate::compare::receipt::{InputRecord, Shard};
+use crate::compare::{compare_core, gate, html, plot, report, Receipt, Side, Twin};
 use crate::engine_args::{EngineArgs, KvArg};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::inputs::{parse_token_ids, read_prompts, DEFAULT_PROMPT};
-use crate::oracles::{self, OpenRequest, OracleChoice};
+use crate::session::{Session, SessionRequest};
 use crate::sides::{run_sides, RunPlan, TWIN_SEED};
 
 /// Kernel families of the engine.
@@ -101,6 +95,11 @@ pub struct CompareArgs {
     /// Write an SVG plot of per-layer agreement (one line per metric, log scale).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Write a self-contained HTML report (verdict, first divergence and diagnosis, heatmaps
+    /// of metric/limit per tap, layer and position, logit and decode charts; no network
+    /// access needed to view it). With --prompts, FILE gets `.N` as --out does.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Threshold file [default: ci/thresholds.toml as built in].
     #[arg(long, value_name = "FILE")]
     pub thresholds: Option<PathBuf>,
@@ -121,8 +120,9 @@ pub struct CompareArgs {
     pub oracle_reference_kernels: bool,
     /// Inject a fault into the engine (repeatable), to see what the comparison catches:
     /// `scale:TENSOR:FACTOR` (e.g. `scale:blk.1.attn_q.weight:1.01`, a 1% scale error in one
-    /// projection) or `kv-one-short` (decode attention reads the KV cache one position short).
-    /// The receipt lists the faults in its engine identity.
+    /// projection) or a self-test fault, optionally in one layer (`kv-one-short`,
+    /// `layernorm@2`; `harness selftest --list` describes them). The receipt lists the faults in
+    /// its engine identity.
     #[arg(long, value_name = "SPEC", value_parser = Fault::parse)]
     pub fault: Vec<Fault>,
     /// Where golden recordings live [default: the repository's fixtures/].
@@ -231,95 +231,36 @@ fn inputs(args: &CompareArgs) -> anyhow::Result<Inputs> {
     })
 }
 
-/// Everything fixed for the whole command: the engine, the oracle and how to judge.
-struct Prepared {
-    engine: Engine,
-    tokenizer: Tokenizer,
-    oracle: oracles::OpenedOracle,
-    thresholds: AppliedThresholds,
-    pairing: Pairing,
-    provenance: Provenance,
-    engine_identity: EngineIdentity,
-    oracle_identity: serde_json::Value,
-    load_s: f64,
-}
-
-/// Load and check the model (bad input is exit 2 before any oracle starts), open the oracle,
-/// and build the engine under the profile that mirrors the oracle unless `--profile` says
-/// otherwise.
-fn prepare(args: &CompareArgs, inputs: &Inputs) -> anyhow::Result<Prepared> {
-    let t_load = Instant::now();
-    let model = args.engine.model(&args.model)?;
-    let tokenizer = Tokenizer::from_gguf(model.file())?;
-    let arch = model.hparams.arch_name.clone();
-    let longest = inputs
-        .items
-        .iter()
-        .map(|(_, i)| match i {
-            Input::Prompt(p) => tokenizer.encode(p, true, true).map(|v| v.len()),
-            Input::Ids(ids) => Ok(ids.len()),
-        })
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    let settings = OracleSettings {
-        threads: args.oracle_threads.max(1),
-        // Room for the longest prompt (with slack for the oracle's own tokenization) and the
-        // decode steps; llama.cpp rounds it up to a multiple of 256.
-        n_ctx: (2 * longest + args.steps + 8).max(64),
-        kv_type: args.oracle_kv_type.unwrap_or(KvArg::F32).into(),
-        kv_fallback: args.oracle_kv_type.is_none(),
-        reference_kernels: args.oracle_reference_kernels,
-        ..OracleSettings::default()
-    };
-    let limit = Duration::from_secs(args.timeout.max(1));
-    let oracle = oracles::open(&OpenRequest {
-        choice: &OracleChoice::parse(&args.oracle)?,
-        model: &args.model,
-        arch: &arch,
-        settings: &settings,
-        limits: Limits {
-            load: limit,
-            request: limit,
-        },
-        fixtures: args.fixtures.as_deref(),
-    })?;
-    let identity = oracle.oracle.identity();
-    // Without --profile the engine mirrors the oracle's arithmetic.
-    let mut engine = args.engine.engine_for(model, Some(identity.numerics))?;
-    if !args.fault.is_empty() {
-        engine = engine.with_plan(Plan {
+/// The session of a comparison: model, engine, oracle, thresholds.
+fn prepare(args: &CompareArgs, inputs: &Inputs) -> anyhow::Result<Session> {
+    Session::open(
+        &SessionRequest {
+            model: &args.model,
+            engine: &args.engine,
+            oracle: &args.oracle,
+            thresholds: args.thresholds.as_deref(),
+            oracle_threads: args.oracle_threads,
+            oracle_kv_type: args.oracle_kv_type,
+            timeout: args.timeout,
+            oracle_reference_kernels: args.oracle_reference_kernels,
             faults: args.fault.clone(),
-            ..Plan::default()
-        })?;
-    }
-    let thresholds = match &args.thresholds {
-        Some(p) => Thresholds::load(p)?,
-        None => Thresholds::default(),
-    }
-    .resolve(&ThresholdKey {
-        format: engine.model().projection_type().name().to_string(),
-        profile: engine.numerics().profile,
-        kv: engine.numerics().kv,
-        backend: engine.backend(),
-    });
-    let pairing = Pairing::new(engine.numerics(), &identity.kind, identity.numerics);
-    let oracle_identity = serde_json::to_value(identity)?;
-    let engine_identity =
-        EngineIdentity::of_engine(&engine, option_env!("XVAL_GIT_COMMIT").map(String::from));
-    let provenance = Provenance::of_model(&args.model, engine.model(), &tokenizer);
-    Ok(Prepared {
-        engine,
-        tokenizer,
-        oracle,
-        thresholds,
-        pairing,
-        provenance,
-        engine_identity,
-        oracle_identity,
-        load_s: t_load.elapsed().as_secs_f64(),
-    })
+            fixtures: args.fixtures.as_deref(),
+            steps: args.steps,
+        },
+        |tokenizer| {
+            Ok(inputs
+                .items
+                .iter()
+                .map(|(_, i)| match i {
+                    Input::Prompt(p) => tokenizer.encode(p, true, true).map(|v| v.len()),
+                    Input::Ids(ids) => Ok(ids.len()),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .max()
+                .unwrap_or(0))
+        },
+    )
 }
 
 pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
@@ -362,7 +303,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
 /// Both sides on one input, judged.
 fn compare_one(
     args: &CompareArgs,
-    p: &mut Prepared,
+    p: &mut Session,
     input: &Input,
     record: InputRecord,
 ) -> anyhow::Result<Receipt> {
@@ -416,19 +357,7 @@ fn compare_one(
             decode: sides.oracle_steps,
             ..Side::default()
         },
-        &CompareSettings {
-            mode: p.oracle.mode.clone(),
-            provenance: p.provenance.clone(),
-            engine: p.engine_identity.clone(),
-            oracle: p.oracle_identity.clone(),
-            pairing: p.pairing.clone(),
-            thresholds: p.thresholds.clone(),
-            input: record,
-            top_k: 10,
-            steps_requested: args.steps,
-            created: crate::timefmt::now_rfc3339(),
-            timings,
-        },
+        &p.settings(&p.engine_identity, record, args.steps, timings),
     )?)
 }
 
@@ -453,6 +382,10 @@ fn emit(args: &CompareArgs, receipt: &Receipt, i: usize, n: usize) -> anyhow::Re
     if let Some(p) = &args.plot {
         let path = if n > 1 { numbered(p, i) } else { p.clone() };
         crate::output::write_atomic(&path, plot::render_svg(receipt).as_bytes())?;
+    }
+    if let Some(p) = &args.report {
+        let path = if n > 1 { numbered(p, i) } else { p.clone() };
+        crate::output::write_atomic(&path, html::render_html(receipt).as_bytes())?;
     }
     let text = match args.format {
         FormatArg::Table => report::render_table(receipt, std::io::stdout().is_terminal()),

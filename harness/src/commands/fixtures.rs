@@ -89,6 +89,20 @@ pub enum FixturesCommand {
     /// Write a small random model of any shape with the exact generator of the committed
     /// fixtures (for trying the comparison on models the project did not tune on).
     Gen(GenArgs),
+    /// Write a model trained by scripts/train-tiny-bitnet.py (its export directory) as GGUF:
+    /// `relu2` models as `bitnet-b1.58`, `silu` ones as `bitnet`.
+    Import {
+        /// The export directory (config.json, weights.json, weights.bin).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// Projection format: i2_s (the official layout, per-tensor scale) or tq2_0 (the
+        /// scale as every block's f16 d).
+        #[arg(long, value_enum)]
+        format: SynthFormat,
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Write the one-layer model with the full LLaMA-3 vocabulary (128256 tokens), built from
     /// fixtures/tokenizer/llama3/tokenizer.json.gz. Not committed (65 MB); tests build it.
     Llama3 {
@@ -313,6 +327,11 @@ pub fn run(cmd: FixturesCommand) -> anyhow::Result<Exit> {
             let start = Instant::now();
             fixtures::build_model(&args.spec(), &vocab)?.write_file(&args.out)?;
             report_written(&args.out, start)?;
+        }
+        FixturesCommand::Import { from, format, out } => {
+            let start = Instant::now();
+            fixtures::trained::import(&from, format.into())?.write_file(&out)?;
+            report_written(&out, start)?;
         }
         FixturesCommand::Llama3 {
             out,

@@ -9,4 +9,6 @@ pub mod gate;
 pub mod inspect;
 pub mod oracle;
 pub mod run;
+pub mod selftest;
+pub mod stats;
 pub mod worker;

@@ -368,10 +368,12 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             passes: false,
             basis: String::new(),
             worst: None,
+            diagnosis: None,
         },
         timings: BTreeMap::new(),
     };
     apply_judgement(&mut receipt);
+    receipt.summary.diagnosis = super::diagnose::diagnose(&receipt, engine, oracle);
     timings.insert("compare".into(), t0.elapsed().as_secs_f64());
     receipt.timings = timings;
     Ok(receipt)
@@ -424,5 +426,7 @@ pub fn apply_judgement(r: &mut Receipt) {
         passes: j.violations.is_empty(),
         basis: j.basis(),
         worst: j.worst.clone(),
+        // Read from the tensors by the comparison; a re-judgement keeps it.
+        diagnosis: r.summary.diagnosis.take(),
     };
 }

@@ -205,7 +205,7 @@ impl EngineIdentity {
             threads: engine.threads(),
             faults: engine
                 .plan()
-                .map(|p| p.faults.iter().map(|f| format!("{f:?}")).collect())
+                .map(|p| p.faults.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
         }
     }
@@ -404,6 +404,23 @@ pub struct Summary {
     /// The largest metric-to-limit ratio of the comparison and where (above 1: a limit
     /// crossed; the closer a clean comparison stays to 0 the more room the limits leave).
     pub worst: Option<WorstRatio>,
+    /// The likely cause of the first divergence, read from its signature (absent when the
+    /// comparison does not diverge).
+    #[serde(default)]
+    pub diagnosis: Option<Diagnosis>,
+}
+
+/// The likely cause of a divergence, named from the shape of the difference at the first
+/// divergence and around it (docs/selftest.md lists the signatures).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Diagnosis {
+    /// The signature's key: `tokens`, `scale`, `permutation`, `position-growth`, `heads`,
+    /// `activation`, `norm`, `decode-kv`, `rounding`, ... or `none` (no known signature).
+    pub signature: String,
+    /// The likely cause, in words.
+    pub cause: String,
+    /// The figures the signature was read from.
+    pub evidence: String,
 }
 
 /// A metric's ratio to its limit and where it was taken.

@@ -150,6 +150,12 @@ fn headline(r: &Receipt) -> Vec<String> {
         )),
         None => v.push("first divergence: none".into()),
     }
+    if let Some(d) = &r.summary.diagnosis {
+        v.push(format!(
+            "likely cause [{}]: {} ({})",
+            d.signature, d.cause, d.evidence
+        ));
+    }
     if let Some(s) = r.decode.first_divergent_step {
         let step = &r.decode.steps[s];
         v.push(format!(

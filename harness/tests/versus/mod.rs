@@ -131,7 +131,14 @@ pub fn check_bounds(model: &str, prompt: &Worst, all: &Worst) {
     // I2_S (bitnet-b1.58, ggml-graph recordings): one activation rounding flip in ffn_down-2
     // of the third prompt (the op itself replays at NMSE 3e-14) carries to the logits:
     // measured 5.0e-3 / KL 1.1e-6 / tap NMSE 3.9e-6.
-    let (max_diff, kl, nmse) = if model.contains("f32") {
+    // Trained fixtures: peaked attention and larger activations turn more Q8_K rounding
+    // boundaries into flips; on the SiLU TQ2_0 model (every op replays at NMSE <= 6e-14) the
+    // prompt measured 4.1e-2 / KL 1.0e-4 / tap NMSE 2.7e-4 with the same top-1 everywhere. The
+    // noise twin's chained limits judge them (tests/trained.rs); here they get bounds that
+    // still catch a wrong kernel.
+    let (max_diff, kl, nmse) = if model.contains("trained/") {
+        (0.2, 1e-3, 2e-3)
+    } else if model.contains("f32") {
         (1e-3, 3e-8, 2e-8)
     } else if model.contains("i2_s") {
         (2e-2, 5e-6, 2e-5)

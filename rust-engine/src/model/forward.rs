@@ -1,19 +1,37 @@
 //! The forward pass (llama.cpp `llama_model_bitnet::graph`, with the FFN activation chosen by
 //! the architecture), capturing taps under llama.cpp's node names.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::faults::{misread_i2s, other_activation, FaultKind};
 use super::kv_cache::KvCache;
 use super::ops;
-use super::plan::{jitter_row, op_id, Fault, Plan};
+use super::plan::{jitter_row, op_id, Plan};
 use super::{Activation, Linear, Mat, Model};
 use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
 use crate::numerics::{KvType, Numerics, Profile};
 use crate::quant::kernels::{Backend, Kernel};
-use crate::quant::matmul::{matmul, matmul_twin, TwinRounding};
+use crate::quant::matmul::{matmul, matmul_twin, TwinRounding, WeightMatrix};
 use crate::taps::{tap_name, Tap, TapFilter};
+
+/// Which RMSNorm of the graph a [`Engine::norm`] call is (the self-test's norm faults pick).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NormSite {
+    Attn,
+    AttnSub,
+    Ffn,
+    FfnSub,
+    Output,
+}
+
+/// The layer of a `blk.N.*` tensor.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
 
 /// Runs a model under one numerics setting on a fixed number of threads, optionally with a
 /// [`Plan`] of deliberate changes (noise-twin jitter, self-test faults).
@@ -23,6 +41,8 @@ pub struct Engine {
     threads: usize,
     pool: rayon::ThreadPool,
     plan: Option<Arc<Plan>>,
+    /// The weight images a plan's I2_S faults read in place of a tensor's (summed products).
+    misread: HashMap<String, Vec<Vec<u8>>>,
 }
 
 /// The result of evaluating a batch of tokens.
@@ -85,12 +105,17 @@ impl Engine {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
+        let misread = match plan.as_deref() {
+            Some(p) => misread_images(&model, p)?,
+            None => HashMap::new(),
+        };
         Ok(Engine {
             threads: pool.current_num_threads(),
             model,
             numerics,
             pool,
             plan,
+            misread,
         })
     }
 
@@ -166,32 +191,56 @@ impl Engine {
     }
 
     /// `x` (n rows) times the weight matrix `m`: the one place every matmul of the forward pass
-    /// and of op replays goes through (a plan's scale faults act here).
-    /// `start` is the absolute position of the first row (the twin's tie flips act at one).
+    /// and of op replays goes through (a plan's weight, scale and activation-quantization faults
+    /// act here). `start` is the absolute position of the first row (the twin's tie flips act at
+    /// one).
     pub(super) fn mat(&self, m: &Mat, x: &[f32], n: usize, start: usize) -> Result<Vec<f32>> {
-        let mut y = match self.plan.as_deref() {
-            None => matmul(&self.model.view_unchecked(m), x, n, self.numerics)?,
-            Some(p) => {
-                let at = p.flip_ties_at;
-                matmul_twin(
-                    &self.model.view_unchecked(m),
-                    x,
-                    n,
-                    self.numerics,
-                    TwinRounding {
-                        flip: &|r| at == Some(start + r),
-                        f32_sums: p.f32_sums,
-                    },
-                )?
+        let view = self.model.view_unchecked(m);
+        let Some(p) = self.plan.as_deref() else {
+            return matmul(&view, x, n, self.numerics);
+        };
+        let layer = layer_of(&m.name);
+        let ternary = matches!(m.ty, GgmlType::I2_S | GgmlType::TQ1_0 | GgmlType::TQ2_0);
+        let mut numerics = self.numerics;
+        if ternary && p.has(FaultKind::ActGranularity, layer) {
+            numerics.profile = match numerics.profile {
+                Profile::BitnetCpp => Profile::Ggml,
+                Profile::Ggml => Profile::BitnetCpp,
+                Profile::F32 => Profile::F32,
+            };
+        }
+        let at = p.flip_ties_at;
+        let rounding = TwinRounding {
+            flip: &|r| at == Some(start + r),
+            f32_sums: p.f32_sums,
+            i16_sums: m.ty == GgmlType::I2_S && p.has(FaultKind::AccI16, layer),
+        };
+        let mut y = match self.misread.get(&m.name) {
+            None => matmul_twin(&view, x, n, numerics, rounding)?,
+            Some(parts) => {
+                let mut sum: Option<Vec<f32>> = None;
+                for part in parts {
+                    let w = WeightMatrix { data: part, ..view };
+                    let y = matmul_twin(&w, x, n, numerics, rounding)?;
+                    sum = Some(match sum {
+                        None => y,
+                        Some(mut s) => {
+                            s.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+                            s
+                        }
+                    });
+                }
+                sum.expect("a misread has at least one image")
             }
         };
-        if let Some(f) = self.plan.as_ref().and_then(|p| p.tensor_factor(&m.name)) {
+        if let Some(f) = p.tensor_factor(&m.name) {
             y.iter_mut().for_each(|v| *v *= f);
         }
         Ok(y)
     }
 
-    /// A projection: the matmul, then the optional one-element `.scale`.
+    /// A projection: the matmul, then the optional one-element `.scale` (which the scale faults
+    /// drop or apply twice).
     pub(super) fn linear(
         &self,
         lin: &Linear,
@@ -200,37 +249,149 @@ impl Engine {
         start: usize,
     ) -> Result<Vec<f32>> {
         let mut y = self.mat(&lin.w, x, n, start)?;
-        if let Some(s) = lin.scale {
+        if let Some(s) = self.scale_of(lin) {
             // ggml_mul by the one-element `.scale` tensor: a separate f32 multiply.
             y.iter_mut().for_each(|v| *v *= s);
         }
         Ok(y)
     }
 
+    /// The `.scale` a projection's output is multiplied by, as this engine applies it.
+    pub(super) fn scale_of(&self, lin: &Linear) -> Option<f32> {
+        let s = lin.scale?;
+        let Some(p) = self.plan.as_deref() else {
+            return Some(s);
+        };
+        let layer = layer_of(&lin.w.name);
+        if p.has(FaultKind::ScaleIgnored, layer) {
+            None
+        } else if p.has(FaultKind::ScaleTwice, layer) {
+            Some(s * s)
+        } else {
+            Some(s)
+        }
+    }
+
+    /// Whether bug `kind` acts at `layer` in this engine.
+    fn bug(&self, kind: FaultKind, layer: Option<usize>) -> bool {
+        self.plan.as_deref().is_some_and(|p| p.has(kind, layer))
+    }
+
+    /// RMSNorm of each row of `x` times `w`: the one norm of the forward pass and the replays
+    /// (where the norm faults act).
+    pub(super) fn norm(
+        &self,
+        site: NormSite,
+        layer: Option<usize>,
+        x: &[f32],
+        w: &[f32],
+    ) -> Vec<f32> {
+        let mut eps = self.model.hparams.rms_eps;
+        if self.plan.is_some() {
+            let skip = match site {
+                NormSite::AttnSub => FaultKind::SkipAttnSubNorm,
+                NormSite::FfnSub => FaultKind::SkipFfnSubNorm,
+                _ => FaultKind::LayerNorm, // never skipped; checked below for what it is
+            };
+            if skip != FaultKind::LayerNorm && self.bug(skip, layer) {
+                return x.to_vec();
+            }
+            if self.bug(FaultKind::RmsEps, layer) {
+                eps = if eps == 1e-6 { 1e-5 } else { 1e-6 };
+            }
+        }
+        let mean_out = self.bug(FaultKind::LayerNorm, layer);
+        let mut y = x.to_vec();
+        for row in y.chunks_exact_mut(w.len()) {
+            if mean_out {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / row.len() as f64;
+                row.iter_mut().for_each(|v| *v -= mean as f32);
+            }
+            ops::rms_norm(row, eps);
+            ops::mul_weight(row, w);
+        }
+        y
+    }
+
+    /// The FFN activation of `layer` as this engine applies it.
+    pub(super) fn activation(&self, layer: usize) -> Activation {
+        let a = self.model.hparams.activation;
+        if self.bug(FaultKind::WrongActivation, Some(layer)) {
+            other_activation(a)
+        } else {
+            a
+        }
+    }
+
+    /// `act(gate) * up`, element by element.
+    pub(super) fn gated(&self, layer: usize, gate: &[f32], up: &[f32]) -> Vec<f32> {
+        let act = self.activation(layer);
+        gate.iter()
+            .zip(up)
+            .map(|(&g, &u)| match act {
+                Activation::Silu => ops::silu(g) * u,
+                Activation::ReluSqr => ops::relu_sqr(g) * u,
+            })
+            .collect()
+    }
+
+    /// Rotate the heads (`head_dim` each) of `n` rows of `width` values at positions from
+    /// `start`: NEOX with the file's base, unless a RoPE fault says otherwise.
+    pub(super) fn rope(&self, layer: usize, v: &mut [f32], width: usize, n: usize, start: usize) {
+        let hp = &self.model.hparams;
+        let mut base = hp.rope_freq_base;
+        if self.bug(FaultKind::RopeBase, Some(layer)) {
+            base = if base == 500000.0 { 10000.0 } else { 500000.0 };
+        }
+        let norm = self.bug(FaultKind::RopeNorm, Some(layer));
+        let mut cache = Vec::new();
+        for t in 0..n {
+            ops::rope_cache(start + t, hp.n_rot, base, &mut cache);
+            for head in v[t * width..(t + 1) * width].chunks_exact_mut(hp.head_dim) {
+                if norm {
+                    ops::rope_norm(head, &cache);
+                } else {
+                    ops::rope_neox(head, &cache);
+                }
+            }
+        }
+    }
+
+    /// A residual addition (`ffn_inp`, `l_out`) of `layer`.
+    pub(super) fn residual(&self, layer: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut y = ops::add(a, b);
+        if self.bug(FaultKind::ResidualF16, Some(layer)) {
+            y.iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        y
+    }
+
+    /// The output projection as this engine reads it.
+    pub(super) fn output(&self) -> &Mat {
+        if self.bug(FaultKind::OutputTied, None) {
+            &self.model.tok_embd
+        } else {
+            &self.model.output
+        }
+    }
+
     /// `get_rows` on token_embd: the embeddings of `tokens`, position-major.
     pub(super) fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         let d = self.model.hparams.n_embd;
         let embd = self.model.view_unchecked(&self.model.tok_embd);
+        let n_vocab = self.model.hparams.n_vocab;
+        let shift = usize::from(self.bug(FaultKind::EmbdOffByOne, None));
         let mut x = vec![0f32; tokens.len() * d];
         for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
-            if t as usize >= self.model.hparams.n_vocab {
+            if t as usize >= n_vocab {
                 return Err(Error::Invalid(format!(
-                    "token id {t} is outside the vocabulary of {}",
-                    self.model.hparams.n_vocab
+                    "token id {t} is outside the vocabulary of {n_vocab}"
                 )));
             }
-            embd.dequantize_row(t as usize, row)?;
+            embd.dequantize_row((t as usize + shift) % n_vocab, row)?;
         }
         Ok(x)
-    }
-
-    pub(super) fn norm_rows(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut y = x.to_vec();
-        for row in y.chunks_exact_mut(w.len()) {
-            ops::rms_norm(row, self.model.hparams.rms_eps);
-            ops::mul_weight(row, w);
-        }
-        y
     }
 
     /// The noise twin's one-ulp jitter of op `tag`'s output, `n` rows from position `start`;
@@ -265,25 +426,16 @@ impl Engine {
         let mut x = self.embed(tokens)?;
         self.jit("embd", None, start, n, &mut x);
 
-        let mut rope = Vec::new();
         for (il, layer) in self.model.layers.iter().enumerate() {
             let l = Some(il);
-            let mut cur = self.norm_rows(&x, &layer.attn_norm);
+            let mut cur = self.norm(NormSite::Attn, l, &x, &layer.attn_norm);
             out!("attn_norm", l, &[d], cur);
 
             let mut q = self.linear(&layer.wq, &cur, n, start)?;
             let mut k = self.linear(&layer.wk, &cur, n, start)?;
             let mut v = self.linear(&layer.wv, &cur, n, start)?;
-            for t in 0..n {
-                ops::rope_cache(start + t, hp.n_rot, hp.rope_freq_base, &mut rope);
-                for head in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
-                    ops::rope_neox(head, &rope);
-                }
-                let w = hp.n_embd_kv();
-                for head in k[t * w..(t + 1) * w].chunks_exact_mut(hd) {
-                    ops::rope_neox(head, &rope);
-                }
-            }
+            self.rope(il, &mut q, d, n, start);
+            self.rope(il, &mut k, hp.n_embd_kv(), n, start);
             out!("Qcur", l, &[hd, hp.n_head], q);
             out!("Kcur", l, &[hd, hp.n_head_kv], k);
             out!("Vcur", l, &[hd, hp.n_head_kv], v);
@@ -291,49 +443,42 @@ impl Engine {
 
             let mut attn = self.attention(cache, il, &q, n, start);
             out!("kqv_out", l, &[d], attn);
-            let mut cur = self.norm_rows(&attn, &layer.attn_sub_norm);
+            let mut cur = self.norm(NormSite::AttnSub, l, &attn, &layer.attn_sub_norm);
             out!("attn_sub_norm", l, &[d], cur);
             let mut o = self.linear(&layer.wo, &cur, n, start)?;
             out!("attn_out", l, &[d], o);
 
-            let mut ffn_inp = ops::add(&o, &x);
+            let mut ffn_inp = self.residual(il, &o, &x);
             out!("ffn_inp", l, &[d], ffn_inp);
-            let mut cur = self.norm_rows(&ffn_inp, &layer.ffn_norm);
+            let mut cur = self.norm(NormSite::Ffn, l, &ffn_inp, &layer.ffn_norm);
             out!("ffn_norm", l, &[d], cur);
 
             let mut up = self.mat(&layer.ffn_up.w, &cur, n, start)?;
             out!("ffn_up", l, &[hp.n_ff], up);
-            if let Some(s) = layer.ffn_up.scale {
+            if let Some(s) = self.scale_of(&layer.ffn_up) {
                 up.iter_mut().for_each(|v| *v *= s);
                 out!("ffn_up_s", l, &[hp.n_ff], up);
             }
             let mut gate = self.mat(&layer.ffn_gate.w, &cur, n, start)?;
             out!("ffn_gate", l, &[hp.n_ff], gate);
-            if let Some(s) = layer.ffn_gate.scale {
+            if let Some(s) = self.scale_of(&layer.ffn_gate) {
                 gate.iter_mut().for_each(|v| *v *= s);
                 out!("ffn_gate_s", l, &[hp.n_ff], gate);
             }
-            let mut act: Vec<f32> = gate
-                .iter()
-                .zip(&up)
-                .map(|(&g, &u)| match hp.activation {
-                    Activation::Silu => ops::silu(g) * u,
-                    Activation::ReluSqr => ops::relu_sqr(g) * u,
-                })
-                .collect();
+            let mut act = self.gated(il, &gate, &up);
             out!("ffn_sub_out", l, &[hp.n_ff], act);
-            let mut cur = self.norm_rows(&act, &layer.ffn_sub_norm);
+            let mut cur = self.norm(NormSite::FfnSub, l, &act, &layer.ffn_sub_norm);
             out!("ffn_sub_norm", l, &[hp.n_ff], cur);
             let mut down = self.linear(&layer.ffn_down, &cur, n, start)?;
             out!("ffn_down", l, &[d], down);
-            x = ops::add(&down, &ffn_inp);
+            x = self.residual(il, &down, &ffn_inp);
             out!("l_out", l, &[d], x);
         }
         cache.advance(n);
 
-        let mut cur = self.norm_rows(&x, &self.model.output_norm);
+        let mut cur = self.norm(NormSite::Output, None, &x, &self.model.output_norm);
         out!("result_norm", None, &[d], cur);
-        let mut logits = self.mat(&self.model.output, &cur, n, start)?;
+        let mut logits = self.mat(self.output(), &cur, n, start)?;
         out!("result_output", None, &[hp.n_vocab], logits);
         Ok(Forward {
             logits,
@@ -359,7 +504,13 @@ impl Engine {
         let hp = &self.model.hparams;
         let (hd, n_head) = (hp.head_dim, hp.n_head);
         let group = hp.n_head / hp.n_head_kv;
-        let scale = 1.0f32 / (hd as f32).sqrt();
+        let l = Some(il);
+        let scale = if self.bug(FaultKind::AttnScale, l) {
+            1.0f32 / hd as f32
+        } else {
+            1.0f32 / (hd as f32).sqrt()
+        };
+        let gqa_off = self.bug(FaultKind::GqaOffByOne, l);
         let exact = self.numerics.profile == Profile::F32;
         let f16 = self.numerics.kv == KvType::F16 && !exact;
         let round_to = |on: bool| {
@@ -378,19 +529,22 @@ impl Engine {
         let f32_sums = self.plan.as_ref().is_some_and(|p| p.f32_sums);
         let round_p = round_to(f16 && self.numerics.f16_activations.rounds(n));
         // Positions a query at `pos` attends to: `0..=pos`; one short with the KV fault, in
-        // decode (a single new token after the first position).
-        let one_short = n == 1
-            && start > 0
-            && self
-                .plan
-                .as_ref()
-                .is_some_and(|p| p.has(&Fault::KvOneShort));
+        // decode (a single new token after the first position). The stale-entry fault reads
+        // the previous position's slot in place of the new token's.
+        let decode = n == 1 && start > 0;
+        let one_short = decode && self.bug(FaultKind::KvOneShort, l);
+        let stale = decode && self.bug(FaultKind::KvStale, l);
         let window = |pos: usize| if one_short { pos } else { pos + 1 };
+        let slot = |j: usize| if stale && j == start { j - 1 } else { j };
         let mut out = vec![0f32; n * hp.n_embd];
         out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
             let (t, h) = (i / n_head, i % n_head);
             let pos = start + t;
-            let kvh = h / group;
+            let kvh = if gqa_off {
+                ((h + 1) / group) % hp.n_head_kv
+            } else {
+                h / group
+            };
             let qh: Vec<f32> = q[t * hp.n_embd + h * hd..][..hd]
                 .iter()
                 .map(|&x| round_q(x))
@@ -398,7 +552,7 @@ impl Engine {
             let mut kv = vec![0f32; hd];
             let mut scores = Vec::with_capacity(pos + 1);
             for j in 0..window(pos) {
-                cache.read(il, false, j, kvh * hd, &mut kv);
+                cache.read(il, false, slot(j), kvh * hd, &mut kv);
                 let s: f64 = if exact {
                     qh.iter().zip(&kv).map(|(&a, &b)| a as f64 * b as f64).sum()
                 } else if f32_sums {
@@ -415,7 +569,7 @@ impl Engine {
             }
             let mut acc = vec![0f64; hd];
             for (j, &p) in scores.iter().enumerate() {
-                cache.read(il, true, j, kvh * hd, &mut kv);
+                cache.read(il, true, slot(j), kvh * hd, &mut kv);
                 let p = round_p(p);
                 for (a, &v) in acc.iter_mut().zip(&kv) {
                     *a = if exact {
@@ -433,4 +587,30 @@ impl Engine {
         });
         out
     }
+}
+
+/// The weight images `plan`'s I2_S faults put in place of each affected tensor.
+fn misread_images(model: &Model, plan: &Plan) -> Result<HashMap<String, Vec<Vec<u8>>>> {
+    let mut out = HashMap::new();
+    let kinds: Vec<FaultKind> = FaultKind::ALL
+        .into_iter()
+        .filter(|k| k.rewrites_i2s() && plan.has_anywhere(*k))
+        .collect();
+    if kinds.is_empty() {
+        return Ok(out);
+    }
+    for m in model.matrices() {
+        if m.ty != GgmlType::I2_S {
+            continue;
+        }
+        let layer = layer_of(&m.name);
+        // The first fault acting on the tensor decides its image (one fault per self-test run).
+        let Some(&kind) = kinds.iter().find(|k| plan.has(**k, layer)) else {
+            continue;
+        };
+        let view = model.view_unchecked(m);
+        let parts = misread_i2s(kind, view.data, m.k * m.m, model.i2s_layout)?;
+        out.insert(m.name.clone(), parts);
+    }
+    Ok(out)
 }

@@ -1,6 +1,7 @@
 //! BitNet models as data: architecture, hyper-parameters read from the file, and the tensors
 //! each layer needs, checked against the declared shapes before anything runs.
 
+pub mod faults;
 mod forward;
 mod kv_cache;
 pub mod ops;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use faults::FaultKind;
 pub use forward::{Engine, Forward};
 pub use kv_cache::KvCache;
 pub use plan::{Fault, Plan};

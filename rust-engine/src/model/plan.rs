@@ -3,6 +3,7 @@
 //! noise twin, and seeded faults for the self-test. An engine without a plan takes the plain
 //! path: one `Option` test per op, nothing else.
 
+use super::faults::FaultKind;
 use crate::taps::LAYER_TAGS;
 
 /// Deliberate changes to an engine's computation.
@@ -34,18 +35,23 @@ pub enum Fault {
     /// Multiply the output of the matmul by tensor `tensor` (e.g. `blk.1.attn_q.weight`) by
     /// `factor`: a wrong scale in one projection.
     ScaleTensor { tensor: String, factor: f32 },
-    /// In decode (a single new token after the first position), attention reads the KV cache
-    /// one position short: the new token does not see its own key and value.
-    KvOneShort,
+    /// A bug of the catalogue, in one layer or (`None`) wherever it would act.
+    Bug {
+        kind: FaultKind,
+        layer: Option<usize>,
+    },
 }
 
 impl Fault {
-    /// Parse a fault spec: `scale:TENSOR:FACTOR` (e.g. `scale:blk.1.attn_q.weight:1.01`) or
-    /// `kv-one-short`.
+    /// A catalogue bug everywhere it would act.
+    pub fn bug(kind: FaultKind) -> Fault {
+        Fault::Bug { kind, layer: None }
+    }
+
+    /// Parse a fault spec: `scale:TENSOR:FACTOR` (e.g. `scale:blk.1.attn_q.weight:1.01`), or a
+    /// catalogue name with an optional layer (`kv-one-short`, `layernorm@2`; see
+    /// [`FaultKind::ALL`]).
     pub fn parse(s: &str) -> Result<Fault, String> {
-        if s == "kv-one-short" {
-            return Ok(Fault::KvOneShort);
-        }
         if let Some(rest) = s.strip_prefix("scale:") {
             let (tensor, factor) = rest
                 .rsplit_once(':')
@@ -61,9 +67,40 @@ impl Fault {
                 factor,
             });
         }
-        Err(format!(
-            "unknown fault '{s}' (expected scale:TENSOR:FACTOR or kv-one-short)"
-        ))
+        let (name, layer) = match s.split_once('@') {
+            Some((n, l)) => (
+                n,
+                Some(
+                    l.parse::<usize>()
+                        .map_err(|_| format!("fault '{s}': '{l}' is not a layer number"))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        let kind = FaultKind::from_name(name).ok_or_else(|| {
+            format!(
+                "unknown fault '{s}' (expected scale:TENSOR:FACTOR or one of {})",
+                FaultKind::ALL.map(FaultKind::name).join(", ")
+            )
+        })?;
+        if layer.is_some() && !kind.layered() {
+            return Err(format!("fault '{s}': {name} does not act per layer"));
+        }
+        Ok(Fault::Bug { kind, layer })
+    }
+}
+
+impl std::fmt::Display for Fault {
+    /// The spec [`Fault::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::ScaleTensor { tensor, factor } => write!(f, "scale:{tensor}:{factor}"),
+            Fault::Bug { kind, layer: None } => f.write_str(kind.name()),
+            Fault::Bug {
+                kind,
+                layer: Some(l),
+            } => write!(f, "{}@{l}", kind.name()),
+        }
     }
 }
 
@@ -108,8 +145,22 @@ impl Plan {
         f
     }
 
-    pub(crate) fn has(&self, f: &Fault) -> bool {
-        self.faults.contains(f)
+    /// Whether bug `kind` acts at `layer` (`None`: a model-level op, where only bugs without
+    /// a layer act).
+    pub(crate) fn has(&self, kind: FaultKind, layer: Option<usize>) -> bool {
+        self.faults.iter().any(|f| match f {
+            Fault::Bug { kind: k, layer: l } => {
+                *k == kind && (l.is_none() || (layer.is_some() && *l == layer))
+            }
+            Fault::ScaleTensor { .. } => false,
+        })
+    }
+
+    /// Whether bug `kind` acts anywhere.
+    pub fn has_anywhere(&self, kind: FaultKind) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f, Fault::Bug { kind: k, .. } if *k == kind))
     }
 }
 
@@ -194,7 +245,26 @@ mod tests {
 
     #[test]
     fn fault_specs_parse() {
-        assert_eq!(Fault::parse("kv-one-short"), Ok(Fault::KvOneShort));
+        assert_eq!(
+            Fault::parse("kv-one-short"),
+            Ok(Fault::bug(FaultKind::KvOneShort))
+        );
+        assert_eq!(
+            Fault::parse("layernorm@2"),
+            Ok(Fault::Bug {
+                kind: FaultKind::LayerNorm,
+                layer: Some(2)
+            })
+        );
+        for spec in [
+            "layernorm@2",
+            "kv-one-short",
+            "scale:blk.0.attn_q.weight:1.5",
+        ] {
+            assert_eq!(Fault::parse(spec).unwrap().to_string(), spec);
+        }
+        assert!(Fault::parse("no-bos@1").is_err());
+        assert!(Fault::parse("layernorm@x").is_err());
         assert_eq!(
             Fault::parse("scale:blk.2.ffn_down.weight:0.99"),
             Ok(Fault::ScaleTensor {

@@ -11,9 +11,9 @@
 //! [`ReplayInputs::history`] holds the oracle's keys and values of every earlier position, so
 //! attention at step `s` runs over the oracle's cache, not the engine's.
 
-use super::forward::Engine;
+use super::forward::{Engine, NormSite};
 use super::kv_cache::KvCache;
-use super::{ops, Activation, Linear};
+use super::Linear;
 use crate::error::{Error, Result};
 use crate::taps::{split_name, tap_name};
 
@@ -74,14 +74,14 @@ impl Engine {
                     return Ok(None);
                 };
                 check(x, d, "l_out")?;
-                self.norm_rows(x, &self.model().output_norm)
+                self.norm(NormSite::Output, None, x, &self.model().output_norm)
             }
             ("result_output", None) => {
                 let Some(x) = input("result_norm", None) else {
                     return Ok(None);
                 };
                 check(x, d, "result_norm")?;
-                self.mat(&self.model().output, x, n, start)?
+                self.mat(self.output(), x, n, start)?
             }
             (tag, Some(l)) if l < hp.n_layer => {
                 let ly = &self.model().layers[l];
@@ -94,20 +94,14 @@ impl Engine {
                     self.mat(&lin.w, x, n, start)
                 };
                 let scaled = |lin: &Linear, pre: &str| -> Result<Option<Vec<f32>>> {
-                    let (Some(s), Some(x)) = (lin.scale, input(pre, Some(l))) else {
+                    let (Some(s), Some(x)) = (self.scale_of(lin), input(pre, Some(l))) else {
                         return Ok(None);
                     };
                     check(x, hp.n_ff, pre)?;
                     Ok(Some(x.iter().map(|v| v * s).collect()))
                 };
                 let rope = |mut v: Vec<f32>, width: usize| -> Vec<f32> {
-                    let mut cache = Vec::new();
-                    for t in 0..n {
-                        ops::rope_cache(start + t, hp.n_rot, hp.rope_freq_base, &mut cache);
-                        for head in v[t * width..(t + 1) * width].chunks_exact_mut(hp.head_dim) {
-                            ops::rope_neox(head, &cache);
-                        }
-                    }
+                    self.rope(l, &mut v, width, n, start);
                     v
                 };
                 let need = |tag: &str| input(tag, Some(l));
@@ -125,7 +119,7 @@ impl Engine {
                             return Ok(None);
                         };
                         check(&x, d, "residual")?;
-                        self.norm_rows(&x, &ly.attn_norm)
+                        self.norm(NormSite::Attn, Some(l), &x, &ly.attn_norm)
                     }
                     "Qcur" => rope(lin(&ly.wq, need!("attn_norm"), d, "attn_norm")?, d),
                     "Kcur" => rope(
@@ -170,7 +164,7 @@ impl Engine {
                     "attn_sub_norm" => {
                         let x = need!("kqv_out");
                         check(x, d, "kqv_out")?;
-                        self.norm_rows(x, &ly.attn_sub_norm)
+                        self.norm(NormSite::AttnSub, Some(l), x, &ly.attn_sub_norm)
                     }
                     "attn_out" => lin(&ly.wo, need!("attn_sub_norm"), d, "attn_sub_norm")?,
                     "ffn_inp" => {
@@ -180,12 +174,12 @@ impl Engine {
                         };
                         check(o, d, "attn_out")?;
                         check(&x, d, "residual")?;
-                        ops::add(o, &x)
+                        self.residual(l, o, &x)
                     }
                     "ffn_norm" => {
                         let x = need!("ffn_inp");
                         check(x, d, "ffn_inp")?;
-                        self.norm_rows(x, &ly.ffn_norm)
+                        self.norm(NormSite::Ffn, Some(l), x, &ly.ffn_norm)
                     }
                     "ffn_up" => raw(&ly.ffn_up, need!("ffn_norm"), d, "ffn_norm")?,
                     "ffn_gate" => raw(&ly.ffn_gate, need!("ffn_norm"), d, "ffn_norm")?,
@@ -199,7 +193,7 @@ impl Engine {
                     },
                     "ffn_sub_out" => {
                         let pick = |lin: &Linear, t: &str| {
-                            if lin.scale.is_some() {
+                            if self.scale_of(lin).is_some() {
                                 need(&format!("{t}_s"))
                             } else {
                                 need(t)
@@ -212,18 +206,12 @@ impl Engine {
                         };
                         check(g, hp.n_ff, "ffn_gate")?;
                         check(u, hp.n_ff, "ffn_up")?;
-                        g.iter()
-                            .zip(u)
-                            .map(|(&g, &u)| match hp.activation {
-                                Activation::Silu => ops::silu(g) * u,
-                                Activation::ReluSqr => ops::relu_sqr(g) * u,
-                            })
-                            .collect()
+                        self.gated(l, g, u)
                     }
                     "ffn_sub_norm" => {
                         let x = need!("ffn_sub_out");
                         check(x, hp.n_ff, "ffn_sub_out")?;
-                        self.norm_rows(x, &ly.ffn_sub_norm)
+                        self.norm(NormSite::FfnSub, Some(l), x, &ly.ffn_sub_norm)
                     }
                     "ffn_down" => {
                         lin(&ly.ffn_down, need!("ffn_sub_norm"), hp.n_ff, "ffn_sub_norm")?
@@ -232,7 +220,7 @@ impl Engine {
                         let (a, b) = (need!("ffn_down"), need!("ffn_inp"));
                         check(a, d, "ffn_down")?;
                         check(b, d, "ffn_inp")?;
-                        ops::add(a, b)
+                        self.residual(l, a, b)
                     }
                     _ => return Ok(None),
                 }

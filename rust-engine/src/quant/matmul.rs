@@ -167,7 +167,8 @@ fn prepare(
     })
 }
 
-/// How the noise twin rounds differently from the plain engine in a matmul.
+/// How a planned engine (the noise twin, a self-test fault) computes differently from the
+/// plain engine in a matmul.
 #[derive(Clone, Copy)]
 pub struct TwinRounding<'a> {
     /// Activation rows `r` with `flip(r)` round their element nearest a tie the other way.
@@ -176,12 +177,17 @@ pub struct TwinRounding<'a> {
     /// other, instead of in f64: another valid summation order, whose error grows with the
     /// terms' magnitudes as the oracles' f32 SIMD sums do.
     pub f32_sums: bool,
+    /// The self-test's integer-overflow fault: I2_S integer dot products (int8 activations)
+    /// wrap to 16 bits. Wrapping addition is associative, so the whole sum wrapped once equals
+    /// any order of 16-bit partial sums.
+    pub i16_sums: bool,
 }
 
 /// The plain engine's rounding.
 pub const PLAIN: TwinRounding<'static> = TwinRounding {
     flip: &|_| false,
     f32_sums: false,
+    i16_sums: false,
 };
 
 /// A float dot product with f32 accumulation (the twin's [`TwinRounding::f32_sums`]); `None`
@@ -206,8 +212,8 @@ fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>)
     })
 }
 
-/// Dot of weight row `r` with one prepared activation row.
-fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> f32 {
+/// Dot of weight row `r` with one prepared activation row; `i16` wraps I2_S integer sums.
+fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bool) -> f32 {
     let row = w.row(r);
     match (a, w.ty) {
         (Prepared::F32(x), _) => f32q::vec_dot_f32(row, x),
@@ -228,11 +234,11 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>) -> f32 
         (Prepared::Q8K(y), GgmlType::I2_S) => i2_s::vec_dot_q8_k(row, y, w.i2s_layout),
         (Prepared::I8(a), GgmlType::TQ2_0) => tq2_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::TQ1_0) => tq1_0::vec_dot_i8(row, &a.q, a.scale),
-        (Prepared::I8(a), GgmlType::I2_S) => act_i8::epilogue(
-            i2_s::vec_dot_i8(row, &a.q, w.i2s_layout),
-            a.scale,
-            w.tensor_scale(),
-        ),
+        (Prepared::I8(a), GgmlType::I2_S) => {
+            let sum = i2_s::vec_dot_i8(row, &a.q, w.i2s_layout);
+            let sum = if i16 { sum as i16 as i32 } else { sum };
+            act_i8::epilogue(sum, a.scale, w.tensor_scale())
+        }
         (Prepared::F16(x), _) => f16::vec_dot_f16(row, x),
         (Prepared::F16xF32(x), _) => f16::vec_dot_f16_f32(row, x),
         (Prepared::BF16(x), _) => bf16::vec_dot_bf16(row, x),
@@ -287,11 +293,12 @@ pub fn matmul_twin(
             for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
                 let r = chunk * ROWS_PER_TASK + i;
                 for (o, a) in row_out.iter_mut().zip(&prepared) {
+                    let i16 = rounding.i16_sums;
                     let v = if rounding.f32_sums {
                         dot_f32_sum(w, r, a, &mut scratch)
-                            .unwrap_or_else(|| dot(w, r, a, &mut scratch))
+                            .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16))
                     } else {
-                        dot(w, r, a, &mut scratch)
+                        dot(w, r, a, &mut scratch, i16)
                     };
                     *o = match post_scale {
                         Some(s) => v * s,

@@ -564,6 +564,26 @@ impl Tokenizer {
         self.add_bos
     }
 
+    /// This tokenizer with a self-test plan's tokenizer faults: the other pre-tokenizer
+    /// ([`FaultKind::PreTokenizer`](crate::model::FaultKind)), BOS not added
+    /// ([`FaultKind::NoBos`](crate::model::FaultKind)).
+    pub fn with_plan(mut self, plan: Option<&crate::model::Plan>) -> Tokenizer {
+        use crate::model::FaultKind;
+        let Some(p) = plan else {
+            return self;
+        };
+        if p.has_anywhere(FaultKind::PreTokenizer) {
+            self.pre = match self.pre {
+                PreTokenizer::Default => PreTokenizer::Llama3,
+                PreTokenizer::Llama3 => PreTokenizer::Default,
+            };
+        }
+        if p.has_anywhere(FaultKind::NoBos) {
+            self.add_bos = false;
+        }
+        self
+    }
+
     /// Whether `encode(.., add_special = true, ..)` appends EOS.
     pub fn add_eos(&self) -> bool {
         self.add_eos
