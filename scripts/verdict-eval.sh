@@ -12,7 +12,9 @@
 #   SET: calibration (the fixtures and three models), validation (fresh models), 2b4t (the
 #   2B-4T-shaped synthetic models, slow with the scalar kernels), all [default].
 # Env: HARNESS (the binary, default target/debug/harness), BITNET_TREE (bitnet.cpp tree),
-#      STEPS (decode steps, default 16), PROMPTS (default ci/floor-prompts.txt).
+#      STEPS (decode steps, default 16), PROMPTS (default ci/floor-prompts.txt),
+#      RESUME=1 (keep OUT_DIR's receipts: a run whose receipt exists is not run again, its exit
+#      code read back from the receipt; for an interrupted or extended evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: verdict-eval.sh OUT_DIR [SET]}
@@ -34,7 +36,12 @@ run() {
   local name=$1 model=$2 oracle=$3 kind=$4 expect=$5; shift 5
   local r="$out/receipts/$name.json"
   local code=0
-  "$H" compare "$model" --oracle "$oracle" --out "$r" "$@" >/dev/null 2>"$out/receipts/$name.err" || code=$?
+  if [ -n "${RESUME:-}" ] && { [ -f "$r" ] || [ -f "${r%.json}.0.json" ]; }; then
+    # One receipt, or one per prompt (NAME.0.json, NAME.1.json, ...).
+    code=$(python3 -c 'import glob,json,sys; fs=glob.glob(sys.argv[1]) or glob.glob(sys.argv[2]); print(0 if all(json.load(open(f))["summary"]["passes"] for f in fs) else 1)' "$r" "${r%.json}.[0-9]*.json")
+  else
+    "$H" compare "$model" --oracle "$oracle" --out "$r" "$@" >/dev/null 2>"$out/receipts/$name.err" || code=$?
+  fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$model" "$oracle" "$kind" "$expect" "$code" >> "$log"
 }
 

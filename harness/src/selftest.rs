@@ -6,9 +6,11 @@
 //! Per fault the self-test records whether the comparison fails (detected), its first
 //! divergence, where the fault actually is (`expected_location`: the first tap where the
 //! faulty engine departs from the *unmodified* engine by more than the comparison's own
-//! limits, found by judging the two engines against each other with the same judge), whether
-//! the two agree on tap and layer (localized), and whether the diagnosis names the fault's
-//! signature. A fault that changes nothing on a model (bit-identical outputs: an int16
+//! limits, found by judging the two engines against each other with the same judge), the
+//! ops the fault itself changes (`fault_sites`: taps where the faulty op, replayed on the
+//! unmodified engine's inputs, differs at all), whether the
+//! comparison names the expected tap and layer or another op the fault changes in that layer
+//! (localized), and whether the diagnosis names the fault's signature. A fault that changes nothing on a model (bit-identical outputs: an int16
 //! overflow that never happens there) is reported as inert and left out of the rates.
 
 use std::collections::BTreeMap;
@@ -135,6 +137,34 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// The taps where a faulty engine's op, replayed on the unmodified engine's inputs (the
+/// `truth` comparison), differs from the unmodified op, prompt or decode steps, in graph order.
+fn fault_sites(truth: &Receipt) -> Vec<String> {
+    // The faulty op on the unmodified engine's own inputs: bit-identical wherever the fault
+    // does not act (same code, same inputs), so any difference is the fault's.
+    let over = |_: &str, m: &crate::compare::metrics::KeyMetrics| {
+        m.nonfinite_mismatch > 0 || m.nmse > 0.0 || m.max_abs_diff > 0.0
+    };
+    let mut sites: Vec<String> = truth
+        .taps
+        .iter()
+        .filter(|t| {
+            t.replay
+                .as_ref()
+                .is_some_and(|v| v.iter().any(|m| over(&t.name, m)))
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    for s in &truth.decode.steps {
+        for (name, m) in &s.tap_replay {
+            if over(name, m) && !sites.contains(name) {
+                sites.push(name.clone());
+            }
+        }
+    }
+    sites
+}
+
 /// One fault's outcome on one model.
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultResult {
@@ -147,12 +177,28 @@ pub struct FaultResult {
     pub first_divergence: Option<Location>,
     /// Where the fault first departs from the unmodified engine by more than the limits.
     pub expected_location: Option<Location>,
+    /// The ops the fault changes by itself (`ffn_sub_norm-2`): the faulty op replayed on the
+    /// unmodified engine's inputs differs there (elsewhere it is bit-identical). A fault that
+    /// changes every norm of a layer has several; which one the comparison with the oracle
+    /// sees first depends on where the oracle's own rounding adds to it.
+    pub fault_sites: Vec<String>,
+    /// The first divergence is the expected location, or another of the fault's own ops in
+    /// the same layer.
     pub localized: bool,
     pub diagnosis: Option<Diagnosis>,
     pub expected_diagnosis: String,
     pub diagnosis_correct: bool,
     /// The fault changed nothing on this model (left out of the rates).
     pub inert: bool,
+    /// The fault changes the engine's numbers, but by less than legitimate rounding: judged
+    /// against the *unmodified* engine with the same limits it passes, so no comparison can
+    /// tell it from noise (an epsilon of 1e-6 for 1e-5 where every norm's input has a mean
+    /// square far above both). Listed, left out of the rates, unless the comparison with the
+    /// oracle fails anyway.
+    pub below_noise: bool,
+    /// The largest metric-to-limit ratio of the faulty engine against the unmodified one: how
+    /// far the fault stands out of the noise (above 1: past the limits).
+    pub effect_ratio: Option<f64>,
 }
 
 /// One model's figures.
@@ -163,6 +209,8 @@ pub struct ModelSummary {
     pub profile: String,
     pub faults: usize,
     pub inert: usize,
+    /// Faults below the noise on this model (see [`FaultResult::below_noise`]).
+    pub below_noise: usize,
     /// Faults that do not apply, and why.
     pub not_applicable: Vec<(String, String)>,
     pub detected_rate: f64,
@@ -196,9 +244,13 @@ pub struct Goals {
     pub false_alarms: usize,
 }
 
-/// Rates over the faults that acted (not inert); 1 when none did.
+/// Rates over the faults that acted above the noise (neither inert nor below noise); 1 when
+/// none did.
 fn rates(faults: &[FaultResult]) -> (f64, f64, f64) {
-    let live: Vec<&FaultResult> = faults.iter().filter(|f| !f.inert).collect();
+    let live: Vec<&FaultResult> = faults
+        .iter()
+        .filter(|f| !f.inert && !f.below_noise)
+        .collect();
     if live.is_empty() {
         return (1.0, 1.0, 1.0);
     }
@@ -377,24 +429,28 @@ pub fn run_model(
         )?;
         let first = Location::of(&receipt).filter(|_| !receipt.summary.passes);
         let expected = Location::of(&truth).filter(|_| !truth.summary.passes);
-        let localized = match (&first, &expected) {
-            (Some(a), Some(b)) => a.same_op(b),
-            _ => false,
-        };
+        let sites = fault_sites(&truth);
+        let localized = first.as_ref().is_some_and(|a| {
+            expected.as_ref().is_some_and(|b| a.same_op(b)) || sites.contains(&a.tap)
+        });
+        let detected = !receipt.summary.passes;
         let want = expected_signature(kind);
         let diagnosis = receipt.summary.diagnosis.clone();
         results.push(FaultResult {
             name: fault.to_string(),
             model: plan.label.clone(),
-            detected: !receipt.summary.passes,
+            detected,
             verdict: receipt.summary.verdict.to_string(),
             first_divergence: first,
             expected_location: expected,
+            fault_sites: sites,
             localized,
             diagnosis_correct: diagnosis.as_ref().is_some_and(|d| d.signature == want),
             diagnosis,
             expected_diagnosis: want.to_string(),
             inert,
+            below_noise: !inert && !detected && truth.summary.passes,
+            effect_ratio: truth.summary.worst.as_ref().map(|w| w.ratio),
         });
     }
     let (detected_rate, localized_rate, diagnosis_rate) = rates(&results);
@@ -409,6 +465,7 @@ pub fn run_model(
         profile: profile.to_string(),
         faults: results.len(),
         inert: results.iter().filter(|r| r.inert).count(),
+        below_noise: results.iter().filter(|r| r.below_noise).count(),
         not_applicable,
         detected_rate,
         localized_rate,
