@@ -70,6 +70,28 @@ impl FaultPlan {
     }
 }
 
+/// How often an oracle worker checks that its parent still runs.
+pub const PARENT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// End this worker within [`PARENT_POLL`] once its parent is gone (killed by SIGTERM, SIGKILL
+/// or a crash): the worker then has been reparented, and `parent_id()` changes. Without this a
+/// worker inside a long ggml computation outlives the harness (it would only see the closed
+/// pipe when it next reads a request). Polling rather than `PR_SET_PDEATHSIG`, which fires
+/// when the *thread* that spawned the worker ends, not the parent process, and is Linux only.
+#[cfg(unix)]
+pub fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(PARENT_POLL);
+        if std::os::unix::process::parent_id() != parent {
+            // SAFETY: `_exit` takes no pointers and ends the process at once, without atexit
+            // handlers or C++ static destructors, which must not run while the main thread may
+            // be inside a ggml computation.
+            unsafe { libc::_exit(3) };
+        }
+    });
+}
+
 /// Serve requests until `Shutdown` or the end of `input`.
 pub fn serve<R: Read, W: Write>(
     input: &mut R,

@@ -28,6 +28,9 @@ pub fn run(_args: &WorkerArgs) -> Exit {
         },
         Err(_) => None,
     };
+    // A worker whose harness was killed must not keep computing.
+    #[cfg(unix)]
+    xval_cpp_sys::worker::exit_with_parent();
     xval_cpp_sys::echo_oracle_log(true);
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut output = BufWriter::new(std::io::stdout().lock());

@@ -1,0 +1,69 @@
+//! Prefill and decode speed of the engine alone (no oracle, no taps), to check that a change
+//! costs nothing measurable, e.g. that an engine without a fault plan pays nothing for the
+//! plan's hooks: build this example at two commits and run both on the same model.
+//!
+//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS]`
+//!
+//! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32)
+//! followed by STEPS single-token decode steps (default 16), under the model's default
+//! profile, one thread.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use xval_engine::gguf::GgufFile;
+use xval_engine::model::{Engine, Model};
+use xval_engine::numerics::{Numerics, Profile};
+use xval_engine::quant::i2_s::I2sLayout;
+use xval_engine::taps::TapFilter;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = args
+        .first()
+        .ok_or("usage: forward_speed MODEL [PROMPT_TOKENS] [STEPS] [REPEATS]")?;
+    let arg = |i: usize, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(args
+            .get(i)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let (n_prompt, steps, repeats) = (arg(1, 32)?, arg(2, 16)?, arg(3, 5)?);
+    let file = Arc::new(GgufFile::open(path)?);
+    let model = Model::load(file, I2sLayout::Block128)?;
+    let profile = Profile::default_for(model.projection_type());
+    let engine = Engine::new(model, Numerics::new(profile), 1)?;
+    let n_vocab = engine.model().hparams.n_vocab as u32;
+    // Deterministic token ids spread over the vocabulary.
+    let prompt: Vec<u32> = (0..n_prompt as u32)
+        .map(|i| (i * 7919 + 1) % n_vocab)
+        .collect();
+    let none = TapFilter::none();
+    let (mut best_prefill, mut best_decode) = (f64::MAX, f64::MAX);
+    for _ in 0..repeats {
+        let mut cache = engine.new_cache();
+        let t = Instant::now();
+        let f = engine.forward(&mut cache, &prompt, &none)?;
+        best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+        let mut next = argmax(&f.logits[f.logits.len() - n_vocab as usize..]);
+        let t = Instant::now();
+        for _ in 0..steps {
+            let f = engine.forward(&mut cache, &[next], &none)?;
+            next = argmax(&f.logits);
+        }
+        best_decode = best_decode.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{path}: prefill {n_prompt} tokens {:.2} ms ({:.1} tok/s), decode {steps} steps {:.2} ms ({:.1} tok/s), best of {repeats}",
+        best_prefill * 1e3,
+        n_prompt as f64 / best_prefill,
+        best_decode * 1e3,
+        steps as f64 / best_decode
+    );
+    Ok(())
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
+}
