@@ -3,15 +3,12 @@
 //! contract, the goals, and a fault restricted to a layer through `compare --fault`.
 #![cfg(feature = "llama-cpp")]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/models")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
+    common::path_str(&common::fixtures_dir().join("models").join(name)).to_owned()
 }
 
 #[test]

@@ -111,17 +111,21 @@ pub fn run(args: &SelftestArgs) -> Result<Exit> {
         })?;
         return Ok(Exit::Success);
     }
-    let fixtures = match &args.fixtures {
-        Some(d) => d.clone(),
-        None => {
-            let cwd = std::env::current_dir()?;
-            crate::fixtures::find_repo_root(&cwd)?.join(crate::fixtures::FIXTURES_DIR)
-        }
+    // The repository's fixtures: the default models, and the golden recordings for
+    // `--oracle golden`. A user's own models need no repository around them.
+    let root = || -> Result<PathBuf> {
+        let cwd = std::env::current_dir()?;
+        Ok(crate::fixtures::find_repo_root(&cwd)?.join(crate::fixtures::FIXTURES_DIR))
     };
-    let models = if args.models.is_empty() {
-        default_models(&fixtures)?
-    } else {
-        args.models.clone()
+    let (fixtures, models) = match (&args.fixtures, args.models.is_empty()) {
+        (Some(d), true) => (Some(d.clone()), default_models(d)?),
+        (Some(d), false) => (Some(d.clone()), args.models.clone()),
+        (None, true) => {
+            let d = root()?;
+            let models = default_models(&d)?;
+            (Some(d), models)
+        }
+        (None, false) => (root().ok(), args.models.clone()),
     };
     let kinds: Vec<FaultKind> = if args.fault.is_empty() {
         FaultKind::ALL.to_vec()
@@ -141,7 +145,7 @@ pub fn run(args: &SelftestArgs) -> Result<Exit> {
                 timeout: args.timeout,
                 oracle_reference_kernels: false,
                 faults: Vec::new(),
-                fixtures: Some(&fixtures),
+                fixtures: fixtures.as_deref(),
                 steps: args.steps,
             },
             |t| Ok(t.encode(&args.prompt, true, true)?.len()),

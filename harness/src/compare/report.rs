@@ -108,14 +108,7 @@ fn headline(r: &Receipt) -> Vec<String> {
     v.push(format!(
         "basis: {}; chained limits {}",
         r.summary.basis,
-        if r.reference.kind == "none" {
-            "are the class floors (no noise twin)".to_string()
-        } else {
-            format!(
-                "= max({} x the noise twin's drift, floor)",
-                r.thresholds.chained.k
-            )
-        }
+        chained_limits(r)
     ));
     if let Some(w) = &r.summary.worst {
         v.push(format!(
@@ -266,4 +259,16 @@ pub fn render_markdown(r: &Receipt) -> String {
         ));
     }
     s
+}
+
+/// How the receipt's chained limits were set, in words (after "chained limits").
+pub fn chained_limits(r: &Receipt) -> String {
+    if r.reference.kind == "none" {
+        "are the class floors (no noise twin)".to_string()
+    } else {
+        format!(
+            "= max({} x the noise twin's drift, floor)",
+            r.thresholds.chained.k
+        )
+    }
 }

@@ -191,14 +191,7 @@ pub fn header(r: &Receipt) -> String {
             } else {
                 ""
             },
-            if r.reference.kind == "none" {
-                "are the class floors (no noise twin)".to_string()
-            } else {
-                format!(
-                    "= max({} x the noise twin's drift, floor)",
-                    r.thresholds.chained.k
-                )
-            }
+            crate::compare::report::chained_limits(r)
         ),
     ));
     rows.push(("basis", esc(&s.basis)));
