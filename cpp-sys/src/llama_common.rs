@@ -115,6 +115,8 @@ impl ModelInput {
 /// The numerics of an oracle built on mainline ggml (the built-in llama.cpp, the ggml-graph
 /// oracle): its profile for this input, its KV type, F16 activations rounded to f16 (mainline's
 /// tinyBLAS and vec_dot both take F16 activations for F16 weights on x86).
+// Only the built-in oracles (feature `llama-cpp`) use it.
+#[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
 pub(crate) fn mainline_numerics(input: &ModelInput, settings: &OracleSettings) -> Numerics {
     Numerics::new(input.profile())
         .with_kv(settings.kv_type)

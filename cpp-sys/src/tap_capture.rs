@@ -106,6 +106,8 @@ pub(crate) fn wanted_names(n_layer: usize, taps: &TapFilter) -> HashSet<String> 
 
 impl Capture {
     /// Whether `name` is one of the taps asked for.
+    // Only the built-in oracles (feature `llama-cpp`) use it.
+    #[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
     pub(crate) fn wants(&self, name: &str) -> bool {
         self.wanted.contains(name)
     }

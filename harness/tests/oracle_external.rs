@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use xval_cpp_sys::external::{self, Api};
+#[cfg(feature = "llama-cpp")]
 use xval_engine::sampling::argmax;
 
 fn repo() -> PathBuf {

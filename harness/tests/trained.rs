@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 
+#[cfg(feature = "llama-cpp")]
 const TRAINED: [&str; 4] = [
     "trained/bitnet-b1.58-i2_s.gguf",
     "trained/bitnet-b1.58-tq2_0.gguf",
