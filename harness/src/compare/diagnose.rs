@@ -57,6 +57,20 @@ pub fn diagnose(r: &Receipt, engine: &Side, oracle: &Side) -> Option<Diagnosis> 
             ),
         ));
     }
+    if !r.pairing.matched {
+        // Two arithmetics: differences of this size are expected, whatever else may be wrong.
+        return Some(found(
+            "profile",
+            "the engine's numerics do not mirror the oracle's: compare under the profile that \
+             does before reading anything else into the difference",
+            format!(
+                "engine {} against an oracle whose arithmetic is {} ({})",
+                r.pairing.engine.describe(),
+                r.pairing.oracle.describe(),
+                r.pairing.oracle_kind
+            ),
+        ));
+    }
     let Some(fd) = &r.first_divergence else {
         return Some(none(
             "the comparison fails without a first divergence (a replay error, a shape mismatch \

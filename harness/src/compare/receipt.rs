@@ -414,7 +414,7 @@ pub struct Summary {
 /// divergence and around it (docs/selftest.md lists the signatures).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Diagnosis {
-    /// The signature's key: `tokens`, `scale`, `permutation`, `position-growth`, `heads`,
+    /// The signature's key: `tokens`, `profile`, `scale`, `permutation`, `position-growth`, `heads`,
     /// `activation`, `norm`, `decode-kv`, `rounding`, ... or `none` (no known signature).
     pub signature: String,
     /// The likely cause, in words.
