@@ -1,6 +1,6 @@
 //! SIGTERM or SIGINT during `harness compare`: no receipt is left behind, and the oracle worker
 //! does not outlive the harness.
-#![cfg(all(unix, feature = "llama-cpp"))]
+#![cfg(all(target_os = "linux", feature = "llama-cpp"))]
 
 mod common;
 use common::*;
@@ -47,6 +47,14 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Send a signal through the shell's `kill` builtin (no procps needed).
+fn kill(signal: &str, pid: u32) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("kill {signal} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn interrupted_compare_leaves_nothing(signal: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixtures_dir().join("models/bitnet-tq2_0.gguf");
@@ -80,20 +88,14 @@ fn interrupted_compare_leaves_nothing(signal: &str) {
         child.try_wait().unwrap().is_none(),
         "compare ended before the signal"
     );
-    let kill = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    assert!(kill(signal, child.id()));
     let status = child.wait().unwrap();
     assert!(!status.success(), "{status:?}");
     let gone = Instant::now();
     while alive(worker) {
         if gone.elapsed() > Duration::from_secs(3) {
             // Do not leave a hung orphan behind a failing test.
-            let _ = Command::new("kill")
-                .args(["-KILL", &worker.to_string()])
-                .status();
+            kill("-KILL", worker);
             panic!("the oracle worker {worker} outlived the harness by 3 s ({signal})");
         }
         std::thread::sleep(Duration::from_millis(20));
