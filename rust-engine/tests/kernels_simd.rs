@@ -1,0 +1,71 @@
+//! Every SIMD kernel against its scalar reference, bit for bit where the arithmetic is integer:
+//! random rows and activations of every length the format allows (whole 128-weight I2_S blocks,
+//! K up to 16384), and the edge cases (all -1, all +1, all 0, activations at +127 and -128).
+#![cfg(target_arch = "x86_64")]
+
+use proptest::prelude::*;
+use xval_engine::quant::i2_s::{self, I2sLayout};
+use xval_engine::quant::kernels::x86;
+
+/// Pack ternary weights into an I2_S row (codes only, no trailer).
+fn row(trits: &[i8]) -> Vec<u8> {
+    let packed = i2_s::pack(trits, 1.0, I2sLayout::Block128).unwrap();
+    packed[..trits.len() / 4].to_vec()
+}
+
+fn check(trits: &[i8], q: &[i8]) {
+    let codes = row(trits);
+    let scalar = i2_s::vec_dot_i8(&codes, q, I2sLayout::Block128);
+    let simd = x86::i2s_vec_dot_i8(&codes, q, I2sLayout::Block128)
+        .expect("the CI and development machines have AVX2");
+    assert_eq!(simd, scalar, "k = {}", trits.len());
+}
+
+#[test]
+fn this_machine_runs_the_avx2_kernels() {
+    // The parity tests below would prove nothing on a machine without AVX2: say so loudly.
+    assert!(
+        x86::has_avx2(),
+        "no AVX2 here: the SIMD parity tests cannot run"
+    );
+}
+
+#[test]
+fn i2s_avx2_equals_scalar_on_the_edges() {
+    for blocks in [1usize, 2, 3, 127, 128] {
+        let k = blocks * 128;
+        for w in [-1i8, 0, 1] {
+            for a in [127i8, -128, 0, 1, -1] {
+                check(&vec![w; k], &vec![a; k]);
+            }
+        }
+        // Alternating extremes: every product at its largest magnitude, both signs.
+        let trits: Vec<i8> = (0..k).map(|i| if i % 2 == 0 { 1 } else { -1 }).collect();
+        let q: Vec<i8> = (0..k)
+            .map(|i| if i % 2 == 0 { 127 } else { -128 })
+            .collect();
+        check(&trits, &q);
+    }
+}
+
+#[test]
+fn i2s_avx2_declines_what_it_does_not_run() {
+    // The 64-weight layout stays scalar on x86.
+    let codes = vec![0x55u8; 32];
+    let q = vec![1i8; 128];
+    assert_eq!(x86::i2s_vec_dot_i8(&codes, &q, I2sLayout::Block64), None);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn i2s_avx2_equals_scalar(
+        (trits, q) in (1usize..=128).prop_flat_map(|blocks| (
+            proptest::collection::vec(-1i8..=1, blocks * 128),
+            proptest::collection::vec(any::<i8>(), blocks * 128),
+        ))
+    ) {
+        check(&trits, &q);
+    }
+}
