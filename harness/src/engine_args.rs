@@ -9,6 +9,7 @@ use xval_engine::gguf::GgufFile;
 use xval_engine::model::{Engine, Model};
 use xval_engine::numerics::{KvType, Numerics, Profile};
 use xval_engine::quant::i2_s::I2sLayout;
+use xval_engine::quant::kernels::Kernel;
 
 /// Numerics profile names (`--profile`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +48,28 @@ impl From<KvArg> for KvType {
     }
 }
 
+/// Kernel sets (`--kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelArg {
+    /// The scalar reference.
+    Scalar,
+    /// AVX2 where a kernel exists (the I2_S x int8 dot of the bitnet-cpp profile), bit-exact
+    /// against scalar; scalar elsewhere.
+    Avx2,
+    /// The best set this CPU runs.
+    Auto,
+}
+
+impl KernelArg {
+    pub fn kernel(self) -> Kernel {
+        match self {
+            KernelArg::Scalar => Kernel::Scalar,
+            KernelArg::Avx2 => Kernel::Avx2,
+            KernelArg::Auto => Kernel::detect(),
+        }
+    }
+}
+
 /// How the engine runs a model.
 #[derive(Args, Clone, Debug)]
 pub struct EngineArgs {
@@ -63,6 +86,9 @@ pub struct EngineArgs {
     /// bitnet.cpp ARM builds after Nov 2025).
     #[arg(long = "i2s-block", default_value_t = 128, value_parser = parse_i2s_block)]
     pub i2s_block: u32,
+    /// Kernel set: every set gives the same numbers, the receipt records which ran.
+    #[arg(long, value_enum, default_value_t = KernelArg::Scalar)]
+    pub kernel: KernelArg,
 }
 
 fn parse_i2s_block(s: &str) -> Result<u32, String> {
@@ -106,6 +132,6 @@ impl EngineArgs {
         if let Some(kv) = self.kv {
             numerics = numerics.with_kv(kv.into());
         }
-        Ok(Engine::new(model, numerics, self.threads)?)
+        Ok(Engine::new(model, numerics, self.threads)?.with_kernel(self.kernel.kernel())?)
     }
 }

@@ -264,3 +264,38 @@ fn shards_cover_the_prompt_list_and_the_gate_judges_them_together() {
     let o = harness(&["compare", &fixture("bitnet-tq2_0.gguf"), "--shard", "1/2"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// `--kernel avx2` computes the same numbers as the scalar reference (its kernels are integer
+/// and bit-exact), and the receipt says which set ran.
+#[test]
+fn the_avx2_kernels_give_the_scalar_receipt_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receipts = Vec::new();
+    for kernel in ["scalar", "avx2"] {
+        let path = dir.path().join(format!("{kernel}.json"));
+        // The bitnet-cpp profile: the I2_S x int8 dot that has an AVX2 kernel.
+        let out = harness(&[
+            "compare",
+            &fixture("bitnet-i2_s.gguf"),
+            "--profile",
+            "bitnet-cpp",
+            "--kernel",
+            kernel,
+            "--oracle",
+            "golden",
+            "--prompt",
+            "the cat sat on",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let mut r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(r["engine"]["kernels"], serde_json::json!([kernel]));
+        for volatile in ["created", "timings", "engine"] {
+            r.as_object_mut().unwrap().remove(volatile);
+        }
+        receipts.push(r);
+    }
+    assert!(receipts[0] == receipts[1], "the two kernel sets disagree");
+}

@@ -2,7 +2,7 @@
 //! costs nothing measurable, e.g. that an engine without a fault plan pays nothing for the
 //! plan's hooks: build this example at two commits and run both on the same model.
 //!
-//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS]`
+//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2]`
 //!
 //! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32)
 //! followed by STEPS single-token decode steps (default 16), under the model's default
@@ -15,6 +15,7 @@ use xval_engine::gguf::GgufFile;
 use xval_engine::model::{Engine, Model};
 use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::I2sLayout;
+use xval_engine::quant::kernels::Kernel;
 use xval_engine::taps::TapFilter;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = Arc::new(GgufFile::open(path)?);
     let model = Model::load(file, I2sLayout::Block128)?;
     let profile = Profile::default_for(model.projection_type());
-    let engine = Engine::new(model, Numerics::new(profile), 1)?;
+    let kernel = match args.get(4).map(String::as_str) {
+        None | Some("scalar") => Kernel::Scalar,
+        Some("avx2") => Kernel::Avx2,
+        Some(k) => return Err(format!("kernel {k}: expected scalar or avx2").into()),
+    };
+    let engine = Engine::new(model, Numerics::new(profile), 1)?.with_kernel(kernel)?;
     let n_vocab = engine.model().hparams.n_vocab as u32;
     // Deterministic token ids spread over the vocabulary.
     let prompt: Vec<u32> = (0..n_prompt as u32)
@@ -55,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         best_decode = best_decode.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "{path}: prefill {n_prompt} tokens {:.2} ms ({:.1} tok/s), decode {steps} steps {:.2} ms ({:.1} tok/s), best of {repeats}",
+        "{path} ({kernel}): prefill {n_prompt} tokens {:.2} ms ({:.1} tok/s), decode {steps} steps {:.2} ms ({:.1} tok/s), best of {repeats}",
         best_prefill * 1e3,
         n_prompt as f64 / best_prefill,
         best_decode * 1e3,

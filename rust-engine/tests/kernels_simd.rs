@@ -69,3 +69,46 @@ proptest! {
         check(&trits, &q);
     }
 }
+
+/// The engine with the AVX2 set on a committed I2_S model under the bitnet-cpp profile: every
+/// tap and logit of the prompt and of decode steps bit-identical to the scalar engine.
+#[test]
+fn the_engine_with_avx2_kernels_is_bit_identical_to_scalar() {
+    use std::sync::Arc;
+    use xval_engine::gguf::GgufFile;
+    use xval_engine::model::{Engine, Model};
+    use xval_engine::numerics::{Numerics, Profile};
+    use xval_engine::quant::kernels::Kernel;
+    use xval_engine::taps::TapFilter;
+
+    for fixture in ["models/bitnet-i2_s.gguf", "trained/bitnet-b1.58-i2_s.gguf"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(fixture);
+        let file = Arc::new(GgufFile::open(&path).unwrap());
+        let run = |kernel: Kernel| {
+            let model = Model::load(Arc::clone(&file), I2sLayout::Block128).unwrap();
+            let engine = Engine::new(model, Numerics::new(Profile::BitnetCpp), 2)
+                .unwrap()
+                .with_kernel(kernel)
+                .unwrap();
+            let mut cache = engine.new_cache();
+            let all = TapFilter::all();
+            let mut out = vec![engine
+                .forward(&mut cache, &[381, 84, 104, 101, 32], &all)
+                .unwrap()];
+            for t in [99u32, 97, 116] {
+                out.push(engine.forward(&mut cache, &[t], &all).unwrap());
+            }
+            out
+        };
+        let (s, v) = (run(Kernel::Scalar), run(Kernel::Avx2));
+        for (a, b) in s.iter().zip(&v) {
+            assert_eq!(a.logits, b.logits, "{fixture}");
+            assert_eq!(a.taps.len(), b.taps.len());
+            for (x, y) in a.taps.iter().zip(&b.taps) {
+                assert_eq!(x.data, y.data, "{fixture}: {}", x.name);
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::numerics::{KvType, Numerics, Profile};
 use crate::quant::kernels::{Backend, Kernel};
-use crate::quant::matmul::{matmul, matmul_twin, TwinRounding, WeightMatrix};
+use crate::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix, PLAIN};
 use crate::taps::{tap_name, Tap, TapFilter};
 
 /// Which RMSNorm of the graph a [`Engine::norm`] call is (the self-test's norm faults pick).
@@ -38,6 +38,8 @@ fn layer_of(name: &str) -> Option<usize> {
 pub struct Engine {
     model: Arc<Model>,
     numerics: Numerics,
+    /// The kernel set of the dot products that have SIMD variants.
+    kernel: Kernel,
     threads: usize,
     pool: rayon::ThreadPool,
     plan: Option<Arc<Plan>>,
@@ -113,21 +115,36 @@ impl Engine {
             threads: pool.current_num_threads(),
             model,
             numerics,
+            kernel: Kernel::Scalar,
             pool,
             plan,
             misread,
         })
     }
 
+    /// The same engine computing with the kernel set `kernel` (every set gives the same
+    /// numbers; see [`Kernel`]). Refused when this CPU cannot run it.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Engine> {
+        if !kernel.available() {
+            return Err(Error::Invalid(format!(
+                "kernel {kernel}: this CPU cannot run it"
+            )));
+        }
+        self.kernel = kernel;
+        Ok(self)
+    }
+
     /// Another engine on the same model and numerics that runs `plan` (a noise twin, a faulty
     /// variant for the self-test). The model is shared, not copied.
     pub fn with_plan(&self, plan: Plan) -> Result<Engine> {
-        Engine::build(
+        let mut e = Engine::build(
             Arc::clone(&self.model),
             self.numerics,
             self.threads,
             Some(Arc::new(plan)),
-        )
+        )?;
+        e.kernel = self.kernel;
+        Ok(e)
     }
 
     /// The plan this engine runs, if any.
@@ -149,7 +166,7 @@ impl Engine {
 
     /// The kernel set computing this engine's numbers.
     pub fn kernel(&self) -> Kernel {
-        Kernel::Scalar
+        self.kernel
     }
 
     /// Where the kernels run.
@@ -197,7 +214,11 @@ impl Engine {
     pub(super) fn mat(&self, m: &Mat, x: &[f32], n: usize, start: usize) -> Result<Vec<f32>> {
         let view = self.model.view_unchecked(m);
         let Some(p) = self.plan.as_deref() else {
-            return matmul(&view, x, n, self.numerics);
+            let plain = TwinRounding {
+                kernel: self.kernel,
+                ..PLAIN
+            };
+            return matmul_twin(&view, x, n, self.numerics, plain);
         };
         let layer = layer_of(&m.name);
         let ternary = matches!(m.ty, GgmlType::I2_S | GgmlType::TQ1_0 | GgmlType::TQ2_0);
@@ -214,6 +235,7 @@ impl Engine {
             flip: &|r| at == Some(start + r),
             f32_sums: p.f32_sums,
             i16_sums: m.ty == GgmlType::I2_S && p.has(FaultKind::AccI16, layer),
+            kernel: self.kernel,
         };
         let mut y = match self.misread.get(&m.name) {
             None => matmul_twin(&view, x, n, numerics, rounding)?,

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
+use super::kernels::Kernel;
 use super::q8_k::{self, BlockQ8K};
 use super::{bf16, f16, f32 as f32q, i2_s, q8_0, tq1_0, tq2_0};
 use crate::error::{Error, Result};
@@ -181,13 +182,17 @@ pub struct TwinRounding<'a> {
     /// wrap to 16 bits. Wrapping addition is associative, so the whole sum wrapped once equals
     /// any order of 16-bit partial sums.
     pub i16_sums: bool,
+    /// The kernel set for the dot products that have SIMD variants (integer ones only, so the
+    /// numbers are the same for every set).
+    pub kernel: Kernel,
 }
 
-/// The plain engine's rounding.
+/// The plain engine's rounding, scalar kernels.
 pub const PLAIN: TwinRounding<'static> = TwinRounding {
     flip: &|_| false,
     f32_sums: false,
     i16_sums: false,
+    kernel: Kernel::Scalar,
 };
 
 /// A float dot product with f32 accumulation (the twin's [`TwinRounding::f32_sums`]); `None`
@@ -212,8 +217,27 @@ fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>)
     })
 }
 
+/// The I2_S x int8 row dot with `kernel` (the same integer for every set).
+fn i2s_dot_i8(row: &[u8], q: &[i8], layout: I2sLayout, kernel: Kernel) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 {
+        if let Some(s) = super::kernels::x86::i2s_vec_dot_i8(row, q, layout) {
+            return s;
+        }
+    }
+    let _ = kernel;
+    i2_s::vec_dot_i8(row, q, layout)
+}
+
 /// Dot of weight row `r` with one prepared activation row; `i16` wraps I2_S integer sums.
-fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bool) -> f32 {
+fn dot(
+    w: &WeightMatrix,
+    r: usize,
+    a: &Prepared,
+    scratch: &mut Vec<f32>,
+    i16: bool,
+    kernel: Kernel,
+) -> f32 {
     let row = w.row(r);
     match (a, w.ty) {
         (Prepared::F32(x), _) => f32q::vec_dot_f32(row, x),
@@ -235,7 +259,7 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bo
         (Prepared::I8(a), GgmlType::TQ2_0) => tq2_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::TQ1_0) => tq1_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::I2_S) => {
-            let sum = i2_s::vec_dot_i8(row, &a.q, w.i2s_layout);
+            let sum = i2s_dot_i8(row, &a.q, w.i2s_layout, kernel);
             let sum = if i16 { sum as i16 as i32 } else { sum };
             act_i8::epilogue(sum, a.scale, w.tensor_scale())
         }
@@ -293,12 +317,12 @@ pub fn matmul_twin(
             for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
                 let r = chunk * ROWS_PER_TASK + i;
                 for (o, a) in row_out.iter_mut().zip(&prepared) {
-                    let i16 = rounding.i16_sums;
+                    let (i16, kernel) = (rounding.i16_sums, rounding.kernel);
                     let v = if rounding.f32_sums {
                         dot_f32_sum(w, r, a, &mut scratch)
-                            .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16))
+                            .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16, kernel))
                     } else {
-                        dot(w, r, a, &mut scratch, i16)
+                        dot(w, r, a, &mut scratch, i16, kernel)
                     };
                     *o = match post_scale {
                         Some(s) => v * s,

@@ -3,7 +3,7 @@
 //!
 //! - [`Backend`]: where the kernels run (`cpu`; CUDA comes with its own issue).
 //! - [`Kernel`]: which kernel set (`scalar`, the reference every other set is tested against;
-//!   SIMD sets come with their own issue).
+//!   `avx2`, whose kernels are tested bit for bit against it in `tests/kernels_simd.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -37,19 +37,43 @@ impl std::fmt::Display for Backend {
 pub enum Kernel {
     /// The scalar reference (`quant/<format>.rs`), always compiled.
     Scalar,
+    /// AVX2 where a kernel exists (today the I2_S x int8 row dot of the `bitnet-cpp` profile,
+    /// bit-exact against scalar), the scalar reference for everything else.
+    Avx2,
 }
 
 impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
         }
     }
 
     /// The backend the set runs on.
     pub fn backend(self) -> Backend {
         match self {
-            Kernel::Scalar => Backend::Cpu,
+            Kernel::Scalar | Kernel::Avx2 => Backend::Cpu,
+        }
+    }
+
+    /// Whether this CPU runs the set.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::has_avx2(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 => false,
+        }
+    }
+
+    /// The best set this CPU runs.
+    pub fn detect() -> Kernel {
+        if Kernel::Avx2.available() {
+            Kernel::Avx2
+        } else {
+            Kernel::Scalar
         }
     }
 }
