@@ -53,8 +53,8 @@ impl From<KvArg> for KvType {
 pub enum KernelArg {
     /// The scalar reference.
     Scalar,
-    /// AVX2 where a kernel exists (the I2_S x int8 dot of the bitnet-cpp profile), bit-exact
-    /// against scalar; scalar elsewhere.
+    /// AVX2 where a kernel exists (the I2_S and TQ2_0 dots), bit-exact against scalar; scalar
+    /// elsewhere.
     Avx2,
     /// The best set this CPU runs.
     Auto,

@@ -6,6 +6,29 @@
 use proptest::prelude::*;
 use xval_engine::quant::i2_s::{self, I2sLayout};
 use xval_engine::quant::kernels::x86;
+use xval_engine::quant::q8_k::{self, BlockQ8K};
+use xval_engine::quant::tq2_0;
+
+/// Q8_K blocks of `x` (ggml's activation quantizer).
+fn q8k(x: &[f32]) -> Vec<BlockQ8K> {
+    let mut out = Vec::new();
+    q8_k::quantize_row(x, &mut out).unwrap();
+    out
+}
+
+/// A TQ2_0 row of `trits` with per-block scales `d`.
+fn tq2_row(trits: &[i8], d: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (t, &s) in trits.chunks_exact(256).zip(d) {
+        tq2_0::pack_block(t, half::f16::from_f32(s), &mut out);
+    }
+    out
+}
+
+/// Pack ternary weights into an I2_S row (codes only, no trailer).
+fn row_i2s(trits: &[i8]) -> Vec<u8> {
+    row(trits)
+}
 
 /// Pack ternary weights into an I2_S row (codes only, no trailer).
 fn row(trits: &[i8]) -> Vec<u8> {
@@ -60,6 +83,29 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
+    fn tq2_0_and_i2s_q8_k_avx2_equal_scalar_bit_for_bit(
+        (trits, d, x) in (1usize..=64).prop_flat_map(|blocks| (
+            proptest::collection::vec(-1i8..=1, blocks * 256),
+            proptest::collection::vec(0.001f32..4.0, blocks),
+            proptest::collection::vec(-8.0f32..8.0, blocks * 256),
+        ))
+    ) {
+        let y = q8k(&x);
+        let row = tq2_row(&trits, &d);
+        let scalar = tq2_0::vec_dot_q8_k(&row, &y);
+        let simd = x86::tq2_0_vec_dot_q8_k(&row, &y).unwrap();
+        prop_assert_eq!(simd.to_bits(), scalar.to_bits());
+        let q: Vec<i8> = y.iter().flat_map(|b| b.qs).collect();
+        let scalar = tq2_0::vec_dot_i8(&row, &q, 37.5);
+        let simd = x86::tq2_0_vec_dot_i8(&row, &q, 37.5).unwrap();
+        prop_assert_eq!(simd.to_bits(), scalar.to_bits());
+        let codes = row_i2s(&trits);
+        let scalar = i2_s::vec_dot_q8_k(&codes, &y, I2sLayout::Block128);
+        let simd = x86::i2s_vec_dot_q8_k(&codes, &y, I2sLayout::Block128).unwrap();
+        prop_assert_eq!(simd.to_bits(), scalar.to_bits());
+    }
+
+    #[test]
     fn i2s_avx2_equals_scalar(
         (trits, q) in (1usize..=128).prop_flat_map(|blocks| (
             proptest::collection::vec(-1i8..=1, blocks * 128),
@@ -70,8 +116,8 @@ proptest! {
     }
 }
 
-/// The engine with the AVX2 set on a committed I2_S model under the bitnet-cpp profile: every
-/// tap and logit of the prompt and of decode steps bit-identical to the scalar engine.
+/// The engine with the AVX2 set on committed I2_S and TQ2_0 models under both quantizing
+/// profiles: every tap and logit of the prompt and of decode steps bit-identical to scalar.
 #[test]
 fn the_engine_with_avx2_kernels_is_bit_identical_to_scalar() {
     use std::sync::Arc;
@@ -81,14 +127,21 @@ fn the_engine_with_avx2_kernels_is_bit_identical_to_scalar() {
     use xval_engine::quant::kernels::Kernel;
     use xval_engine::taps::TapFilter;
 
-    for fixture in ["models/bitnet-i2_s.gguf", "trained/bitnet-b1.58-i2_s.gguf"] {
+    for (fixture, profile) in [
+        ("models/bitnet-i2_s.gguf", Profile::BitnetCpp),
+        ("trained/bitnet-b1.58-i2_s.gguf", Profile::BitnetCpp),
+        ("trained/bitnet-b1.58-i2_s.gguf", Profile::Ggml),
+        ("models/bitnet-tq2_0.gguf", Profile::Ggml),
+        ("trained/bitnet-tq2_0.gguf", Profile::Ggml),
+        ("trained/bitnet-tq2_0.gguf", Profile::BitnetCpp),
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../fixtures")
             .join(fixture);
         let file = Arc::new(GgufFile::open(&path).unwrap());
         let run = |kernel: Kernel| {
             let model = Model::load(Arc::clone(&file), I2sLayout::Block128).unwrap();
-            let engine = Engine::new(model, Numerics::new(Profile::BitnetCpp), 2)
+            let engine = Engine::new(model, Numerics::new(profile), 2)
                 .unwrap()
                 .with_kernel(kernel)
                 .unwrap();
@@ -104,7 +157,7 @@ fn the_engine_with_avx2_kernels_is_bit_identical_to_scalar() {
         };
         let (s, v) = (run(Kernel::Scalar), run(Kernel::Avx2));
         for (a, b) in s.iter().zip(&v) {
-            assert_eq!(a.logits, b.logits, "{fixture}");
+            assert_eq!(a.logits, b.logits, "{fixture} {profile:?}");
             assert_eq!(a.taps.len(), b.taps.len());
             for (x, y) in a.taps.iter().zip(&b.taps) {
                 assert_eq!(x.data, y.data, "{fixture}: {}", x.name);

@@ -217,6 +217,33 @@ fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>)
     })
 }
 
+/// A SIMD variant's result when `kernel` is a SIMD set and the variant runs here (`None`: use
+/// the scalar reference). Every variant is bit-identical to its reference.
+fn simd<T>(kernel: Kernel, f: impl FnOnce() -> Option<T>) -> Option<T> {
+    match kernel {
+        Kernel::Scalar => None,
+        Kernel::Avx2 => f(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use super::kernels::x86::{
+    i2s_vec_dot_q8_k as x86_i2s_q8_k, tq2_0_vec_dot_i8 as x86_tq2_0_i8,
+    tq2_0_vec_dot_q8_k as x86_tq2_0_q8_k,
+};
+#[cfg(not(target_arch = "x86_64"))]
+fn x86_i2s_q8_k(_: &[u8], _: &[BlockQ8K], _: I2sLayout) -> Option<f32> {
+    None
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn x86_tq2_0_q8_k(_: &[u8], _: &[BlockQ8K]) -> Option<f32> {
+    None
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn x86_tq2_0_i8(_: &[u8], _: &[i8], _: f32) -> Option<f32> {
+    None
+}
+
 /// The I2_S x int8 row dot with `kernel` (the same integer for every set).
 fn i2s_dot_i8(row: &[u8], q: &[i8], layout: I2sLayout, kernel: Kernel) -> i32 {
     #[cfg(target_arch = "x86_64")]
@@ -253,10 +280,14 @@ fn dot(
                 .sum();
             s as f32
         }
-        (Prepared::Q8K(y), GgmlType::TQ2_0) => tq2_0::vec_dot_q8_k(row, y),
+        (Prepared::Q8K(y), GgmlType::TQ2_0) => {
+            simd(kernel, || x86_tq2_0_q8_k(row, y)).unwrap_or_else(|| tq2_0::vec_dot_q8_k(row, y))
+        }
         (Prepared::Q8K(y), GgmlType::TQ1_0) => tq1_0::vec_dot_q8_k(row, y),
-        (Prepared::Q8K(y), GgmlType::I2_S) => i2_s::vec_dot_q8_k(row, y, w.i2s_layout),
-        (Prepared::I8(a), GgmlType::TQ2_0) => tq2_0::vec_dot_i8(row, &a.q, a.scale),
+        (Prepared::Q8K(y), GgmlType::I2_S) => simd(kernel, || x86_i2s_q8_k(row, y, w.i2s_layout))
+            .unwrap_or_else(|| i2_s::vec_dot_q8_k(row, y, w.i2s_layout)),
+        (Prepared::I8(a), GgmlType::TQ2_0) => simd(kernel, || x86_tq2_0_i8(row, &a.q, a.scale))
+            .unwrap_or_else(|| tq2_0::vec_dot_i8(row, &a.q, a.scale)),
         (Prepared::I8(a), GgmlType::TQ1_0) => tq1_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::I2_S) => {
             let sum = i2s_dot_i8(row, &a.q, w.i2s_layout, kernel);

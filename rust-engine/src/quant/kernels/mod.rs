@@ -37,8 +37,8 @@ impl std::fmt::Display for Backend {
 pub enum Kernel {
     /// The scalar reference (`quant/<format>.rs`), always compiled.
     Scalar,
-    /// AVX2 where a kernel exists (today the I2_S x int8 row dot of the `bitnet-cpp` profile,
-    /// bit-exact against scalar), the scalar reference for everything else.
+    /// AVX2 where a kernel exists (the ternary dots: I2_S and TQ2_0 with int8 or Q8_K
+    /// activations, bit-exact against scalar), the scalar reference for everything else.
     Avx2,
 }
 

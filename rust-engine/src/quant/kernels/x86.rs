@@ -1,9 +1,12 @@
 //! x86-64 SIMD kernels, each tested bit for bit against its scalar reference in `quant/`
-//! (`tests/kernels_simd.rs`). Not yet selected by the engine: the kernel table, `--kernel` and
-//! the receipts' kernel field come with the rest of the SIMD work; until then these are reached
-//! only through the safe wrappers below.
+//! (`tests/kernels_simd.rs`), selected by [`super::Kernel::Avx2`] (`--kernel avx2|auto`) in
+//! `quant::matmul::dot`. Integer sums only, and the float epilogue in the reference's order, so
+//! every kernel set gives the same numbers. Reached through the safe wrappers below, which
+//! decline (`None`) where the CPU or the layout does not fit.
 
 use crate::quant::i2_s::I2sLayout;
+use crate::quant::q8_k::BlockQ8K;
+use crate::quant::tq2_0;
 
 /// Whether this CPU runs the AVX2 kernels.
 pub fn has_avx2() -> bool {
@@ -22,6 +25,103 @@ pub fn i2s_vec_dot_i8(codes: &[u8], q: &[i8], layout: I2sLayout) -> Option<i32> 
     // SAFETY: AVX2 is present (checked above) and the lengths are whole blocks of matching
     // size (asserted), which is all the kernel reads.
     Some(unsafe { i2s_vec_dot_i8_avx2(codes, q) })
+}
+
+/// The ggml profile's I2_S dot (`i2_s::vec_dot_q8_k`: the lossless TQ2_0 view, d = 1) with the
+/// AVX2 integer sums: per Q8_K block the same integer, then the same f32 operations in the same
+/// order as the scalar reference, so the result is bit-identical.
+pub fn i2s_vec_dot_q8_k(codes: &[u8], y: &[BlockQ8K], layout: I2sLayout) -> Option<f32> {
+    if layout != I2sLayout::Block128 || !has_avx2() {
+        return None;
+    }
+    assert_eq!(codes.len(), y.len() * 64, "i2_s row/activation mismatch");
+    let mut sumf = 0f32;
+    for (yb, blocks) in y.iter().zip(codes.chunks_exact(64)) {
+        // SAFETY: AVX2 is present (checked above); 64 code bytes and 256 activations.
+        let sumi = unsafe { i2s_vec_dot_i8_avx2(blocks, &yb.qs) };
+        sumf += sumi as f32 * (yb.d * 1.0);
+    }
+    Some(sumf)
+}
+
+/// `ggml_vec_dot_tq2_0_q8_K` with AVX2 integer sums: per block `sumi * (d_x * d_y)` summed in
+/// f32 in block order, as the scalar reference (`ternary::vec_dot_q8_k`), bit-identical.
+pub fn tq2_0_vec_dot_q8_k(row: &[u8], y: &[BlockQ8K]) -> Option<f32> {
+    if !has_avx2() {
+        return None;
+    }
+    assert_eq!(
+        row.len(),
+        y.len() * tq2_0::BLOCK_BYTES,
+        "tq2_0 row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (blk, yb) in row.chunks_exact(tq2_0::BLOCK_BYTES).zip(y) {
+        // SAFETY: AVX2 is present (checked above); a whole block and 256 activations.
+        let sumi = unsafe { tq2_0_block_dot_i8_avx2(blk, &yb.qs) };
+        sumf += sumi as f32 * (tq2_0::scale(blk) * yb.d);
+    }
+    Some(sumf)
+}
+
+/// TQ2_0 with one int8 activation row (`ternary::vec_dot_i8`) with AVX2 integer sums,
+/// bit-identical to the scalar reference.
+pub fn tq2_0_vec_dot_i8(row: &[u8], q: &[i8], act_scale: f32) -> Option<f32> {
+    if !has_avx2() {
+        return None;
+    }
+    assert_eq!(
+        row.len() / tq2_0::BLOCK_BYTES * tq2_0::BLOCK,
+        q.len(),
+        "tq2_0 row/activation mismatch"
+    );
+    let mut sumf = 0f32;
+    for (blk, qb) in row
+        .chunks_exact(tq2_0::BLOCK_BYTES)
+        .zip(q.chunks_exact(tq2_0::BLOCK))
+    {
+        // SAFETY: AVX2 is present (checked above); a whole block and 256 activations.
+        let sumi = unsafe { tq2_0_block_dot_i8_avx2(blk, qb) };
+        sumf += sumi as f32 * tq2_0::scale(blk);
+    }
+    Some(sumf / act_scale)
+}
+
+/// One TQ2_0 block's integer dot (`ggml_vec_dot_tq2_0_q8_K`'s AVX2 loop): two 32-byte chunks,
+/// weight `32 l + k` of a chunk at bits `2 l` of byte `k`, codes (0, 1, 2) times activations
+/// through `maddubs`, minus the activations' sum.
+#[target_feature(enable = "avx2")]
+unsafe fn tq2_0_block_dot_i8_avx2(blk: &[u8], q: &[i8]) -> i32 {
+    use std::arch::x86_64::*;
+    debug_assert!(blk.len() >= 64 && q.len() == 256);
+    let mask = _mm256_set1_epi8(3);
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    let mut qsum = _mm256_setzero_si256();
+    for c in 0..2 {
+        // SAFETY (loads): bytes 32c..32c+32 of the block and activations 128c..128c+128.
+        let v = _mm256_loadu_si256(blk.as_ptr().add(32 * c) as *const __m256i);
+        for l in 0..4 {
+            let shifted = match l {
+                0 => v,
+                1 => _mm256_srli_epi16::<2>(v),
+                2 => _mm256_srli_epi16::<4>(v),
+                _ => _mm256_srli_epi16::<6>(v),
+            };
+            let codes = _mm256_and_si256(shifted, mask);
+            let a = _mm256_loadu_si256(q.as_ptr().add(128 * c + 32 * l) as *const __m256i);
+            acc = _mm256_add_epi32(
+                acc,
+                _mm256_madd_epi16(_mm256_maddubs_epi16(codes, a), ones16),
+            );
+            qsum = _mm256_add_epi32(
+                qsum,
+                _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, a), ones16),
+            );
+        }
+    }
+    hsum_epi32(_mm256_sub_epi32(acc, qsum))
 }
 
 /// `ggml_vec_dot_i2_i8_s` (bitnet.cpp, ggml-bitnet-mad.cpp) for one row: per 32-byte block,
