@@ -180,6 +180,17 @@ pub fn vec_dot_i8(codes: &[u8], q: &[i8], layout: I2sLayout) -> i32 {
 /// dotted with Q8_K activations as `ggml_vec_dot_tq2_0_q8_K_generic` does; the per-tensor
 /// scale is applied afterwards as a separate multiply, like the transcoded `.scale` tensor.
 pub fn vec_dot_q8_k(codes: &[u8], y: &[super::q8_k::BlockQ8K], layout: I2sLayout) -> f32 {
+    vec_dot_q8_k_by(codes, y, |c, q| vec_dot_i8(c, q, layout))
+}
+
+/// [`vec_dot_q8_k`] with the integer dot of each Q8_K block's 64 code bytes from `dot` (a
+/// SIMD kernel's): the f32 epilogue stays this one, the same for every kernel set.
+#[inline]
+pub fn vec_dot_q8_k_by(
+    codes: &[u8],
+    y: &[super::q8_k::BlockQ8K],
+    dot: impl Fn(&[u8], &[i8]) -> i32,
+) -> f32 {
     debug_assert_eq!(
         codes.len() * 4,
         y.len() * 256,
@@ -188,7 +199,7 @@ pub fn vec_dot_q8_k(codes: &[u8], y: &[super::q8_k::BlockQ8K], layout: I2sLayout
     let mut sumf = 0f32;
     for (yb, blocks) in y.iter().zip(codes.chunks_exact(64)) {
         // Integer sums are exact: the order of the I2_S blocks inside a Q8_K block is free.
-        let sumi = vec_dot_i8(blocks, &yb.qs, layout);
+        let sumi = dot(blocks, &yb.qs);
         // d_x of the transcoded block is f16 1.0.
         sumf += sumi as f32 * (yb.d * 1.0);
     }

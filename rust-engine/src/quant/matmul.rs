@@ -228,9 +228,13 @@ fn simd<T>(kernel: Kernel, f: impl FnOnce() -> Option<T>) -> Option<T> {
 
 #[cfg(target_arch = "x86_64")]
 use super::kernels::x86::{
-    i2s_vec_dot_q8_k as x86_i2s_q8_k, tq2_0_vec_dot_i8 as x86_tq2_0_i8,
-    tq2_0_vec_dot_q8_k as x86_tq2_0_q8_k,
+    i2s_vec_dot_i8 as x86_i2s_i8, i2s_vec_dot_q8_k as x86_i2s_q8_k,
+    tq2_0_vec_dot_i8 as x86_tq2_0_i8, tq2_0_vec_dot_q8_k as x86_tq2_0_q8_k,
 };
+#[cfg(not(target_arch = "x86_64"))]
+fn x86_i2s_i8(_: &[u8], _: &[i8], _: I2sLayout) -> Option<i32> {
+    None
+}
 #[cfg(not(target_arch = "x86_64"))]
 fn x86_i2s_q8_k(_: &[u8], _: &[BlockQ8K], _: I2sLayout) -> Option<f32> {
     None
@@ -242,18 +246,6 @@ fn x86_tq2_0_q8_k(_: &[u8], _: &[BlockQ8K]) -> Option<f32> {
 #[cfg(not(target_arch = "x86_64"))]
 fn x86_tq2_0_i8(_: &[u8], _: &[i8], _: f32) -> Option<f32> {
     None
-}
-
-/// The I2_S x int8 row dot with `kernel` (the same integer for every set).
-fn i2s_dot_i8(row: &[u8], q: &[i8], layout: I2sLayout, kernel: Kernel) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2 {
-        if let Some(s) = super::kernels::x86::i2s_vec_dot_i8(row, q, layout) {
-            return s;
-        }
-    }
-    let _ = kernel;
-    i2_s::vec_dot_i8(row, q, layout)
 }
 
 /// Dot of weight row `r` with one prepared activation row; `i16` wraps I2_S integer sums.
@@ -290,7 +282,9 @@ fn dot(
             .unwrap_or_else(|| tq2_0::vec_dot_i8(row, &a.q, a.scale)),
         (Prepared::I8(a), GgmlType::TQ1_0) => tq1_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::I2_S) => {
-            let sum = i2s_dot_i8(row, &a.q, w.i2s_layout, kernel);
+            let layout = w.i2s_layout;
+            let sum = simd(kernel, || x86_i2s_i8(row, &a.q, layout))
+                .unwrap_or_else(|| i2_s::vec_dot_i8(row, &a.q, layout));
             let sum = if i16 { sum as i16 as i32 } else { sum };
             act_i8::epilogue(sum, a.scale, w.tensor_scale())
         }

@@ -63,6 +63,17 @@ pub fn quantize<F: TernaryBlock>(values: &[f32]) -> Result<Vec<u8>> {
 
 /// `ggml_vec_dot_tq*_0_q8_K_generic`: per block `sumi * (d_x * d_y)`, summed in f32.
 pub fn vec_dot_q8_k<F: TernaryBlock>(row: &[u8], y: &[BlockQ8K]) -> f32 {
+    vec_dot_q8_k_by::<F>(row, y, F::block_dot_i8)
+}
+
+/// [`vec_dot_q8_k`] with the blocks' integer dots from `block_dot` (a SIMD kernel's): the
+/// epilogue stays this one, so every kernel set sums the same f32 values in the same order.
+#[inline]
+pub fn vec_dot_q8_k_by<F: TernaryBlock>(
+    row: &[u8],
+    y: &[BlockQ8K],
+    block_dot: impl Fn(&[u8], &[i8]) -> i32,
+) -> f32 {
     debug_assert_eq!(
         row.len(),
         y.len() * F::BLOCK_BYTES,
@@ -71,7 +82,7 @@ pub fn vec_dot_q8_k<F: TernaryBlock>(row: &[u8], y: &[BlockQ8K]) -> f32 {
     );
     let mut sumf = 0f32;
     for (blk, yb) in row.chunks_exact(F::BLOCK_BYTES).zip(y) {
-        sumf += F::block_dot_i8(blk, &yb.qs) as f32 * (F::scale(blk) * yb.d);
+        sumf += block_dot(blk, &yb.qs) as f32 * (F::scale(blk) * yb.d);
     }
     sumf
 }
@@ -80,6 +91,17 @@ pub fn vec_dot_q8_k<F: TernaryBlock>(row: &[u8], y: &[BlockQ8K]) -> f32 {
 /// `sumi * d_x` summed in f32, then divided by the activation scale. bitnet.cpp has no TQ
 /// kernels; this is xval's natural extension of its epilogue to per-block scales.
 pub fn vec_dot_i8<F: TernaryBlock>(row: &[u8], q: &[i8], act_scale: f32) -> f32 {
+    vec_dot_i8_by::<F>(row, q, act_scale, F::block_dot_i8)
+}
+
+/// [`vec_dot_i8`] with the blocks' integer dots from `block_dot` (see [`vec_dot_q8_k_by`]).
+#[inline]
+pub fn vec_dot_i8_by<F: TernaryBlock>(
+    row: &[u8],
+    q: &[i8],
+    act_scale: f32,
+    block_dot: impl Fn(&[u8], &[i8]) -> i32,
+) -> f32 {
     debug_assert_eq!(
         row.len() / F::BLOCK_BYTES * BLOCK,
         q.len(),
@@ -88,7 +110,7 @@ pub fn vec_dot_i8<F: TernaryBlock>(row: &[u8], q: &[i8], act_scale: f32) -> f32 
     );
     let mut sumf = 0f32;
     for (blk, qb) in row.chunks_exact(F::BLOCK_BYTES).zip(q.chunks_exact(BLOCK)) {
-        sumf += F::block_dot_i8(blk, qb) as f32 * F::scale(blk);
+        sumf += block_dot(blk, qb) as f32 * F::scale(blk);
     }
     sumf / act_scale
 }
