@@ -308,19 +308,17 @@ impl Engine {
         x: &[f32],
         w: &[f32],
     ) -> Vec<f32> {
+        let skip = match site {
+            NormSite::AttnSub => Some(FaultKind::SkipAttnSubNorm),
+            NormSite::FfnSub => Some(FaultKind::SkipFfnSubNorm),
+            NormSite::Attn | NormSite::Ffn | NormSite::Output => None,
+        };
+        if skip.is_some_and(|k| self.bug(k, layer)) {
+            return x.to_vec();
+        }
         let mut eps = self.model.hparams.rms_eps;
-        if self.plan.is_some() {
-            let skip = match site {
-                NormSite::AttnSub => FaultKind::SkipAttnSubNorm,
-                NormSite::FfnSub => FaultKind::SkipFfnSubNorm,
-                _ => FaultKind::LayerNorm, // never skipped; checked below for what it is
-            };
-            if skip != FaultKind::LayerNorm && self.bug(skip, layer) {
-                return x.to_vec();
-            }
-            if self.bug(FaultKind::RmsEps, layer) {
-                eps = if eps == 1e-6 { 1e-5 } else { 1e-6 };
-            }
+        if self.bug(FaultKind::RmsEps, layer) {
+            eps = if eps == 1e-6 { 1e-5 } else { 1e-6 };
         }
         let mean_out = self.bug(FaultKind::LayerNorm, layer);
         let mut y = x.to_vec();
