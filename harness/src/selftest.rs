@@ -19,10 +19,10 @@ use serde::Serialize;
 use xval_engine::model::{Fault, FaultKind, Plan};
 use xval_engine::taps::{split_name, TapFilter};
 
+use crate::compare::compare_core;
 use crate::compare::receipt::{Diagnosis, InputRecord, Receipt};
-use crate::compare::{compare_core, Side};
 use crate::session::Session;
-use crate::sides::{replay_all, run_engine, run_oracle, EngineRun, OracleRun, Replays, RunPlan};
+use crate::sides::{replay_all, run_engine, run_oracle, EngineRun, OracleRun, RunPlan};
 
 /// The prompt the self-test compares: prose, and digits after spaces (where the two
 /// pre-tokenizers split differently).
@@ -323,25 +323,14 @@ pub fn run_model(
         .tokenize(plan.prompt, true, true)
         .map_err(crate::error::Error::Oracle)?;
     let engine_ids = session.tokenizer.encode(plan.prompt, true, true)?;
-    let steps = plan.steps.min(
-        session
-            .engine
-            .new_cache()
-            .capacity()
-            .saturating_sub(oracle_ids.len()),
-    );
-    let steps = match session.oracle.oracle.step_limit(&oracle_ids) {
-        Some(limit) => steps.min(limit),
-        None => steps,
-    };
     let run_plan = RunPlan {
         ids: &oracle_ids,
-        steps,
+        steps: session.decode_steps(&oracle_ids, plan.steps),
         taps: &taps,
         progress: false,
     };
     let mut timings = BTreeMap::new();
-    let oracle = run_oracle(session.oracle.oracle.get(), &run_plan, steps, &mut timings)?;
+    let oracle = run_oracle(session.oracle.oracle.get(), &run_plan, &mut timings)?;
     let clean = run_engine(&session.engine, &oracle, &taps, &mut timings)?;
     let base = Baseline {
         oracle,
@@ -363,13 +352,8 @@ pub fn run_model(
                  identity: &crate::compare::receipt::EngineIdentity|
      -> anyhow::Result<Receipt> {
         Ok(compare_core(
-            &engine_side(engine_ids, run),
-            &Side {
-                tokenized: against_ids.to_vec(),
-                prefill: against.prefill.clone(),
-                decode: against.steps.clone(),
-                ..Side::default()
-            },
+            &run.clone().into_side(engine_ids.to_vec()),
+            &against.clone().into_side(against_ids.to_vec()),
             &session.settings(identity, record.clone(), plan.steps, BTreeMap::new()),
         )?)
     };
@@ -411,15 +395,13 @@ pub fn run_model(
         let receipt = judge(&ids, &run, &base.oracle, &base.oracle_ids, &identity)?;
         // Where the fault is: the faulty engine judged against the unmodified one (replays on
         // the unmodified engine's inputs), with the same limits.
-        let against_clean = EngineRun {
-            replays: replay_all(
-                &engine,
-                (&run.prefill, &clean_as_oracle.prefill),
-                &run.steps,
-                &clean_as_oracle.steps,
-            ),
-            ..clone_run(&run)
-        };
+        let replays = replay_all(
+            &engine,
+            (&run.prefill, &clean_as_oracle.prefill),
+            &run.steps,
+            &clean_as_oracle.steps,
+        );
+        let against_clean = EngineRun { replays, ..run };
         let truth = judge(
             &ids,
             &against_clean,
@@ -475,31 +457,6 @@ pub fn run_model(
         seconds: t0.elapsed().as_secs_f64(),
     };
     Ok((summary, results))
-}
-
-fn engine_side(ids: &[u32], run: &EngineRun) -> Side {
-    Side {
-        tokenized: ids.to_vec(),
-        prefill: run.prefill.clone(),
-        decode: run.steps.clone(),
-        replay: run.replays.prompt.clone(),
-        step_replays: run.replays.steps.clone(),
-        replay_errors: run.replays.errors.clone(),
-        twin: Some(run.twin.clone()),
-    }
-}
-
-fn clone_run(r: &EngineRun) -> EngineRun {
-    EngineRun {
-        prefill: r.prefill.clone(),
-        steps: r.steps.clone(),
-        twin: r.twin.clone(),
-        replays: Replays {
-            prompt: Vec::new(),
-            steps: Vec::new(),
-            errors: Vec::new(),
-        },
-    }
 }
 
 /// Bit-identical logits and taps, prompt and decode steps.

@@ -126,6 +126,17 @@ impl Session {
         })
     }
 
+    /// The decode steps that can follow `ids` of `wanted`: as many as the engine's context
+    /// leaves room for, and no more than a recording holds.
+    pub fn decode_steps(&self, ids: &[u32], wanted: usize) -> usize {
+        let room = self.engine.new_cache().capacity().saturating_sub(ids.len());
+        let steps = wanted.min(room);
+        match self.oracle.oracle.step_limit(ids) {
+            Some(limit) => steps.min(limit),
+            None => steps,
+        }
+    }
+
     /// The session's engine with `plan`, its tokenizer and identity.
     pub fn planned(&self, plan: Plan) -> anyhow::Result<(Engine, Tokenizer, EngineIdentity)> {
         let engine = self.engine.with_plan(plan)?;

@@ -20,7 +20,7 @@ use xval_engine::sampling::argmax;
 use xval_engine::taps::{tap_name, Tap, TapFilter};
 
 use crate::compare::align::align;
-use crate::compare::{ReplayError, SideEval, Twin};
+use crate::compare::{ReplayError, Side, SideEval, Twin};
 use crate::error::Error;
 
 /// The seed of the noise twin's jitter (fixed: the same inputs give the same receipt).
@@ -48,27 +48,11 @@ impl SideEval {
     }
 }
 
-/// What both sides computed for one prompt.
-pub struct Sides {
-    pub engine_prefill: SideEval,
-    pub oracle_prefill: SideEval,
-    pub engine_steps: Vec<SideEval>,
-    pub oracle_steps: Vec<SideEval>,
-    /// The noise twin on the same ids: the prompt, then the same decode steps.
-    pub twin_prefill: SideEval,
-    pub twin_steps: Vec<SideEval>,
-    /// The engine's prompt taps replayed on the oracle's inputs.
-    pub replay: Vec<Tap>,
-    /// The same for every decode step.
-    pub step_replays: Vec<Vec<Tap>>,
-    /// Replays that failed (inputs present but unusable, or an engine error).
-    pub replay_errors: Vec<ReplayError>,
-}
-
 /// How to run both sides.
 pub struct RunPlan<'a> {
     pub ids: &'a [u32],
-    /// Greedy decode steps after the prompt (fewer when the context is full).
+    /// Greedy decode steps after the prompt (`Session::decode_steps` fits them to the context
+    /// and to what a recording holds).
     pub steps: usize,
     pub taps: &'a TapFilter,
     /// Show a progress bar for the decode steps.
@@ -76,17 +60,46 @@ pub struct RunPlan<'a> {
 }
 
 /// The oracle's side: the prompt, then its own greedy continuation.
+#[derive(Clone)]
 pub struct OracleRun {
     pub prefill: SideEval,
     pub steps: Vec<SideEval>,
 }
 
+impl OracleRun {
+    /// The oracle's side of a comparison, `tokenized` being its own tokenizer's ids.
+    pub fn into_side(self, tokenized: Vec<u32>) -> Side {
+        Side {
+            tokenized,
+            prefill: self.prefill,
+            decode: self.steps,
+            ..Side::default()
+        }
+    }
+}
+
 /// The engine's side on the oracle's ids.
+#[derive(Clone)]
 pub struct EngineRun {
     pub prefill: SideEval,
     pub steps: Vec<SideEval>,
     pub twin: Twin,
     pub replays: Replays,
+}
+
+impl EngineRun {
+    /// The engine's side of a comparison, `tokenized` being its own tokenizer's ids.
+    pub fn into_side(self, tokenized: Vec<u32>) -> Side {
+        Side {
+            tokenized,
+            prefill: self.prefill,
+            decode: self.steps,
+            replay: self.replays.prompt,
+            step_replays: self.replays.steps,
+            replay_errors: self.replays.errors,
+            twin: Some(self.twin),
+        }
+    }
 }
 
 /// Evaluate the prompt on both sides, then follow the oracle's greedy tokens for
@@ -97,32 +110,19 @@ pub fn run_sides(
     oracle: &mut dyn Oracle,
     plan: &RunPlan,
     timings: &mut BTreeMap<String, f64>,
-) -> anyhow::Result<Sides> {
-    let steps = plan
-        .steps
-        .min(engine.new_cache().capacity().saturating_sub(plan.ids.len()));
-    let o = run_oracle(oracle, plan, steps, timings)?;
+) -> anyhow::Result<(OracleRun, EngineRun)> {
+    let o = run_oracle(oracle, plan, timings)?;
     let e = run_engine(engine, &o, plan.taps, timings)?;
-    Ok(Sides {
-        engine_prefill: e.prefill,
-        oracle_prefill: o.prefill,
-        engine_steps: e.steps,
-        oracle_steps: o.steps,
-        twin_prefill: e.twin.prefill,
-        twin_steps: e.twin.decode,
-        replay: e.replays.prompt,
-        step_replays: e.replays.steps,
-        replay_errors: e.replays.errors,
-    })
+    Ok((o, e))
 }
 
-/// The oracle on the prompt, then `steps` greedy decode steps of its own.
+/// The oracle on the prompt, then `plan.steps` greedy decode steps of its own.
 pub fn run_oracle(
     oracle: &mut dyn Oracle,
     plan: &RunPlan,
-    steps: usize,
     timings: &mut BTreeMap<String, f64>,
 ) -> anyhow::Result<OracleRun> {
+    let steps = plan.steps;
     let t = Instant::now();
     let o = oracle
         .evaluate(plan.ids, plan.taps)
@@ -239,6 +239,7 @@ pub fn run_twin(
 }
 
 /// Every op replay of a comparison.
+#[derive(Clone, Default)]
 pub struct Replays {
     pub prompt: Vec<Tap>,
     pub steps: Vec<Vec<Tap>>,

@@ -14,13 +14,13 @@ use clap::{ArgGroup, Args, ValueEnum};
 use xval_engine::model::Fault;
 
 use crate::compare::receipt::{InputRecord, Shard};
-use crate::compare::{compare_core, gate, html, plot, report, Receipt, Side, Twin};
+use crate::compare::{compare_core, gate, html, plot, report, Receipt};
 use crate::engine_args::{EngineArgs, KvArg};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::inputs::{parse_token_ids, read_prompts, DEFAULT_PROMPT};
 use crate::session::{Session, SessionRequest};
-use crate::sides::{run_sides, RunPlan, TWIN_SEED};
+use crate::sides::{run_sides, RunPlan};
 
 /// Kernel families of the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -322,11 +322,8 @@ fn compare_one(
         return Err(Error::Invalid("the prompt tokenizes to no tokens".into()).into());
     }
     let mut timings = BTreeMap::from([("load".to_string(), p.load_s)]);
-    let steps = match p.oracle.oracle.step_limit(&oracle_ids) {
-        Some(limit) => args.steps.min(limit),
-        None => args.steps,
-    };
-    let sides = run_sides(
+    let steps = p.decode_steps(&oracle_ids, args.steps);
+    let (oracle, engine) = run_sides(
         &p.engine,
         p.oracle.oracle.get(),
         &RunPlan {
@@ -338,25 +335,8 @@ fn compare_one(
         &mut timings,
     )?;
     Ok(compare_core(
-        &Side {
-            tokenized: engine_ids,
-            prefill: sides.engine_prefill,
-            decode: sides.engine_steps,
-            replay: sides.replay,
-            step_replays: sides.step_replays,
-            replay_errors: sides.replay_errors,
-            twin: Some(Twin {
-                seed: TWIN_SEED,
-                prefill: sides.twin_prefill,
-                decode: sides.twin_steps,
-            }),
-        },
-        &Side {
-            tokenized: oracle_ids,
-            prefill: sides.oracle_prefill,
-            decode: sides.oracle_steps,
-            ..Side::default()
-        },
+        &engine.into_side(engine_ids),
+        &oracle.into_side(oracle_ids),
         &p.settings(&p.engine_identity, record, args.steps, timings),
     )?)
 }
