@@ -7,28 +7,19 @@
 mod common;
 
 use xval_harness::compare::Receipt;
-use xval_harness::fixtures::{build_model, Arch, ModelSpec, Vocab, WeightFormat};
+use xval_harness::fixtures::{build_model, ModelSpec, Vocab, WeightFormat};
 
 const LAYERS: u32 = 24;
 
 fn deep_model(dir: &std::path::Path) -> std::path::PathBuf {
+    // The committed TQ2_0 fixture's shape, deeper and narrower.
     let spec = ModelSpec {
         name: "xval deep narrow".into(),
-        arch: Arch::Bitnet,
-        weights: WeightFormat::Tq2_0,
-        n_embd: 256,
         n_ff: 256,
         n_layer: LAYERS,
-        n_head: 4,
         n_head_kv: 1,
-        context_length: 256,
-        rope_freq_base: 10_000.0,
-        rms_eps: 1e-5,
-        scale_tensors: true,
-        untied_output: false,
-        gain: 1.0,
-        pre_tokenizer: Some("llama-bpe".into()),
         seed: 0xdee9,
+        ..ModelSpec::tiny_bitnet(WeightFormat::Tq2_0)
     };
     let path = dir.join("deep.gguf");
     build_model(&spec, &Vocab::small())
