@@ -322,7 +322,7 @@ pub fn run_model(
         .get()
         .tokenize(plan.prompt, true, true)
         .map_err(crate::error::Error::Oracle)?;
-    let engine_ids = session.tokenizer.encode(plan.prompt, true, true)?;
+    let engine_ids = session.tokenizer.encode_complete(plan.prompt, true, true)?;
     let run_plan = RunPlan {
         ids: &oracle_ids,
         steps: session.decode_steps(&oracle_ids, plan.steps),
@@ -388,7 +388,7 @@ pub fn run_model(
             layer: kind.layered().then_some(layer),
         };
         let (engine, tokenizer, identity) = session.planned(Plan::fault(fault.clone()))?;
-        let ids = tokenizer.encode(plan.prompt, true, true)?;
+        let ids = tokenizer.encode_complete(plan.prompt, true, true)?;
         let mut t = BTreeMap::new();
         let run = run_engine(&engine, &base.oracle, &taps, &mut t)?;
         let inert = ids == base.engine_ids && same_outputs(&run, &base.clean);

@@ -63,7 +63,7 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let t_load = Instant::now();
         let model = req.engine.model(req.model)?;
-        let tokenizer = Tokenizer::from_gguf(model.file())?;
+        let tokenizer = model.tokenizer()?;
         let arch = model.hparams.arch_name.clone();
         let longest = longest(&tokenizer)?;
         let settings = OracleSettings {
@@ -140,7 +140,7 @@ impl Session {
     /// The session's engine with `plan`, its tokenizer and identity.
     pub fn planned(&self, plan: Plan) -> anyhow::Result<(Engine, Tokenizer, EngineIdentity)> {
         let engine = self.engine.with_plan(plan)?;
-        let tokenizer = Tokenizer::from_gguf(engine.model().file())?.with_plan(engine.plan());
+        let tokenizer = engine.model().tokenizer()?.with_plan(engine.plan());
         let identity = EngineIdentity::of_engine(&engine, git_commit());
         Ok((engine, tokenizer, identity))
     }

@@ -280,6 +280,19 @@ fn bad_models_give_errors_naming_the_problem() {
         .to_string();
     assert!(e.contains("not divisible by 3 heads"), "{e}");
 
+    // A layer count no file could back (found by the `gguf_model` fuzz target, which saw the
+    // loader reserve room for 2^37 layers): refused before anything is sized by it.
+    let bytes = common::gguf_bytes_with(&w, None, &[("bitnet.block_count", Value::U32(u32::MAX))]);
+    let f = GgufFile::from_bytes(bytes, "layers.gguf").unwrap();
+    let e = Model::load(std::sync::Arc::new(f), Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("bitnet.block_count") && e.contains("4294967295 layers need at least 11"),
+        "{e}"
+    );
+
     // Unknown architecture.
     let mut w3 = weights(Spec::bitnet(GgmlType::TQ2_0));
     w3.spec.arch = "llama";

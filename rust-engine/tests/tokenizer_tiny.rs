@@ -107,6 +107,19 @@ fn pieces_missing_from_the_vocab_fall_back_to_ascii_bytes_only() {
     let t = Tokenizer::from_parts(p).unwrap();
     assert_eq!(t.encode("é", false, false).unwrap(), Vec::<u32>::new());
     assert_eq!(t.encode("aé", false, false).unwrap(), [u32::from(b'a')]);
+    // The harness's form refuses what llama.cpp drops, naming the bytes.
+    let e = t
+        .encode_complete("aé", false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("byte 0xC3 in \"é\"") && e.contains("2 such piece(s)"),
+        "{e}"
+    );
+    assert_eq!(
+        t.encode_complete("ab", true, false).unwrap(),
+        t.encode("ab", true, false).unwrap()
+    );
     // without that merge, each byte is its own token
     assert_eq!(tok(None).encode("é", false, false).unwrap(), [0xC3, 0xA9]);
 }

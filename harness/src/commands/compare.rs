@@ -252,7 +252,7 @@ fn prepare(args: &CompareArgs, inputs: &Inputs) -> anyhow::Result<Session> {
                 .items
                 .iter()
                 .map(|(_, i)| match i {
-                    Input::Prompt(p) => tokenizer.encode(p, true, true).map(|v| v.len()),
+                    Input::Prompt(p) => tokenizer.encode_complete(p, true, true).map(|v| v.len()),
                     Input::Ids(ids) => Ok(ids.len()),
                 })
                 .collect::<Result<Vec<_>, _>>()?
@@ -309,7 +309,7 @@ fn compare_one(
 ) -> anyhow::Result<Receipt> {
     let (engine_ids, oracle_ids) = match input {
         Input::Prompt(text) => (
-            p.tokenizer.encode(text, true, true)?,
+            p.tokenizer.encode_complete(text, true, true)?,
             p.oracle
                 .oracle
                 .get()

@@ -10,7 +10,6 @@ use xval_engine::numerics::{KvType, Profile};
 use xval_engine::quant::kernels::Kernel;
 use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
-use xval_engine::tokenizer::Tokenizer;
 
 use crate::engine_args::EngineArgs;
 use crate::exit::Exit;
@@ -53,8 +52,8 @@ struct RunReport<'a> {
 
 pub fn run(args: &RunArgs) -> Result<Exit> {
     let engine = args.engine.engine(&args.model)?;
-    let tokenizer = Tokenizer::from_gguf(engine.model().file())?;
-    let prompt = tokenizer.encode(&args.prompt, true, true)?;
+    let tokenizer = engine.model().tokenizer()?;
+    let prompt = tokenizer.encode_complete(&args.prompt, true, true)?;
     if prompt.is_empty() {
         anyhow::bail!("the prompt tokenized to nothing: give a non-empty prompt");
     }

@@ -148,7 +148,7 @@ pub fn run(args: &SelftestArgs) -> Result<Exit> {
                 fixtures: fixtures.as_deref(),
                 steps: args.steps,
             },
-            |t| Ok(t.encode(&args.prompt, true, true)?.len()),
+            |t| Ok(t.encode_complete(&args.prompt, true, true)?.len()),
         )?;
         let label = model.display().to_string();
         eprintln!("selftest: {label}");

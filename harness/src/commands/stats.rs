@@ -7,7 +7,6 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use xval_engine::taps::TapFilter;
-use xval_engine::tokenizer::Tokenizer;
 
 use crate::engine_args::EngineArgs;
 use crate::exit::Exit;
@@ -44,7 +43,7 @@ struct StatsReport {
 
 pub fn run(args: &StatsArgs) -> Result<Exit> {
     let engine = args.engine.engine(&args.model)?;
-    let tokenizer = Tokenizer::from_gguf(engine.model().file())?;
+    let tokenizer = engine.model().tokenizer()?;
     let mut prompts = args.prompt.clone();
     if let Some(p) = &args.prompts {
         prompts.extend(read_prompts(p)?);
@@ -62,7 +61,7 @@ pub fn run(args: &StatsArgs) -> Result<Exit> {
     let mut acc = StatsAccumulator::default();
     let mut tokens = 0;
     for p in &prompts {
-        let ids = tokenizer.encode(p, true, true)?;
+        let ids = tokenizer.encode_complete(p, true, true)?;
         if ids.is_empty() {
             anyhow::bail!("the prompt {p:?} tokenized to nothing");
         }

@@ -450,22 +450,36 @@ impl Receipt {
     /// Read a receipt, naming the file in every error.
     pub fn read(path: &Path) -> Result<Receipt> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::bad_file(path, format!("not JSON: {e}")))?;
+        Receipt::from_slice(&bytes, &path.display().to_string())
+    }
+
+    /// Parse a receipt's JSON; `source` names the file in errors, and a malformed field is
+    /// named by its path (`taps[3].metrics.nmse`). Checks the schema version before the
+    /// fields, so an old receipt says so rather than naming a missing field.
+    pub fn from_slice(bytes: &[u8], source: &str) -> Result<Receipt> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::bad_file(source, format!("not JSON: {e}")))?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
             Some(v) if v == SCHEMA_VERSION as u64 => {}
             Some(v) => {
                 return Err(Error::bad_file(
-                    path,
+                    source,
                     format!(
                         "receipt schema_version {v}: this harness reads version {SCHEMA_VERSION}"
                     ),
                 ))
             }
-            None => return Err(Error::bad_file(path, "no schema_version: not a receipt")),
+            None => return Err(Error::bad_file(source, "no schema_version: not a receipt")),
         }
-        serde_json::from_value(value)
-            .map_err(|e| Error::bad_file(path, format!("malformed receipt: {e}")))
+        // Deserialized again from the bytes (not from `value`) so that the error carries the
+        // field's path as well as its line and column.
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            Error::bad_file(
+                source,
+                format!("malformed receipt: field `{}`: {}", e.path(), e.inner()),
+            )
+        })
     }
 }
 

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::quant::i2_s::I2sLayout;
 use crate::quant::matmul::WeightMatrix;
+use crate::tokenizer::Tokenizer;
 
 /// The projection tensors of a layer (`blk.N.<name>.weight`, optional `blk.N.<name>.scale`), in
 /// llama.cpp's order (`llama_model_bitnet::load_arch_tensors`).
@@ -139,6 +140,10 @@ pub struct Model {
     pub layers: Vec<Layer>,
 }
 
+/// Tensors each layer must have: attn_norm, attn_q/k/v, attn_sub_norm, attn_output, ffn_norm,
+/// ffn_up/gate, ffn_sub_norm, ffn_down.
+const TENSORS_PER_LAYER: usize = 11;
+
 impl Model {
     /// Check and locate everything the architecture needs.
     pub fn load(file: Arc<GgufFile>, i2s_layout: I2sLayout) -> Result<Model> {
@@ -173,6 +178,19 @@ impl Model {
                 &key("*"),
                 "embedding_length, block_count, feed_forward_length, head counts and \
                  context_length must all be non-zero",
+            ));
+        }
+        // Every layer has eleven tensors (two norms and seven projections, two sub-norms), so
+        // the file itself bounds the layer count: checked before anything is sized by it.
+        let n_tensors = f.header().tensors.len();
+        if n_layer > n_tensors / TENSORS_PER_LAYER {
+            return Err(meta_err(
+                f,
+                &key("block_count"),
+                &format!(
+                    "{n_layer} layers need at least {TENSORS_PER_LAYER} tensors each, but the \
+                     file holds {n_tensors} tensors"
+                ),
             ));
         }
         if n_embd % n_head != 0 {
@@ -290,6 +308,24 @@ impl Model {
             model.view(m)?;
         }
         Ok(model)
+    }
+
+    /// The tokenizer stored in the model's file, checked against the model: llama.cpp sizes
+    /// the embedding from the vocabulary (`llama_model::load_tensors`), so a file with more
+    /// or fewer token texts than `token_embd` has rows is one it refuses, and ids the model
+    /// can produce would have no text.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let tok = Tokenizer::from_gguf(&self.file)?;
+        if tok.n_vocab() != self.hparams.n_vocab {
+            return Err(Error::Tokenizer(format!(
+                "{}: tokenizer.ggml.tokens has {} tokens but token_embd.weight has {} rows \
+                 (one per token id)",
+                self.file.label(),
+                tok.n_vocab(),
+                self.hparams.n_vocab
+            )));
+        }
+        Ok(tok)
     }
 
     pub fn file(&self) -> &GgufFile {

@@ -26,9 +26,15 @@ impl Default for BlockQ8K {
 }
 
 /// ggml's `nearest_int`: round half to even via the 1.5 * 2^23 trick, exact for |x| < 2^22.
+/// Non-finite inputs (activations of a model whose weights hold NaN or infinity) are not an
+/// error: they get the bits the same float arithmetic gives in ggml (NaN -> 0, +-inf ->
+/// -2^22), so the engine computes what the oracle computes rather than stopping.
 #[inline]
 pub fn nearest_int(x: f32) -> i32 {
-    debug_assert!(x.abs() <= 4_194_303.0, "nearest_int out of range: {x}");
+    debug_assert!(
+        !x.is_finite() || x.abs() <= 4_194_303.0,
+        "nearest_int out of range: {x}"
+    );
     let val = x + 12_582_912.0;
     (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
@@ -88,4 +94,28 @@ pub fn dequantize(blocks: &[BlockQ8K]) -> Vec<f32> {
         .iter()
         .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `gguf_model` fuzz target (fuzz/regressions/gguf_model/): a model whose norm
+    /// weights hold NaN sent NaN activations here and the debug assertion stopped the engine.
+    #[test]
+    fn non_finite_activations_quantize_as_ggml_does() {
+        assert_eq!(nearest_int(f32::NAN), 0);
+        assert_eq!(nearest_int(f32::INFINITY), -0x40_0000);
+        assert_eq!(nearest_int(f32::NEG_INFINITY), -0x40_0000);
+        let mut x = vec![0.5f32; BLOCK];
+        x[3] = f32::NAN;
+        x[7] = f32::INFINITY;
+        let mut out = Vec::new();
+        quantize_row(&x, &mut out).unwrap();
+        // amax is inf, so iscale is -0: every finite value rounds to 0, inf * -0 is NaN -> 0.
+        assert!(out[0].qs.iter().all(|&q| q == 0));
+        assert_eq!(out[0].d, f32::NEG_INFINITY);
+        // The noise twin's tie flip over the same row must not stop either.
+        quantize_row_flip(&x, &mut out, true).unwrap();
+    }
 }

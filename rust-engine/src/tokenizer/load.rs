@@ -124,10 +124,12 @@ impl Tokenizer {
     /// `general.architecture` for llama.cpp's per-model attribute rules).
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {
         let parts = TokenizerParts::from_gguf(file)?;
-        Tokenizer::from_parts(parts).map_err(|e| match e {
+        let mut tok = Tokenizer::from_parts(parts).map_err(|e| match e {
             Error::Tokenizer(msg) => Error::Tokenizer(format!("{}: {msg}", file.label())),
             other => other,
-        })
+        })?;
+        tok.source = file.label().to_string();
+        Ok(tok)
     }
 
     /// Build from plain parts, applying llama.cpp's defaults and fix-ups in its order.
@@ -231,6 +233,7 @@ impl Tokenizer {
             special_cache: Vec::new(),
             special_bytes: Vec::new(),
             warnings,
+            source: "tokenizer".into(),
         };
         tok.detect_roles_by_text();
         tok.build_eog();

@@ -270,6 +270,8 @@ pub struct Tokenizer {
     /// lacks cannot occur in it, which spares most substring searches.
     special_bytes: Vec<ByteSet>,
     warnings: Vec<String>,
+    /// What errors call it: the GGUF file it was read from, else "tokenizer".
+    source: String,
 }
 
 /// A summary: the vocabulary itself is too large to print.
@@ -295,6 +297,40 @@ impl Tokenizer {
     /// - `parse_special`: control and unknown tokens written in the text become their ids;
     ///   user-defined tokens are matched either way.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.encode_into(text, add_special, parse_special, None)
+    }
+
+    /// [`encode`](Self::encode), but a piece of the text that no token can spell (llama.cpp
+    /// drops such bytes without a word) is an error naming it: a prompt the model would not see
+    /// as written is bad input for a comparison. The harness tokenizes prompts with this.
+    pub fn encode_complete(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
+        let mut dropped = Vec::new();
+        let ids = self.encode_into(text, add_special, parse_special, Some(&mut dropped))?;
+        match dropped.first() {
+            None => Ok(ids),
+            Some(first) => Err(Error::Tokenizer(format!(
+                "{}: {} of the text has no token in this vocabulary ({} such piece(s); llama.cpp \
+                 drops them, so the model would not see the text as written): fix the \
+                 tokenizer, or give token ids (--tokens)",
+                self.source,
+                first,
+                dropped.len()
+            ))),
+        }
+    }
+
+    fn encode_into(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        mut dropped: Option<&mut Vec<String>>,
+    ) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         let fragments = if text.is_empty() {
             Vec::new()
@@ -306,7 +342,9 @@ impl Tokenizer {
         }
         for fragment in fragments {
             match fragment {
-                Fragment::Text(range) => self.encode_fragment(&text[range], &mut out),
+                Fragment::Text(range) => {
+                    self.encode_fragment(&text[range], &mut out, dropped.as_deref_mut())
+                }
                 Fragment::Token(id) => out.push(id),
             }
         }
@@ -397,7 +435,12 @@ impl Tokenizer {
     }
 
     /// `llm_tokenizer_bpe_session::tokenize` for one text fragment.
-    fn encode_fragment(&self, text: &str, out: &mut Vec<u32>) {
+    fn encode_fragment(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        mut dropped: Option<&mut Vec<String>>,
+    ) {
         for range in split::split_words(text, self.pre) {
             let word: String = text.as_bytes()[range]
                 .iter()
@@ -413,10 +456,18 @@ impl Tokenizer {
                         // string; a byte of a multi-byte character can never be a token text
                         // (those are valid UTF-8), so only ASCII bytes can be found.
                         let mut buf = [0u8; 4];
-                        for b in piece.bytes().filter(u8::is_ascii) {
-                            let key: &str = char::from(b).encode_utf8(&mut buf);
-                            if let Some(&id) = self.token_to_id.get(key) {
-                                out.push(id);
+                        for ch in piece.chars() {
+                            let found = ch.is_ascii().then(|| {
+                                let key: &str = ch.encode_utf8(&mut buf);
+                                self.token_to_id.get(key).copied()
+                            });
+                            match found.flatten() {
+                                Some(id) => out.push(id),
+                                None => {
+                                    if let Some(d) = dropped.as_deref_mut() {
+                                        d.push(describe_dropped(piece, ch));
+                                    }
+                                }
                             }
                         }
                     }
@@ -627,5 +678,17 @@ impl Tokenizer {
     /// Things llama.cpp would log as warnings while loading this vocabulary.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+}
+
+/// How [`Tokenizer::encode_complete`] names a byte no token spells: the byte, the character it
+/// belongs to when printable, and the BPE piece it was in.
+fn describe_dropped(piece: &str, ch: char) -> String {
+    let original: Vec<u8> = piece.chars().filter_map(unicode::char_to_byte).collect();
+    let text = String::from_utf8_lossy(&original);
+    match unicode::char_to_byte(ch) {
+        Some(b) if b.is_ascii_graphic() => format!("byte 0x{b:02X} ('{}') in {text:?}", b as char),
+        Some(b) => format!("byte 0x{b:02X} in {text:?}"),
+        None => format!("{ch:?} in {text:?}"),
     }
 }

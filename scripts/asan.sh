@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# AddressSanitizer (with LeakSanitizer) over the FFI: the pinned llama.cpp/ggml compiled with
+# clang -fsanitize=address, the Rust side with nightly -Zsanitizer=address, then the tests that
+# cross the FFI: cpp-sys's kernel parity (ggml's quantizers and dot products called directly)
+# and the harness's oracle tests (the built-in llama.cpp through its C API and tap callback, the
+# ggml-graph oracle, the isolated oracle worker, the golden replays). With
+# XVAL_TEST_BITNET_CPP=DIR also the runtime-loaded bitnet.cpp tree (that tree is not itself
+# instrumented; ASan still checks every access the Rust side and the shim make, and its
+# allocator checks the tree's frees).
+#
+# Usage: scripts/asan.sh [extra cargo test arguments, e.g. -- --test-threads=1]
+# Needs: nightly Rust (rustup toolchain install nightly), clang, cmake. Builds into
+# target/asan/ (about 15 minutes on 2 cores the first time). Exit status: the tests'; any
+# ASan or LSan report fails the test that triggered it (abort_on_error), and the report is kept
+# under target/asan/reports/.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+host=x86_64-unknown-linux-gnu
+reports="$root/target/asan/reports"
+mkdir -p "$reports"
+rm -f "$reports"/asan.*
+
+export CARGO_TARGET_DIR="$root/target/asan"
+export CC=clang CXX=clang++
+export CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g"
+export CXXFLAGS="$CFLAGS"
+# An explicit --target keeps the sanitizer off build scripts and proc macros.
+export RUSTFLAGS="-Zsanitizer=address -Cforce-frame-pointers=yes"
+export RUSTDOCFLAGS="$RUSTFLAGS"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1:log_path=$reports/asan"
+export LSAN_OPTIONS="suppressions=$root/scripts/lsan.supp:print_suppressions=0"
+# The tests spawn the harness binary (oracle workers, CLI tests): it is built the same way and
+# inherits these settings.
+
+tests=(
+    --test oracle_llama
+    --test oracle_ggml_graph
+    --test oracle_isolation
+    --test oracle_engine
+    --test compare_golden
+    --test golden
+)
+if [[ -n "${XVAL_TEST_BITNET_CPP:-}" ]]; then
+    tests+=(--test oracle_external --test oracle_bitnet_cpp)
+fi
+
+status=0
+cargo +nightly test --target "$host" -p xval-cpp-sys --tests "$@" || status=$?
+cargo +nightly test --target "$host" -p xval-harness "${tests[@]}" "$@" || status=$?
+
+shopt -s nullglob
+found=("$reports"/asan.*)
+if (( ${#found[@]} > 0 )); then
+    echo "asan.sh: ${#found[@]} sanitizer report(s):" >&2
+    for f in "${found[@]}"; do
+        echo "== $f" >&2
+        grep -m3 -E 'ERROR: |SUMMARY: ' "$f" >&2 || true
+    done
+    status=1
+fi
+if (( status == 0 )); then
+    echo "asan.sh: no AddressSanitizer or LeakSanitizer reports; every test passed"
+fi
+exit "$status"
