@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    compare, fixtures, gate, inspect, oracle, run as run_cmd, selftest, stats, worker,
+    bench, compare, fixtures, gate, inspect, oracle, run as run_cmd, selftest, stats, worker,
 };
 use crate::exit::Exit;
 
@@ -64,6 +64,11 @@ pub enum Command {
     /// false_alarms). Exits 1 below the goals (100% detected, 95% localized, 80% diagnosed,
     /// no false alarm).
     Selftest(selftest::SelftestArgs),
+    /// Prefill and decode speed of the engine and, in the same run on the same ids, of an
+    /// oracle (`--vs`, default the built-in llama.cpp); their ratio; decode's effective
+    /// bandwidth against the machine's read bandwidth, measured by the command (`--json`:
+    /// engine, peer, ratio, bandwidth_gb_s, decode_gb_s).
+    Bench(bench::BenchArgs),
     /// Internal: serve an oracle over stdin/stdout for an isolated parent process.
     #[command(name = "__oracle-worker", hide = true)]
     OracleWorker(worker::WorkerArgs),
@@ -75,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Stats(args) => stats::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Gate(args) => gate::run(&args),
         Command::Fixtures(cmd) => fixtures::run(cmd),
         Command::Oracle(args) => oracle::run(&args),

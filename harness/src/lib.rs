@@ -8,6 +8,7 @@
 //! - [`fixtures`]: the deterministic test models; [`inspect`]: describing a GGUF file.
 //! - [`exit`]: exit codes; [`output`]: stdout and atomic files; [`timefmt`]: timestamps.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod compare;

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{fixtures_dir, harness, path_str, stderr};
-use xval_engine::gguf::{GgufFile, GgufWriter, Value};
+use xval_engine::gguf::Value;
 use xval_harness::fixtures::model::{build_model, Arch, ModelSpec, WeightFormat};
 use xval_harness::fixtures::vocab::Vocab;
 
@@ -43,25 +43,7 @@ fn rewrite(
     edit: impl Fn(&str, &Value) -> Option<Value>,
     keep: impl Fn(&str) -> bool,
 ) {
-    let f = GgufFile::open(src).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in f.metadata() {
-        if let Some(v) = edit(k, v) {
-            w.set(k.clone(), v).unwrap();
-        }
-    }
-    for t in f.tensors() {
-        if keep(&t.info.name) {
-            w.add_tensor(
-                t.info.name.clone(),
-                t.info.ty,
-                &t.info.shape,
-                t.data.to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    w.write_file(dst).unwrap();
+    common::rewrite_gguf(src, dst, edit, None, keep)
 }
 
 fn fixture(name: &str) -> PathBuf {

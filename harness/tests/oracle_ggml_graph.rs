@@ -10,7 +10,7 @@ mod common;
 
 use common::fixtures_dir;
 use xval_cpp_sys::OracleSettings;
-use xval_engine::gguf::{GgufFile, GgufWriter, Value};
+use xval_engine::gguf::{GgufFile, Value};
 use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 use xval_harness::compare::metrics::TapMetrics;
@@ -150,39 +150,6 @@ fn reference_mode_differs_from_optimized_only_by_summation_order() {
     }
 }
 
-/// Rewrite a GGUF file: `meta` may change or drop metadata, `add` adds a key, `keep` drops
-/// tensors.
-fn rewrite(
-    src: &std::path::Path,
-    dst: &std::path::Path,
-    meta: impl Fn(&str, &Value) -> Option<Value>,
-    add: Option<(String, Value)>,
-    keep: impl Fn(&str) -> bool,
-) {
-    let f = GgufFile::open(src).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in f.metadata() {
-        if let Some(v) = meta(k, v) {
-            w.set(k.clone(), v).unwrap();
-        }
-    }
-    if let Some((k, v)) = add {
-        w.set(k, v).unwrap();
-    }
-    for t in f.tensors() {
-        if keep(&t.info.name) {
-            w.add_tensor(
-                t.info.name.clone(),
-                t.info.ty,
-                &t.info.shape,
-                t.data.to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    w.write_file(dst).unwrap();
-}
-
 /// The activation is what makes `bitnet-b1.58` need this oracle: the same file run as SiLU
 /// (what mainline llama.cpp would do) departs from the engine at the first FFN activation,
 /// while everything before it still matches.
@@ -199,7 +166,7 @@ fn a_silu_graph_on_a_relu2_model_is_caught_at_the_activation() {
         .unwrap()
         .to_string();
     let key = format!("{arch}.hidden_activation");
-    rewrite(
+    common::rewrite_gguf(
         &path,
         &silu,
         |_, v| Some(v.clone()),
@@ -258,7 +225,7 @@ fn bad_models_and_settings_are_refused_by_name() {
     let path = fixtures_dir().join(RECORDED[0].model);
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.gguf");
-    rewrite(
+    common::rewrite_gguf(
         &path,
         &missing,
         |_, v| Some(v.clone()),
@@ -272,7 +239,7 @@ fn bad_models_and_settings_are_refused_by_name() {
     assert!(e.to_string().contains("blk.1.ffn_down.weight"), "{e}");
 
     let llama = dir.path().join("llama.gguf");
-    rewrite(
+    common::rewrite_gguf(
         &path,
         &llama,
         |k, v| {

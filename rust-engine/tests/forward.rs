@@ -245,6 +245,19 @@ fn load_err(w: &common::Weights, skip: Option<&str>) -> Error {
     }
 }
 
+/// The load error of the model with one metadata value replaced.
+fn load_err_with(w: &common::Weights, key: &str, value: Value) -> String {
+    let f = GgufFile::from_bytes(
+        common::gguf_bytes_with(w, None, &[(key, value)]),
+        "bad.gguf",
+    )
+    .unwrap();
+    match Model::load(std::sync::Arc::new(f), Default::default()) {
+        Ok(_) => panic!("model with {key} replaced loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn bad_models_give_errors_naming_the_problem() {
     let w = weights(Spec::bitnet(GgmlType::TQ2_0));
@@ -257,37 +270,17 @@ fn bad_models_give_errors_naming_the_problem() {
     assert!(e.contains("output_norm.weight"), "{e}");
 
     // Hyper-parameters that disagree with the tensors.
-    let bytes = common::gguf_bytes_with(
-        &w,
-        None,
-        &[("bitnet.attention.head_count_kv", Value::U32(4))],
-    );
-    let f = GgufFile::from_bytes(bytes, "kv.gguf").unwrap();
-    let e = Model::load(std::sync::Arc::new(f), Default::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_err_with(&w, "bitnet.attention.head_count_kv", Value::U32(4));
     assert!(
         e.contains("blk.0.attn_k.weight") && e.contains("shape"),
         "{e}"
     );
-    let bytes =
-        common::gguf_bytes_with(&w, None, &[("bitnet.attention.head_count", Value::U32(3))]);
-    let f = GgufFile::from_bytes(bytes, "heads.gguf").unwrap();
-    let e = Model::load(std::sync::Arc::new(f), Default::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_err_with(&w, "bitnet.attention.head_count", Value::U32(3));
     assert!(e.contains("not divisible by 3 heads"), "{e}");
 
     // A layer count no file could back (found by the `gguf_model` fuzz target, which saw the
     // loader reserve room for 2^37 layers): refused before anything is sized by it.
-    let bytes = common::gguf_bytes_with(&w, None, &[("bitnet.block_count", Value::U32(u32::MAX))]);
-    let f = GgufFile::from_bytes(bytes, "layers.gguf").unwrap();
-    let e = Model::load(std::sync::Arc::new(f), Default::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_err_with(&w, "bitnet.block_count", Value::U32(u32::MAX));
     assert!(
         e.contains("bitnet.block_count") && e.contains("4294967295 layers need at least 11"),
         "{e}"

@@ -3,6 +3,7 @@
 //! (oracle opening in [`crate::oracles`], inputs in [`crate::inputs`], output in
 //! [`crate::output`]); a command never imports another command.
 
+pub mod bench;
 pub mod compare;
 pub mod fixtures;
 pub mod gate;

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use xval_engine::gguf::{GgufFile, GgufWriter, Value};
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -34,4 +36,37 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
+}
+
+/// Rewrite a GGUF file: `meta` may change or drop metadata, `add` adds a key, `keep` drops
+/// tensors.
+pub fn rewrite_gguf(
+    src: &Path,
+    dst: &Path,
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    add: Option<(String, Value)>,
+    keep: impl Fn(&str) -> bool,
+) {
+    let f = GgufFile::open(src).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        if let Some(v) = meta(k, v) {
+            w.set(k.clone(), v).unwrap();
+        }
+    }
+    if let Some((k, v)) = add {
+        w.set(k, v).unwrap();
+    }
+    for t in f.tensors() {
+        if keep(&t.info.name) {
+            w.add_tensor(
+                t.info.name.clone(),
+                t.info.ty,
+                &t.info.shape,
+                t.data.to_vec(),
+            )
+            .unwrap();
+        }
+    }
+    w.write_file(dst).unwrap();
 }

@@ -102,6 +102,13 @@ pub struct Mat {
     range: Range<usize>,
 }
 
+impl Mat {
+    /// Its size in the file, in bytes.
+    pub fn n_bytes(&self) -> usize {
+        self.range.len()
+    }
+}
+
 /// A projection: its matrix and the optional one-element `.scale` tensor multiplied into its
 /// output.
 #[derive(Clone, Debug)]
@@ -372,6 +379,26 @@ impl Model {
                 ]
             })
             .chain([&self.tok_embd, &self.output])
+    }
+
+    /// Bytes of weights one decode step reads: every projection, the output matrix (the
+    /// embedding when tied, read whole as the lm_head), the norms, and one embedding row. What
+    /// `harness bench` divides by the decode time for the effective bandwidth.
+    pub fn decode_bytes_per_token(&self) -> u64 {
+        // `matrices()` ends with the embedding and the output (the same tensor when tied).
+        let projections: usize = self.matrices().map(Mat::n_bytes).sum::<usize>()
+            - self.tok_embd.n_bytes()
+            - self.output.n_bytes();
+        let embd_row = self.tok_embd.n_bytes() / self.tok_embd.m.max(1);
+        let norms: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.attn_norm.len() + l.attn_sub_norm.len() + l.ffn_norm.len() + l.ffn_sub_norm.len()
+            })
+            .sum::<usize>()
+            + self.output_norm.len();
+        (projections + self.output.n_bytes() + embd_row + 4 * norms) as u64
     }
 
     /// The type of the ternary projections (the first layer's Q projection stands for all; the

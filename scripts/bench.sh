@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Regenerate docs/performance.md: `harness bench` (engine against the built-in llama.cpp, and
+# against a bitnet.cpp tree when BITNET_TREE is set) on the fixtures, on freshly generated
+# models, and on the 2B-4T shape with BENCH_2B4T=1 (a 1.2 GB model per format, generated into
+# target/bench/; the scalar engine takes minutes per run there). Every figure in the page comes
+# from this script's run; nothing is typed by hand.
+#
+# Usage: scripts/bench.sh            (THREADS=2 KERNELS="scalar auto" by default)
+#        BITNET_TREE=/path/to/BitNet BENCH_2B4T=1 scripts/bench.sh
+# Run it on an idle machine: every ratio is measured in one process, but a busy machine still
+# shifts the absolute figures.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+threads="${THREADS:-2}"
+kernels="${KERNELS:-scalar auto}"
+work="$root/target/bench"
+mkdir -p "$work"
+cargo build --quiet --release -p xval-harness
+h="$root/target/release/harness"
+
+models=(
+    "fixtures/models/bitnet-tq2_0.gguf|fixture, 2 layers, 256/512, TQ2_0"
+    "fixtures/models/bitnet-i2_s.gguf|fixture, 2 layers, 256/512, I2_S"
+    "fixtures/trained/bitnet-tq2_0.gguf|trained fixture, TQ2_0"
+)
+"$h" fixtures gen --out "$work/fresh-tq2_0.gguf" --format tq2_0 --layers 8 --n-embd 1024 --n-ff 2816 \
+    --heads 8 --kv-heads 2 --seed 4242 >/dev/null
+"$h" fixtures gen --out "$work/fresh-i2_s.gguf" --format i2_s --layers 8 --n-embd 1024 --n-ff 2816 \
+    --heads 8 --kv-heads 2 --seed 4243 >/dev/null
+models+=(
+    "$work/fresh-tq2_0.gguf|generated here, 8 layers, 1024/2816, GQA 8/2, TQ2_0"
+    "$work/fresh-i2_s.gguf|generated here, 8 layers, 1024/2816, GQA 8/2, I2_S"
+)
+if [[ "${BENCH_2B4T:-0}" == 1 ]]; then
+    for f in tq2_0 i2_s; do
+        [[ -f "$work/2b4t-$f.gguf" ]] ||
+            "$h" fixtures synth --shape 2b-4t --format "$f" --arch bitnet --out "$work/2b4t-$f.gguf" >/dev/null
+        models+=("$work/2b4t-$f.gguf|2B-4T shape (30 layers, 2560/6912, vocab 128256), $f")
+    done
+fi
+peers=(builtin)
+[[ -n "${BITNET_TREE:-}" ]] && peers+=("dir:$BITNET_TREE")
+
+rows=()
+for entry in "${models[@]}"; do
+    model="${entry%%|*}"
+    what="${entry#*|}"
+    [[ -f "$model" ]] || { echo "bench.sh: $model: missing, skipped" >&2; continue; }
+    for peer in "${peers[@]}"; do
+        for kernel in $kernels; do
+            echo "bench.sh: $model vs $peer, kernel $kernel" >&2
+            json=$("$h" bench "$model" --vs "$peer" --threads "$threads" --kernel "$kernel" --json) || {
+                echo "bench.sh: $model vs $peer failed" >&2
+                continue
+            }
+            rows+=("$(python3 - "$json" "$what" "$peer" <<'EOF'
+import json, sys
+j, what, peer = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+e, p, r = j["engine"], j["peer"], j["ratio"]
+print(f"| {what} | {e['kernel']} ({e['profile']}) | {e['pp_tok_s']:.1f} | {e['tg_tok_s']:.1f} | "
+      f"{p['name'].replace('|', '/')} | {p['pp_tok_s']:.1f} | {p['tg_tok_s']:.1f} | "
+      f"{r['pp']:.2f}x | {r['tg']:.2f}x | {j['decode_gb_s']:.2f} of {j['bandwidth_gb_s']:.1f} "
+      f"({100 * j['decode_gb_s'] / j['bandwidth_gb_s']:.0f}%) |")
+EOF
+)")
+        done
+    done
+done
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_vnni|avx512vbmi|f16c|fma' | sort | tr '\n' ' ')
+{
+    cat <<EOF
+# Performance
+
+Written by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d) (commit $(git rev-parse --short HEAD)); do not
+edit by hand. Machine: ${cpu}, $(nproc) cores, ${flags% }; ${threads} threads for both sides.
+
+Each row is one \`harness bench MODEL --vs PEER --threads ${threads} --kernel K --json\`: the engine and
+the peer run the same 64 prompt ids (one batch) and 16 greedy decode steps, no taps, medians of
+3 runs, in one process and one sitting. Both sides compute the logits of every prompt position
+(what a comparison needs; \`llama-bench\` computes only the last). The peer runs in the harness's
+isolated worker with llama.cpp's speed defaults (fused ops, F16 KV cache); the built-in
+llama.cpp is compiled for x86-64-v3, so a natively built tree (\`--vs dir:PATH\`) can be faster.
+Decode GB/s is the weights one decode step reads (every projection, the lm_head, the norms, one
+embedding row) times the decode rate, against the read bandwidth \`harness bench\` measures with
+the same threads (best of 5 passes over 1 GiB).
+
+| model | engine kernel (profile) | engine pp tok/s | engine tg tok/s | peer | peer pp tok/s | peer tg tok/s | pp ratio | tg ratio | decode GB/s of read bandwidth |
+|---|---|---:|---:|---|---:|---:|---:|---:|---|
+EOF
+    printf '%s\n' "${rows[@]}"
+} >"$root/docs/performance.md"
+echo "bench.sh: wrote docs/performance.md (${#rows[@]} rows)" >&2
