@@ -71,6 +71,9 @@ case "$cmd" in
         if (( jobs > 1 )); then
             extra+=("-jobs=$jobs" "-workers=$jobs")
         fi
+        # Built first, so that a build failure is not recorded as a run and the time counts
+        # fuzzing only.
+        (cd "$fuzz" && cargo +nightly fuzz build -O -s "${FUZZ_SANITIZER:-none}" "$t")
         start=$(date +%s)
         set +e
         (cd "$fuzz" && cargo +nightly fuzz run -O -s "${FUZZ_SANITIZER:-none}" "$t" "corpus/$t" -- \
