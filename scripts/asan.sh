@@ -54,13 +54,19 @@ tests=(
     --test compare_golden
     --test golden
 )
-if [[ -n "${XVAL_TEST_BITNET_CPP:-}" ]]; then
-    tests+=(--test oracle_external --test oracle_bitnet_cpp)
-fi
 
 status=0
 cargo +nightly test --target "$host" -p xval-cpp-sys --tests "$@" || status=$?
 cargo +nightly test --target "$host" -p xval-harness "${tests[@]}" "$@" || status=$?
+if [[ -n "${XVAL_TEST_BITNET_CPP:-}" ]]; then
+    # Skipped: `builtin_tree::`, which loads the built-in llama.cpp as an external tree. Built
+    # here with -fsanitize=address, its libraries need the ASan runtime's symbols from the
+    # dlopen()ed shim, and Rust links that runtime statically without exporting them
+    # ("undefined symbol: __asan_option_detect_stack_use_after_return"). The built-in tree runs
+    # under ASan through `oracle_llama`, the shim and dlopen path through the bitnet.cpp tree.
+    cargo +nightly test --target "$host" -p xval-harness --test oracle_external \
+        --test oracle_bitnet_cpp "$@" -- --skip builtin_tree:: || status=$?
+fi
 
 shopt -s nullglob
 found=("$reports"/asan.*)

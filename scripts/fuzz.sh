@@ -89,6 +89,11 @@ case "$cmd" in
             logs=("$fuzz"/fuzz-*.log)
         fi
         execs=$(cat "${logs[@]}" | awk '/stat::number_of_executed_units/ {s += $NF} END {print s + 0}')
+        if (( execs == 0 )); then
+            # Interrupted (SIGINT) before the final statistics: the last status line counts.
+            execs=$(grep -hoE '^#[0-9]+' "${logs[@]}" | tr -d '#' | sort -n | tail -1)
+            execs=${execs:-0}
+        fi
         peak=$(cat "${logs[@]}" | awk '/stat::peak_rss_mb/ {if ($NF + 0 > m) m = $NF + 0} END {print m + 0}')
         last=$(cat "${logs[@]}" | grep -E '^#[0-9]+' | tail -1 || true)
         cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
@@ -99,14 +104,16 @@ case "$cmd" in
             rm -f "$fuzz"/fuzz-*.log
         fi
         result=ok
-        if (( rc != 0 )); then
+        if grep -q 'run interrupted' "$log"; then
+            result="ok (interrupted)"
+        elif (( rc != 0 )); then
             result="FAILED rc=$rc: $(grep -m1 -E 'panicked at|ERROR: |Test unit written to' "$log" || echo "see $log")"
         fi
         [[ -f "$fuzz/runs.tsv" ]] || printf 'date\ttarget\texecutions\tseconds\tcov\tft\tcorpus\tpeak_rss_mb\tresult\n' >"$fuzz/runs.tsv"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$t" "$execs" \
             "$secs" "${cov:-?}" "${ft:-?}" "$corp" "$peak" "$result" >>"$fuzz/runs.tsv"
         tail -1 "$fuzz/runs.tsv"
-        [[ "$result" == ok ]]
+        [[ "$result" == ok* ]]
         ;;
     cmin)
         t="${2:?usage: scripts/fuzz.sh cmin TARGET}"
@@ -120,7 +127,7 @@ case "$cmd" in
         for t in "${targets[@]}"; do
             awk -F'\t' -v t="$t" -v corp="$(find "$fuzz/corpus/$t" -type f 2>/dev/null | wc -l)" '
                 $2 == t { n++; e += $3; s += $4; if ($5 + 0 > c) c = $5; if ($6 + 0 > f) f = $6;
-                          if ($8 + 0 > r) r = $8; if ($9 != "ok") bad = bad "; " $9 }
+                          if ($8 + 0 > r) r = $8; if ($9 !~ /^ok/) bad = bad "; " $9 }
                 END { if (n) printf "| `%s` | %d | %d | %dm %02ds | %s | %s | %s | %s MB | %s |\n",
                       t, n, e, s / 60, s % 60, c, f, corp, r, (bad == "" ? "none" : substr(bad, 3)) }' \
                 "$fuzz/runs.tsv"

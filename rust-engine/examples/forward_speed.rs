@@ -6,7 +6,7 @@
 //!
 //! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32)
 //! followed by STEPS single-token decode steps (default 16), under the model's default
-//! profile, one thread.
+//! profile, one thread. `harness bench` measures the same against an oracle in one run.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +16,7 @@ use xval_engine::model::{Engine, Model};
 use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::I2sLayout;
 use xval_engine::quant::kernels::Kernel;
+use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -68,8 +69,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         steps as f64 / best_decode
     );
     Ok(())
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
 }

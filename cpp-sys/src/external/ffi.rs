@@ -79,12 +79,16 @@ pub(super) struct Shim {
 
 /// Load (once per path) the compiled shim and resolve its functions.
 pub(super) fn load_shim(path: &Path) -> Result<Shim, String> {
-    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Shim>>> = OnceLock::new();
+    // Each entry keeps its library next to the functions resolved from it: never unloaded,
+    // and reachable from this static (LeakSanitizer counts a handle nothing points to as a
+    // leak; scripts/asan.sh).
+    type Loaded = HashMap<PathBuf, (Shim, &'static libloading::Library)>;
+    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
     let mut loaded = LOADED
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = loaded.get(path) {
+    if let Some((s, _)) = loaded.get(path) {
         return Ok(*s);
     }
     // SAFETY: loading runs the shim's and the tree's static initialisers; the shim is ours and
@@ -130,7 +134,7 @@ pub(super) fn load_shim(path: &Path) -> Result<Shim, String> {
         eval: sym!("xval_eval"),
         logits_ith: sym!("xval_logits_ith"),
     };
-    loaded.insert(path.to_path_buf(), shim);
+    loaded.insert(path.to_path_buf(), (shim, lib));
     Ok(shim)
 }
 
