@@ -175,12 +175,15 @@ fn a_tokenizer_with_missing_tokens() {
     );
 }
 
+/// A hand edit of a receipt's JSON.
+type Edit = fn(&mut serde_json::Value);
+
 #[test]
 fn a_receipt_edited_by_hand() {
     let tmp = tempfile::tempdir().unwrap();
     let src = common::repo_root().join("receipts/bitnet-tq2_0.ggml.json");
     let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(src).unwrap()).unwrap();
-    let cases: [(&str, fn(&mut serde_json::Value), &[&str]); 5] = [
+    let cases: [(&str, Edit, &[&str]); 5] = [
         (
             "verdict.json",
             |r| r["summary"]["verdict"] = "GREAT".into(),
