@@ -6,6 +6,7 @@ mod common;
 use common::*;
 
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,15 +62,23 @@ fn interrupted_compare_leaves_nothing(signal: &str) {
     let receipt = tmp.path().join("r.json");
     // The worker hangs in its first evaluation: an oracle busy in a long computation (a 30-layer
     // model), which does not read its pipe and so cannot notice that the harness is gone.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["compare", path_str(&model), "--out"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args(["compare", path_str(&model), "--out"])
         .arg(&receipt)
         .env("XVAL_ORACLE_WORKER_FAULT", "hang:evaluate")
         .current_dir(repo_root())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // A test runner started in the background by a shell inherits SIGINT ignored, and so would
+    // the harness: give it the default disposition a user's terminal gives it.
+    // SAFETY: signal() is async-signal-safe, as a pre_exec hook must be; no memory is touched.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let start = Instant::now();
     let worker = loop {
         if let Some(&w) = children(child.id(), "__oracle-worker").first() {
