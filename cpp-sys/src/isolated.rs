@@ -30,6 +30,16 @@ pub struct Limits {
     pub request: Duration,
 }
 
+impl Limits {
+    /// The same limit for the load and every request.
+    pub fn each(limit: Duration) -> Limits {
+        Limits {
+            load: limit,
+            request: limit,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

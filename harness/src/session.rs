@@ -82,10 +82,7 @@ impl Session {
             model: req.model,
             arch: &arch,
             settings: &settings,
-            limits: Limits {
-                load: limit,
-                request: limit,
-            },
+            limits: Limits::each(limit),
             fixtures: req.fixtures,
         })?;
         let identity = oracle.oracle.identity();

@@ -123,16 +123,8 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
                 fusion: true,
                 reference_kernels: false,
             };
-            let limit = Duration::from_secs(3600);
-            let mut oracle = spawn_oracle(
-                kind,
-                &args.model,
-                &settings,
-                Limits {
-                    load: limit,
-                    request: limit,
-                },
-            )?;
+            let limits = Limits::each(Duration::from_secs(3600));
+            let mut oracle = spawn_oracle(kind, &args.model, &settings, limits)?;
             let speed = oracle_speed(&mut oracle, &prompt, args.steps, args.repeats)?;
             Some((oracle.identity().version.clone(), kind.label(), speed))
         }

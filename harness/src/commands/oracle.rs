@@ -70,16 +70,8 @@ pub fn run(args: &OracleArgs) -> anyhow::Result<Exit> {
         reference_kernels: args.reference_kernels,
         ..OracleSettings::default()
     };
-    let limit = Duration::from_secs(args.timeout.max(1));
-    let mut oracle = spawn_oracle(
-        &args.oracle,
-        &args.model,
-        &settings,
-        Limits {
-            load: limit,
-            request: limit,
-        },
-    )?;
+    let limits = Limits::each(Duration::from_secs(args.timeout.max(1)));
+    let mut oracle = spawn_oracle(&args.oracle, &args.model, &settings, limits)?;
     let tokens = match (tokens, &args.prompt) {
         (Some(t), _) => t,
         (None, Some(p)) => oracle.tokenize(p, true, false).map_err(Error::Oracle)?,

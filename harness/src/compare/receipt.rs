@@ -474,12 +474,25 @@ impl Receipt {
         // Deserialized again from the bytes (not from `value`) so that the error carries the
         // field's path as well as its line and column.
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let receipt: Receipt = serde_path_to_error::deserialize(de).map_err(|e| {
             Error::bad_file(
                 source,
                 format!("malformed receipt: field `{}`: {}", e.path(), e.inner()),
             )
-        })
+        })?;
+        // What the types cannot say: the judge looks up a limit for every tap class.
+        for class in TapClass::ALL {
+            if class != TapClass::Logits && !receipt.thresholds.classes.contains_key(&class) {
+                return Err(Error::bad_file(
+                    source,
+                    format!(
+                        "malformed receipt: field `thresholds.classes`: no limits for class `{}`",
+                        class.name()
+                    ),
+                ));
+            }
+        }
+        Ok(receipt)
     }
 }
 
