@@ -53,7 +53,10 @@ fn a_receipt_missing_a_threshold_class_is_refused_by_the_reader() {
     assert!(n >= 1);
     let src = common::repo_root().join("receipts/bitnet-tq2_0.ggml.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(src).unwrap()).unwrap();
-    v["thresholds"]["classes"].as_object_mut().unwrap().remove("attn");
+    v["thresholds"]["classes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("attn");
     let e = Receipt::from_slice(&serde_json::to_vec(&v).unwrap(), "edited.json")
         .unwrap_err()
         .to_string();
