@@ -33,23 +33,30 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Time `repeats` runs of: prefill `prompt`, then `steps` greedy single-token steps. `prefill`
-/// and `step` return the logits of the last position they evaluated.
+/// What [`measure`] asks a side to evaluate.
+enum Eval<'a> {
+    /// A fresh sequence: these prompt ids from an empty KV cache.
+    Prompt(&'a [u32]),
+    /// One more token after what is cached.
+    Step(u32),
+}
+
+/// Time `repeats` runs of: prefill `prompt`, then `steps` greedy single-token steps. `eval`
+/// returns the logits of the last position it evaluated.
 fn measure(
     prompt: &[u32],
     steps: usize,
     repeats: usize,
-    mut prefill: impl FnMut(&[u32]) -> Result<Vec<f32>>,
-    mut step: impl FnMut(u32) -> Result<Vec<f32>>,
+    mut eval: impl FnMut(Eval) -> Result<Vec<f32>>,
 ) -> Result<Speed> {
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
         let t = Instant::now();
-        let mut next = argmax(&prefill(prompt)?);
+        let mut next = argmax(&eval(Eval::Prompt(prompt))?);
         pp.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         for _ in 0..steps {
-            next = argmax(&step(next)?);
+            next = argmax(&eval(Eval::Step(next))?);
         }
         tg.push(steps as f64 / t.elapsed().as_secs_f64());
     }
@@ -67,21 +74,17 @@ pub fn engine_speed(
     repeats: usize,
 ) -> Result<Speed> {
     let none = TapFilter::none();
-    let cache = std::cell::RefCell::new(engine.new_cache());
-    measure(
-        prompt,
-        steps,
-        repeats,
-        |ids| {
-            *cache.borrow_mut() = engine.new_cache();
-            let f = engine.forward(&mut cache.borrow_mut(), ids, &none)?;
-            Ok(f.last_logits().to_vec())
-        },
-        |id| {
-            let f = engine.forward(&mut cache.borrow_mut(), &[id], &none)?;
-            Ok(f.last_logits().to_vec())
-        },
-    )
+    let mut cache = engine.new_cache();
+    measure(prompt, steps, repeats, |e| {
+        let f = match e {
+            Eval::Prompt(ids) => {
+                cache = engine.new_cache();
+                engine.forward(&mut cache, ids, &none)?
+            }
+            Eval::Step(id) => engine.forward(&mut cache, &[id], &none)?,
+        };
+        Ok(f.last_logits().to_vec())
+    })
 }
 
 /// An oracle's speed on the same ids, no taps captured. It runs in its worker process, so the
@@ -93,20 +96,13 @@ pub fn oracle_speed(
     repeats: usize,
 ) -> Result<Speed> {
     let none = TapFilter::none();
-    let oracle = std::cell::RefCell::new(oracle);
-    measure(
-        prompt,
-        steps,
-        repeats,
-        |ids| {
-            let e = oracle.borrow_mut().evaluate(ids, &none)?;
-            Ok(e.logits_row(e.n_tokens() - 1).to_vec())
-        },
-        |id| {
-            let e = oracle.borrow_mut().decode_step(id, &none)?;
-            Ok(e.logits_row(e.n_tokens() - 1).to_vec())
-        },
-    )
+    measure(prompt, steps, repeats, |e| {
+        let out = match e {
+            Eval::Prompt(ids) => oracle.evaluate(ids, &none)?,
+            Eval::Step(id) => oracle.decode_step(id, &none)?,
+        };
+        Ok(out.logits_row(out.n_tokens() - 1).to_vec())
+    })
 }
 
 /// Bytes each read-bandwidth pass streams: well past any last-level cache.

@@ -126,7 +126,7 @@ impl Session {
     /// The decode steps that can follow `ids` of `wanted`: as many as the engine's context
     /// leaves room for, and no more than a recording holds.
     pub fn decode_steps(&self, ids: &[u32], wanted: usize) -> usize {
-        let room = self.engine.new_cache().capacity().saturating_sub(ids.len());
+        let room = self.engine.model().hparams.n_ctx.saturating_sub(ids.len());
         let steps = wanted.min(room);
         match self.oracle.oracle.step_limit(ids) {
             Some(limit) => steps.min(limit),
@@ -137,7 +137,8 @@ impl Session {
     /// The session's engine with `plan`, its tokenizer and identity.
     pub fn planned(&self, plan: Plan) -> anyhow::Result<(Engine, Tokenizer, EngineIdentity)> {
         let engine = self.engine.with_plan(plan)?;
-        let tokenizer = engine.model().tokenizer()?.with_plan(engine.plan());
+        // The same file's tokenizer, read and checked when the session opened.
+        let tokenizer = self.tokenizer.clone().with_plan(engine.plan());
         let identity = EngineIdentity::of_engine(&engine, git_commit());
         Ok((engine, tokenizer, identity))
     }

@@ -58,8 +58,8 @@ fn parse_vs(s: &str) -> Result<Peer, String> {
 
 #[derive(Serialize)]
 struct EngineSpeed {
-    pp_tok_s: f64,
-    tg_tok_s: f64,
+    #[serde(flatten)]
+    speed: Speed,
     kernel: String,
     profile: String,
 }
@@ -67,8 +67,8 @@ struct EngineSpeed {
 #[derive(Serialize)]
 struct PeerSpeed {
     name: String,
-    pp_tok_s: f64,
-    tg_tok_s: f64,
+    #[serde(flatten)]
+    speed: Speed,
 }
 
 #[derive(Serialize)]
@@ -126,7 +126,10 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
             let limits = Limits::each(Duration::from_secs(3600));
             let mut oracle = spawn_oracle(kind, &args.model, &settings, limits)?;
             let speed = oracle_speed(&mut oracle, &prompt, args.steps, args.repeats)?;
-            Some((oracle.identity().version.clone(), kind.label(), speed))
+            Some(PeerSpeed {
+                name: format!("{} ({})", oracle.identity().version, kind.label()),
+                speed,
+            })
         }
     };
     let bandwidth = read_bandwidth(threads)?;
@@ -138,20 +141,15 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
         steps: args.steps,
         repeats: args.repeats.max(1),
         engine: EngineSpeed {
-            pp_tok_s: mine.pp_tok_s,
-            tg_tok_s: mine.tg_tok_s,
+            speed: mine,
             kernel: engine.kernel().name().to_string(),
             profile: engine.numerics().profile.name().to_string(),
         },
-        ratio: peer.as_ref().map(|(_, _, p)| Ratio {
-            pp: mine.pp_tok_s / p.pp_tok_s,
-            tg: mine.tg_tok_s / p.tg_tok_s,
+        ratio: peer.as_ref().map(|p| Ratio {
+            pp: mine.pp_tok_s / p.speed.pp_tok_s,
+            tg: mine.tg_tok_s / p.speed.tg_tok_s,
         }),
-        peer: peer.map(|(version, label, p): (String, String, Speed)| PeerSpeed {
-            name: format!("{version} ({label})"),
-            pp_tok_s: p.pp_tok_s,
-            tg_tok_s: p.tg_tok_s,
-        }),
+        peer,
         bandwidth_gb_s: bandwidth,
         decode_bytes_per_token: bytes,
         decode_gb_s: bytes as f64 * mine.tg_tok_s / 1e9,
@@ -180,11 +178,11 @@ fn render(r: &BenchReport) -> String {
             "engine (kernel {}, profile {})",
             r.engine.kernel, r.engine.profile
         ),
-        r.engine.pp_tok_s,
-        r.engine.tg_tok_s,
+        r.engine.speed.pp_tok_s,
+        r.engine.speed.tg_tok_s,
     );
     if let (Some(p), Some(x)) = (&r.peer, &r.ratio) {
-        s += &row(&p.name, p.pp_tok_s, p.tg_tok_s);
+        s += &row(&p.name, p.speed.pp_tok_s, p.speed.tg_tok_s);
         s += &format!(
             "{:<44} pp {:>9.2}x        tg {:>7.2}x\n",
             "engine / peer", x.pp, x.tg

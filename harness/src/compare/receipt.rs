@@ -454,42 +454,47 @@ impl Receipt {
     }
 
     /// Parse a receipt's JSON; `source` names the file in errors, and a malformed field is
-    /// named by its path (`taps[3].metrics.nmse`). Checks the schema version before the
-    /// fields, so an old receipt says so rather than naming a missing field.
+    /// named by its path (`taps[3].metrics.nmse`) with its line and column. A receipt of another
+    /// schema version says so rather than naming a field it lacks.
     pub fn from_slice(bytes: &[u8], source: &str) -> Result<Receipt> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::bad_file(source, format!("not JSON: {e}")))?;
-        match value.get("schema_version").and_then(|v| v.as_u64()) {
+        let bad = |reason: String| Error::bad_file(source, reason);
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed: std::result::Result<Receipt, _> = serde_path_to_error::deserialize(&mut de);
+        if parsed.is_ok() {
+            // Anything after the receipt's closing brace.
+            de.end().map_err(|e| bad(format!("not JSON: {e}")))?;
+        }
+        let version = match &parsed {
+            Ok(r) => Some(u64::from(r.schema_version)),
+            // Only a receipt that does not read is looked at a second time, as plain JSON.
+            Err(_) => serde_json::from_slice::<serde_json::Value>(bytes)
+                .map_err(|e| bad(format!("not JSON: {e}")))?
+                .get("schema_version")
+                .and_then(|v| v.as_u64()),
+        };
+        match version {
             Some(v) if v == SCHEMA_VERSION as u64 => {}
             Some(v) => {
-                return Err(Error::bad_file(
-                    source,
-                    format!(
-                        "receipt schema_version {v}: this harness reads version {SCHEMA_VERSION}"
-                    ),
-                ))
+                return Err(bad(format!(
+                    "receipt schema_version {v}: this harness reads version {SCHEMA_VERSION}"
+                )))
             }
-            None => return Err(Error::bad_file(source, "no schema_version: not a receipt")),
+            None => return Err(bad("no schema_version: not a receipt".into())),
         }
-        // Deserialized again from the bytes (not from `value`) so that the error carries the
-        // field's path as well as its line and column.
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let receipt: Receipt = serde_path_to_error::deserialize(de).map_err(|e| {
-            Error::bad_file(
-                source,
-                format!("malformed receipt: field `{}`: {}", e.path(), e.inner()),
-            )
+        let receipt = parsed.map_err(|e| {
+            bad(format!(
+                "malformed receipt: field `{}`: {}",
+                e.path(),
+                e.inner()
+            ))
         })?;
         // What the types cannot say: the judge looks up a limit for every tap class.
         for class in TapClass::ALL {
             if class != TapClass::Logits && !receipt.thresholds.classes.contains_key(&class) {
-                return Err(Error::bad_file(
-                    source,
-                    format!(
-                        "malformed receipt: field `thresholds.classes`: no limits for class `{}`",
-                        class.name()
-                    ),
-                ));
+                return Err(bad(format!(
+                    "malformed receipt: field `thresholds.classes`: no limits for class `{}`",
+                    class.name()
+                )));
             }
         }
         Ok(receipt)

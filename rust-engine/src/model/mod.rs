@@ -147,9 +147,9 @@ pub struct Model {
     pub layers: Vec<Layer>,
 }
 
-/// Tensors each layer must have: attn_norm, attn_q/k/v, attn_sub_norm, attn_output, ffn_norm,
-/// ffn_up/gate, ffn_sub_norm, ffn_down.
-const TENSORS_PER_LAYER: usize = 11;
+/// Tensors each layer must have: its projections and four norms (attn_norm, attn_sub_norm,
+/// ffn_norm, ffn_sub_norm).
+const TENSORS_PER_LAYER: usize = PROJECTIONS.len() + 4;
 
 impl Model {
     /// Check and locate everything the architecture needs.
@@ -187,8 +187,8 @@ impl Model {
                  context_length must all be non-zero",
             ));
         }
-        // Every layer has eleven tensors (two norms and seven projections, two sub-norms), so
-        // the file itself bounds the layer count: checked before anything is sized by it.
+        // Every layer has TENSORS_PER_LAYER tensors, so the file itself bounds the layer count:
+        // checked before anything is sized by it.
         let n_tensors = f.header().tensors.len();
         if n_layer > n_tensors / TENSORS_PER_LAYER {
             return Err(meta_err(
@@ -385,10 +385,10 @@ impl Model {
     /// embedding when tied, read whole as the lm_head), the norms, and one embedding row. What
     /// `harness bench` divides by the decode time for the effective bandwidth.
     pub fn decode_bytes_per_token(&self) -> u64 {
-        // `matrices()` ends with the embedding and the output (the same tensor when tied).
-        let projections: usize = self.matrices().map(Mat::n_bytes).sum::<usize>()
-            - self.tok_embd.n_bytes()
-            - self.output.n_bytes();
+        // `matrices()` is every projection, the embedding and the output (the embedding again
+        // when tied): all of it is read but the embedding, of which one row is.
+        let matrices: usize =
+            self.matrices().map(Mat::n_bytes).sum::<usize>() - self.tok_embd.n_bytes();
         let embd_row = self.tok_embd.n_bytes() / self.tok_embd.m.max(1);
         let norms: usize = self
             .layers
@@ -398,7 +398,7 @@ impl Model {
             })
             .sum::<usize>()
             + self.output_norm.len();
-        (projections + self.output.n_bytes() + embd_row + 4 * norms) as u64
+        (matrices + embd_row + 4 * norms) as u64
     }
 
     /// The type of the ternary projections (the first layer's Q projection stands for all; the

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 /// Merge ranks keyed by the two sides' texts, without allocating a key per lookup: every
 /// distinct side of a merge rule is interned once, and ranks are keyed by the pair of intern ids.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct MergeRanks {
     sides: HashMap<Box<str>, u32>,
     ranks: HashMap<(u32, u32), u32>,

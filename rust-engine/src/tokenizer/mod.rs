@@ -251,6 +251,7 @@ enum Fragment {
 }
 
 /// A loaded GPT-2-style BPE vocabulary.
+#[derive(Clone)]
 pub struct Tokenizer {
     texts: Vec<String>,
     attrs: Vec<TokenAttr>,
@@ -457,11 +458,12 @@ impl Tokenizer {
                         // (those are valid UTF-8), so only ASCII bytes can be found.
                         let mut buf = [0u8; 4];
                         for ch in piece.chars() {
-                            let found = ch.is_ascii().then(|| {
-                                let key: &str = ch.encode_utf8(&mut buf);
-                                self.token_to_id.get(key).copied()
-                            });
-                            match found.flatten() {
+                            let found = if ch.is_ascii() {
+                                self.token_to_id.get(&*ch.encode_utf8(&mut buf)).copied()
+                            } else {
+                                None
+                            };
+                            match found {
                                 Some(id) => out.push(id),
                                 None => {
                                     if let Some(d) = dropped.as_deref_mut() {
