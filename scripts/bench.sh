@@ -2,8 +2,9 @@
 # Regenerate docs/performance.md: `harness bench` (engine against the built-in llama.cpp, and
 # against a bitnet.cpp tree when BITNET_TREE is set) on the fixtures, on freshly generated
 # models, and on the 2B-4T shape with BENCH_2B4T=1 (a 1.2 GB model per format, generated into
-# target/bench/; the scalar engine takes minutes per run there). Every figure in the page comes
-# from this script's run; nothing is typed by hand.
+# target/bench/; only KERNELS_2B4T, default `auto`, runs there: the scalar engine takes minutes
+# per run at that size). Every figure in the page comes from this script's run; nothing is
+# typed by hand.
 #
 # Usage: scripts/bench.sh            (THREADS=2 KERNELS="scalar auto" by default)
 #        BITNET_TREE=/path/to/BitNet BENCH_2B4T=1 scripts/bench.sh
@@ -15,6 +16,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 threads="${THREADS:-2}"
 kernels="${KERNELS:-scalar auto}"
+kernels_2b4t="${KERNELS_2B4T:-auto}"
 work="$root/target/bench"
 mkdir -p "$work"
 cargo build --quiet --release -p xval-harness
@@ -49,7 +51,9 @@ for entry in "${models[@]}"; do
     what="${entry#*|}"
     [[ -f "$model" ]] || { echo "bench.sh: $model: missing, skipped" >&2; continue; }
     for peer in "${peers[@]}"; do
-        for kernel in $kernels; do
+        sets=$kernels
+        [[ "$model" == */2b4t-* ]] && sets=$kernels_2b4t
+        for kernel in $sets; do
             echo "bench.sh: $model vs $peer, kernel $kernel" >&2
             json=$("$h" bench "$model" --vs "$peer" --threads "$threads" --kernel "$kernel" --json) || {
                 echo "bench.sh: $model vs $peer failed" >&2
@@ -86,7 +90,8 @@ isolated worker with llama.cpp's speed defaults (fused ops, F16 KV cache); the b
 llama.cpp is compiled for x86-64-v3, so a natively built tree (\`--vs dir:PATH\`) can be faster.
 Decode GB/s is the weights one decode step reads (every projection, the lm_head, the norms, one
 embedding row) times the decode rate, against the read bandwidth \`harness bench\` measures with
-the same threads (best of 5 passes over 1 GiB).
+the same threads (best of 5 passes over 1 GiB). Kernels: \`${kernels}\`; on the 2B-4T shape
+only \`${kernels_2b4t}\` (the scalar engine needs minutes per run there).
 
 | model | engine kernel (profile) | engine pp tok/s | engine tg tok/s | peer | peer pp tok/s | peer tg tok/s | pp ratio | tg ratio | decode GB/s of read bandwidth |
 |---|---|---:|---:|---|---:|---:|---:|---:|---|

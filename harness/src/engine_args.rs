@@ -53,19 +53,38 @@ impl From<KvArg> for KvType {
 pub enum KernelArg {
     /// The scalar reference.
     Scalar,
-    /// AVX2 where a kernel exists (the I2_S and TQ2_0 dots), bit-exact against scalar; scalar
-    /// elsewhere.
+    /// AVX2 where a kernel exists (the I2_S and TQ2_0 dots, bit-exact against scalar; the
+    /// F32/F16/BF16 dots, the same products summed in another f64 order); scalar elsewhere.
     Avx2,
+    /// NEON (aarch64) for the I2_S and TQ2_0 dots, bit-exact against scalar; scalar elsewhere.
+    Neon,
     /// The best set this CPU runs.
     Auto,
+    /// compare only: the scalar reference against the oracle, and every other set this CPU
+    /// runs against the same oracle run and against scalar, in one receipt.
+    All,
 }
 
 impl KernelArg {
+    /// The set the engine computes with (`all`: the scalar reference, the others run beside
+    /// it: [`KernelArg::others`]).
     pub fn kernel(self) -> Kernel {
         match self {
-            KernelArg::Scalar => Kernel::Scalar,
+            KernelArg::Scalar | KernelArg::All => Kernel::Scalar,
             KernelArg::Avx2 => Kernel::Avx2,
+            KernelArg::Neon => Kernel::Neon,
             KernelArg::Auto => Kernel::detect(),
+        }
+    }
+
+    /// With `all`, every other set this CPU runs; else none.
+    pub fn others(self) -> Vec<Kernel> {
+        match self {
+            KernelArg::All => Kernel::ALL
+                .into_iter()
+                .filter(|k| *k != Kernel::Scalar && k.available())
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -86,7 +105,8 @@ pub struct EngineArgs {
     /// bitnet.cpp ARM builds after Nov 2025).
     #[arg(long = "i2s-block", default_value_t = 128, value_parser = parse_i2s_block)]
     pub i2s_block: u32,
-    /// Kernel set: every set gives the same numbers, the receipt records which ran.
+    /// Kernel set (the ternary dots give the same numbers in every set, the float dots sum the
+    /// same products in another order; the receipt records which ran). `all` is for compare.
     #[arg(long, value_enum, default_value_t = KernelArg::Scalar)]
     pub kernel: KernelArg,
 }
@@ -106,6 +126,18 @@ impl EngineArgs {
         } else {
             I2sLayout::Block128
         }
+    }
+
+    /// Refuse `--kernel all` in a command that runs one engine (`command`).
+    pub fn single_kernel(&self, command: &str) -> Result<()> {
+        if self.kernel == KernelArg::All {
+            return Err(crate::error::Error::Invalid(format!(
+                "--kernel all: `{command}` runs one kernel set; `compare --kernel all` compares \
+                 them all"
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// Open the model and build an engine with these options.

@@ -265,8 +265,9 @@ fn shards_cover_the_prompt_list_and_the_gate_judges_them_together() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-/// `--kernel avx2` computes the same numbers as the scalar reference (its kernels are integer
-/// and bit-exact), and the receipt says which set ran.
+/// `--kernel avx2` computes the same numbers as the scalar reference (its ternary kernels are
+/// bit-exact; its float dots sum in another f64 order, which changes no f32 on this fixture),
+/// and the receipt says which set ran.
 #[test]
 fn the_avx2_kernels_give_the_scalar_receipt_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,4 +299,72 @@ fn the_avx2_kernels_give_the_scalar_receipt_and_say_so() {
         receipts.push(r);
     }
     assert!(receipts[0] == receipts[1], "the two kernel sets disagree");
+}
+
+/// `--kernel all`: the scalar comparison plus every other set this CPU runs, each against the
+/// oracle and against scalar, in one receipt; a set whose own comparison fails fails the
+/// receipt in `gate` (violation `KERNEL`); the commands that run one engine refuse `all`.
+#[test]
+fn kernel_all_compares_every_set_in_one_receipt() {
+    use xval_engine::quant::kernels::Kernel;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.json");
+    // The F32 fixture's float dots and the TQ2_0 fixture's ternary ones.
+    for model in ["bitnet-f32.gguf", "bitnet-tq2_0.gguf"] {
+        let out = harness(&[
+            "compare",
+            &fixture(model),
+            "--kernel",
+            "all",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let r = Receipt::read(&path).unwrap();
+        let others: Vec<Kernel> = Kernel::ALL
+            .into_iter()
+            .filter(|k| *k != Kernel::Scalar && k.available())
+            .collect();
+        assert!(
+            !others.is_empty(),
+            "this machine has no SIMD set to compare"
+        );
+        let mut all = vec![Kernel::Scalar];
+        all.extend(&others);
+        assert_eq!(r.engine.kernels, all);
+        assert_eq!(r.kernel_sets.len(), others.len());
+        for k in &r.kernel_sets {
+            assert!(k.passes, "{model}: {:?}", k);
+            let p = &k.vs_scalar;
+            assert!(p.values > 10_000, "{model}: {p:?}");
+            // These fixtures give every set the scalar numbers exactly.
+            assert_eq!(p.identical, p.values, "{model}: {p:?}");
+        }
+        assert!(text(&out.stdout).contains("bit-identical"));
+        assert!(
+            r.timings.keys().any(|k| k.ends_with(']')),
+            "{:?}",
+            r.timings
+        );
+    }
+    // A set that failed its own comparison fails the receipt.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["kernel_sets"][0]["passes"] = serde_json::json!(false);
+    v["kernel_sets"][0]["verdict"] = serde_json::json!("WRONG");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let g = harness(&["gate", bad.to_str().unwrap()]);
+    assert_eq!(g.status.code(), Some(1), "{}", text(&g.stdout));
+    assert!(text(&g.stdout).contains("KERNEL"), "{}", text(&g.stdout));
+    // One engine, one set.
+    for cmd in ["run", "stats", "bench", "selftest"] {
+        let model = fixture("bitnet-tq2_0.gguf");
+        let mut args = vec![cmd, &model, "--kernel", "all"];
+        if cmd == "run" {
+            args.extend(["--prompt", "the cat"]);
+        }
+        let o = harness(&args);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("--kernel all"), "{cmd}");
+    }
 }

@@ -1,19 +1,35 @@
-//! Every SIMD kernel against its scalar reference, bit for bit where the arithmetic is integer:
-//! random rows and activations of every length the format allows (whole 128-weight I2_S blocks,
-//! K up to 16384), and the edge cases (all -1, all +1, all 0, activations at +127 and -128).
-#![cfg(target_arch = "x86_64")]
+//! Every SIMD kernel set this target has (AVX2 on x86-64, NEON on aarch64, run under qemu by
+//! scripts/neon.sh) against the scalar reference through the matmul and the forward pass: bit
+//! for bit for the ternary dots, on random shapes, every token count up to 9, the edge cases
+//! (all -1, all 0, all +1 weights; activations quantized to +127 and -128), and committed
+//! models. `kernels_x86.rs` checks the x86 entry points and float dots directly.
+#![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 
 use proptest::prelude::*;
+use xval_engine::gguf::GgmlType;
+use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::{self, I2sLayout};
-use xval_engine::quant::kernels::x86;
-use xval_engine::quant::q8_k::{self, BlockQ8K};
+use xval_engine::quant::kernels::Kernel;
+use xval_engine::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix};
 use xval_engine::quant::tq2_0;
 
-/// Q8_K blocks of `x` (ggml's activation quantizer).
-fn q8k(x: &[f32]) -> Vec<BlockQ8K> {
-    let mut out = Vec::new();
-    q8_k::quantize_row(x, &mut out).unwrap();
-    out
+/// The SIMD set this target's parity tests check.
+fn simd() -> Kernel {
+    if cfg!(target_arch = "x86_64") {
+        Kernel::Avx2
+    } else {
+        Kernel::Neon
+    }
+}
+
+#[test]
+fn this_machine_runs_the_simd_kernels() {
+    // The parity tests below would prove nothing where the set does not run: say so loudly.
+    assert!(
+        simd().available(),
+        "{} is not available here: the SIMD parity tests cannot run",
+        simd()
+    );
 }
 
 /// A TQ2_0 row of `trits` with per-block scales `d`.
@@ -25,106 +41,132 @@ fn tq2_row(trits: &[i8], d: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Pack ternary weights into an I2_S row (codes only, no trailer).
-fn row_i2s(trits: &[i8]) -> Vec<u8> {
-    row(trits)
+/// `matmul_twin` of `n` rows `x` by the scalar reference and by the SIMD set, as bit patterns.
+fn both(w: &WeightMatrix, x: &[f32], n: usize, profile: Profile, i16_sums: bool) -> [Vec<u32>; 2] {
+    [Kernel::Scalar, simd()].map(|kernel| {
+        let rounding = TwinRounding {
+            flip: &|r| r == 1,
+            f32_sums: false,
+            i16_sums,
+            kernel,
+        };
+        matmul_twin(w, x, n, Numerics::new(profile), rounding)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    })
 }
 
-/// Pack ternary weights into an I2_S row (codes only, no trailer).
-fn row(trits: &[i8]) -> Vec<u8> {
-    let packed = i2_s::pack(trits, 1.0, I2sLayout::Block128).unwrap();
-    packed[..trits.len() / 4].to_vec()
-}
-
-fn check(trits: &[i8], q: &[i8]) {
-    let codes = row(trits);
-    let scalar = i2_s::vec_dot_i8(&codes, q, I2sLayout::Block128);
-    let simd = x86::i2s_vec_dot_i8(&codes, q, I2sLayout::Block128)
-        .expect("the CI and development machines have AVX2");
-    assert_eq!(simd, scalar, "k = {}", trits.len());
-}
-
-#[test]
-fn this_machine_runs_the_avx2_kernels() {
-    // The parity tests below would prove nothing on a machine without AVX2: say so loudly.
-    assert!(
-        x86::has_avx2(),
-        "no AVX2 here: the SIMD parity tests cannot run"
-    );
-}
-
-#[test]
-fn i2s_avx2_equals_scalar_on_the_edges() {
-    for blocks in [1usize, 2, 3, 127, 128] {
-        let k = blocks * 128;
-        for w in [-1i8, 0, 1] {
-            for a in [127i8, -128, 0, 1, -1] {
-                check(&vec![w; k], &vec![a; k]);
-            }
-        }
-        // Alternating extremes: every product at its largest magnitude, both signs.
-        let trits: Vec<i8> = (0..k).map(|i| if i % 2 == 0 { 1 } else { -1 }).collect();
-        let q: Vec<i8> = (0..k)
-            .map(|i| if i % 2 == 0 { 127 } else { -128 })
-            .collect();
-        check(&trits, &q);
+/// A weight matrix's bytes: `m` rows of `k` ternary weights as TQ2_0 (block scales `d`) or
+/// I2_S (the 128-weight layout with its trailer).
+fn weights(ty: GgmlType, trits: &[i8], d: &[f32], m: usize) -> Vec<u8> {
+    let k = trits.len() / m;
+    match ty {
+        GgmlType::TQ2_0 => trits
+            .chunks_exact(k)
+            .zip(d.chunks_exact(k / 256))
+            .flat_map(|(t, d)| tq2_row(t, d))
+            .collect(),
+        _ => i2_s::pack(trits, 0.75, I2sLayout::Block128).unwrap(),
     }
-}
-
-#[test]
-fn i2s_avx2_declines_what_it_does_not_run() {
-    // The 64-weight layout stays scalar on x86.
-    let codes = vec![0x55u8; 32];
-    let q = vec![1i8; 128];
-    assert_eq!(x86::i2s_vec_dot_i8(&codes, &q, I2sLayout::Block64), None);
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
+    /// The batched path (each chunk of codes unpacked once for up to four tokens) through
+    /// `matmul` for every token count up to 9 (one, two, three full groups of four and every
+    /// remainder), both quantizing profiles, and the self-test's 16-bit wrap: bit-identical to
+    /// the scalar reference.
     #[test]
-    fn tq2_0_and_i2s_q8_k_avx2_equal_scalar_bit_for_bit(
-        (trits, d, x) in (1usize..=64).prop_flat_map(|blocks| (
-            proptest::collection::vec(-1i8..=1, blocks * 256),
-            proptest::collection::vec(0.001f32..4.0, blocks),
-            proptest::collection::vec(-8.0f32..8.0, blocks * 256),
-        ))
+    fn batched_ternary_matmul_with_simd_equals_scalar_bit_for_bit(
+        (blocks, m, n, trits, d, x) in (1usize..=12, 1usize..=40, 1usize..=9).prop_flat_map(
+            |(blocks, m, n)| (
+                Just(blocks),
+                Just(m),
+                Just(n),
+                proptest::collection::vec(-1i8..=1, blocks * 256 * m),
+                proptest::collection::vec(0.001f32..4.0, blocks * m),
+                proptest::collection::vec(-8.0f32..8.0, blocks * 256 * n),
+            )
+        )
     ) {
-        let y = q8k(&x);
-        let row = tq2_row(&trits, &d);
-        let scalar = tq2_0::vec_dot_q8_k(&row, &y);
-        let simd = x86::tq2_0_vec_dot_q8_k(&row, &y).unwrap();
-        prop_assert_eq!(simd.to_bits(), scalar.to_bits());
-        let q: Vec<i8> = y.iter().flat_map(|b| b.qs).collect();
-        let scalar = tq2_0::vec_dot_i8(&row, &q, 37.5);
-        let simd = x86::tq2_0_vec_dot_i8(&row, &q, 37.5).unwrap();
-        prop_assert_eq!(simd.to_bits(), scalar.to_bits());
-        let codes = row_i2s(&trits);
-        let scalar = i2_s::vec_dot_q8_k(&codes, &y, I2sLayout::Block128);
-        let simd = x86::i2s_vec_dot_q8_k(&codes, &y, I2sLayout::Block128).unwrap();
-        prop_assert_eq!(simd.to_bits(), scalar.to_bits());
-    }
-
-    #[test]
-    fn i2s_avx2_equals_scalar(
-        (trits, q) in (1usize..=128).prop_flat_map(|blocks| (
-            proptest::collection::vec(-1i8..=1, blocks * 128),
-            proptest::collection::vec(any::<i8>(), blocks * 128),
-        ))
-    ) {
-        check(&trits, &q);
+        let k = blocks * 256;
+        for ty in [GgmlType::TQ2_0, GgmlType::I2_S] {
+            let data = weights(ty, &trits, &d, m);
+            let w = WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
+            for profile in [Profile::Ggml, Profile::BitnetCpp] {
+                for i16_sums in [false, true] {
+                    let [s, v] = both(&w, &x, n, profile, i16_sums);
+                    prop_assert_eq!(s, v, "{} {:?} i16 {}", ty, profile, i16_sums);
+                }
+            }
+        }
     }
 }
 
-/// The engine with the AVX2 set on committed I2_S and TQ2_0 models under both quantizing
-/// profiles: every tap and logit of the prompt and of decode steps bit-identical to scalar.
+/// Rows of 128-weight I2_S chunks that do not fill a 256-weight block (K = 384) under
+/// bitnet.cpp's int8 activations, several tokens at once.
 #[test]
-fn the_engine_with_avx2_kernels_is_bit_identical_to_scalar() {
+fn batched_i2s_with_a_trailing_half_block_equals_scalar() {
+    let (k, m, n) = (384, 7, 6);
+    let trits: Vec<i8> = (0..k * m)
+        .map(|i| ((i * 7 + i / 5) % 3) as i8 - 1)
+        .collect();
+    let data = weights(GgmlType::I2_S, &trits, &[], m);
+    let w = WeightMatrix::new("w", GgmlType::I2_S, k, m, &data, I2sLayout::Block128).unwrap();
+    let x: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    let [s, v] = both(&w, &x, n, Profile::BitnetCpp, false);
+    assert_eq!(s, v);
+}
+
+/// The extremes, K up to 16384: weights all -1, all 0, all +1 and alternating; activations all
+/// equal (quantized to -128 by Q8_K, whose scale takes the sign of the largest value, and to
+/// +127 by bitnet.cpp's int8 rows) and alternating +-1 (every product at its largest magnitude,
+/// both signs); one, four and five tokens.
+#[test]
+fn ternary_simd_equals_scalar_on_the_edges() {
+    for k in [256usize, 512, 16384] {
+        let m = 3;
+        let alternating = |i: usize| if i % 2 == 0 { 1i8 } else { -1 };
+        let weight_rows: [Vec<i8>; 4] = [
+            vec![-1; k * m],
+            vec![0; k * m],
+            vec![1; k * m],
+            (0..k * m).map(alternating).collect(),
+        ];
+        for trits in &weight_rows {
+            for n in [1usize, 4, 5] {
+                for x in [
+                    vec![1.0f32; k * n],
+                    (0..k * n).map(|i| alternating(i) as f32).collect(),
+                ] {
+                    for ty in [GgmlType::TQ2_0, GgmlType::I2_S] {
+                        let data = weights(ty, trits, &vec![1.0; k / 256 * m], m);
+                        let w =
+                            WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
+                        for profile in [Profile::Ggml, Profile::BitnetCpp] {
+                            let [s, v] = both(&w, &x, n, profile, false);
+                            assert_eq!(s, v, "k {k} n {n} {ty} {profile:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+/// The engine with the SIMD set on committed I2_S and TQ2_0 models under both quantizing
+/// profiles: every tap and logit of the prompt and of decode steps bit-identical to scalar
+/// (their F16 lm_head included: the AVX2 float dots sum in another f64 order, and on these
+/// models that changes no f32 result).
+#[test]
+fn the_engine_with_simd_kernels_is_bit_identical_to_scalar() {
     use std::sync::Arc;
     use xval_engine::gguf::GgufFile;
     use xval_engine::model::{Engine, Model};
-    use xval_engine::numerics::{Numerics, Profile};
-    use xval_engine::quant::kernels::Kernel;
     use xval_engine::taps::TapFilter;
 
     for (fixture, profile) in [
@@ -155,7 +197,7 @@ fn the_engine_with_avx2_kernels_is_bit_identical_to_scalar() {
             }
             out
         };
-        let (s, v) = (run(Kernel::Scalar), run(Kernel::Avx2));
+        let (s, v) = (run(Kernel::Scalar), run(simd()));
         for (a, b) in s.iter().zip(&v) {
             assert_eq!(a.logits, b.logits, "{fixture} {profile:?}");
             assert_eq!(a.taps.len(), b.taps.len());

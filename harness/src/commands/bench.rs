@@ -93,6 +93,7 @@ struct BenchReport {
 }
 
 pub fn run(args: &BenchArgs) -> Result<Exit> {
+    args.engine.single_kernel("bench")?;
     if args.prompt_tokens == 0 || args.steps == 0 {
         return Err(Error::Invalid("--prompt-tokens and --steps must be at least 1".into()).into());
     }

@@ -2,7 +2,8 @@
 //! the logits, follow both through greedy decode steps, write a receipt, print a report.
 //!
 //! The flow: [`inputs`] (prompts or ids), [`prepare`] (model, tokenizer, oracle, engine,
-//! thresholds), then per input [`crate::sides::run_sides`] (both sides) and
+//! thresholds), then per input the oracle and the engine ([`crate::sides`]), with `--kernel all`
+//! the engine again per other kernel set ([`crate::compare::kernel_sets`]), and
 //! [`crate::compare::compare_core`] (the judgement), and [`emit`] (receipt, plot, HTML report,
 //! text report).
 
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use xval_engine::model::Fault;
+use xval_engine::quant::kernels::Kernel;
+use xval_engine::taps::TapFilter;
 
+use crate::compare::kernel_sets::{KernelParity, KernelSetRecord};
 use crate::compare::receipt::{InputRecord, Shard};
 use crate::compare::{compare_core, gate, html, plot, report, Receipt};
 use crate::engine_args::{EngineArgs, KvArg};
@@ -20,7 +24,7 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::inputs::{parse_token_ids, read_prompts, DEFAULT_PROMPT};
 use crate::session::{Session, SessionRequest};
-use crate::sides::{run_sides, RunPlan};
+use crate::sides::{run_engine, run_oracle, EngineRun, OracleRun, RunPlan};
 
 /// Kernel families of the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -323,22 +327,81 @@ fn compare_one(
     }
     let mut timings = BTreeMap::from([("load".to_string(), p.load_s)]);
     let steps = p.decode_steps(&oracle_ids, args.steps);
-    let (oracle, engine) = run_sides(
-        &p.engine,
-        p.oracle.oracle.get(),
-        &RunPlan {
-            ids: &oracle_ids,
-            steps,
-            taps: &xval_engine::taps::TapFilter::parse(&args.taps),
-            progress: std::io::stderr().is_terminal(),
-        },
-        &mut timings,
-    )?;
-    Ok(compare_core(
+    let taps = TapFilter::parse(&args.taps);
+    let plan = RunPlan {
+        ids: &oracle_ids,
+        steps,
+        taps: &taps,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let oracle = run_oracle(p.oracle.oracle.get(), &plan, &mut timings)?;
+    let engine = run_engine(&p.engine, &oracle, &taps, &mut timings)?;
+    let mut sets = Vec::new();
+    for kernel in args.engine.kernel.others() {
+        let ids = (&engine_ids[..], &oracle_ids[..]);
+        let runs = (&oracle, &engine);
+        sets.push(kernel_set(
+            p,
+            kernel,
+            runs,
+            &taps,
+            ids,
+            &record,
+            &mut timings,
+        )?);
+    }
+    let settings = p.settings(&p.engine_identity, record, args.steps, timings);
+    let mut receipt = compare_core(
         &engine.into_side(engine_ids),
         &oracle.into_side(oracle_ids),
-        &p.settings(&p.engine_identity, record, args.steps, timings),
-    )?)
+        &settings,
+    )?;
+    if !sets.is_empty() {
+        receipt.engine.kernels.extend(sets.iter().map(|s| s.kernel));
+        receipt.kernel_sets = sets;
+        receipt.summary.passes = gate::violations(&receipt, &receipt.thresholds).is_empty();
+    }
+    Ok(receipt)
+}
+
+/// `--kernel all`: the engine again with `kernel` on the oracle's ids, compared with the same
+/// oracle run by the same limits (its own noise twin and replays) and with the scalar engine's
+/// values.
+fn kernel_set(
+    p: &Session,
+    kernel: Kernel,
+    (oracle, scalar): (&OracleRun, &EngineRun),
+    taps: &TapFilter,
+    (engine_ids, oracle_ids): (&[u32], &[u32]),
+    record: &InputRecord,
+    timings: &mut BTreeMap<String, f64>,
+) -> anyhow::Result<KernelSetRecord> {
+    let engine = p.engine.on_kernel(kernel)?;
+    let mut own = BTreeMap::new();
+    let run = run_engine(&engine, oracle, taps, &mut own)?;
+    for (phase, s) in own {
+        timings.insert(format!("{phase}[{kernel}]"), s);
+    }
+    let vs_scalar = KernelParity::of((&scalar.prefill, &scalar.steps), (&run.prefill, &run.steps));
+    let mut identity = p.engine_identity.clone();
+    identity.kernels = vec![kernel];
+    let settings = p.settings(&identity, record.clone(), 0, BTreeMap::new());
+    let r = compare_core(
+        &run.into_side(engine_ids.to_vec()),
+        &oracle.clone().into_side(oracle_ids.to_vec()),
+        &settings,
+    )?;
+    let violations = gate::violations(&r, &r.thresholds).len();
+    Ok(KernelSetRecord {
+        kernel,
+        passes: r.summary.passes,
+        verdict: r.summary.verdict,
+        first_divergence: r
+            .first_divergence
+            .map(|d| format!("tap {} at position {}", d.tap, d.position)),
+        violations,
+        vs_scalar,
+    })
 }
 
 /// `out` with `.N` before its extension (`r.json` -> `r.2.json`).

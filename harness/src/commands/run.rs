@@ -51,6 +51,7 @@ struct RunReport<'a> {
 }
 
 pub fn run(args: &RunArgs) -> Result<Exit> {
+    args.engine.single_kernel("run")?;
     let engine = args.engine.engine(&args.model)?;
     let tokenizer = engine.model().tokenizer()?;
     let prompt = tokenizer.encode_complete(&args.prompt, true, true)?;

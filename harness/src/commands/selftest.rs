@@ -94,6 +94,7 @@ fn default_models(fixtures: &std::path::Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(args: &SelftestArgs) -> Result<Exit> {
+    args.engine.single_kernel("selftest")?;
     if args.list {
         emit(|out| {
             writeln!(out, "{:<20} {:<13} what", "fault", "diagnosis")?;

@@ -42,6 +42,7 @@ struct StatsReport {
 }
 
 pub fn run(args: &StatsArgs) -> Result<Exit> {
+    args.engine.single_kernel("stats")?;
     let engine = args.engine.engine(&args.model)?;
     let tokenizer = engine.model().tokenizer()?;
     let mut prompts = args.prompt.clone();

@@ -371,6 +371,7 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             diagnosis: None,
         },
         timings: BTreeMap::new(),
+        kernel_sets: Vec::new(),
     };
     apply_judgement(&mut receipt);
     receipt.summary.diagnosis = super::diagnose::diagnose(&receipt, engine, oracle);

@@ -21,7 +21,7 @@ use super::verdict::{
 pub struct Violation {
     /// `position 3`, `decode step 2`, `tokenizer`, `tap Qcur-0`.
     pub location: String,
-    /// The verdict, or the structural problem (`TOKENS`, `SHAPE`, `REPLAY`).
+    /// The verdict, or the structural problem (`TOKENS`, `SHAPE`, `REPLAY`, `KERNEL`).
     pub kind: String,
     pub detail: String,
 }
@@ -327,9 +327,26 @@ fn ratios(
     }
 }
 
-/// Token, shape and replay failures: each fails a receipt whatever the numbers say.
+/// Token, shape, replay and kernel-set failures: each fails a receipt whatever the numbers say.
+/// (A kernel set's own comparison was judged when `compare --kernel all` ran; the receipt keeps
+/// its outcome, not its metrics.)
 fn structural_violations(r: &Receipt) -> Vec<Violation> {
     let mut out = Vec::new();
+    for k in r.kernel_sets.iter().filter(|k| !k.passes) {
+        out.push(Violation {
+            location: format!("kernel {}", k.kernel),
+            kind: "KERNEL".into(),
+            detail: format!(
+                "the {} kernels' own comparison with the oracle fails: {} ({} violation(s)){}",
+                k.kernel,
+                k.verdict,
+                k.violations,
+                k.first_divergence
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(", first divergence {d}"))
+            ),
+        });
+    }
     if let Some(d) = &r.tokenizer.first_difference {
         out.push(Violation {
             location: "tokenizer".into(),

@@ -11,6 +11,7 @@ pub mod float_serde;
 pub mod gate;
 pub mod html;
 pub mod judge;
+pub mod kernel_sets;
 pub mod metrics;
 pub mod plot;
 pub mod receipt;

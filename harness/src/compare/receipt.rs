@@ -15,6 +15,7 @@ use xval_engine::quant::kernels::{Backend, Kernel};
 use xval_engine::tokenizer::Tokenizer;
 
 use super::align::{Alias, ShapeMismatch};
+use super::kernel_sets::KernelSetRecord;
 use super::metrics::{KeyMetrics, LogitMetrics, TapMetrics};
 use super::thresholds::{AppliedThresholds, TapClass};
 use super::verdict::{ChainedLimit, FirstDivergence, LogitLimit, Pairing, Verdict};
@@ -56,8 +57,14 @@ pub struct Receipt {
     /// Op replays that failed: each fails the comparison.
     pub replay_errors: Vec<ReplayError>,
     pub summary: Summary,
-    /// Seconds per phase (`engine_prefill`, `oracle_prefill`, `compare`, ...).
+    /// Seconds per phase (`engine_prefill`, `oracle_prefill`, `compare`, ...; with `--kernel
+    /// all`, `engine_prefill[avx2]` and so on per kernel set).
     pub timings: BTreeMap<String, f64>,
+    /// `compare --kernel all`: every other kernel set this CPU runs, each compared with the
+    /// same oracle run by the same limits and with the scalar engine value by value (the rest
+    /// of the receipt is the scalar engine's comparison). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_sets: Vec<KernelSetRecord>,
 }
 
 /// What the engine was compared against.

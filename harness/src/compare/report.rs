@@ -156,6 +156,28 @@ fn headline(r: &Receipt) -> Vec<String> {
             step.verdict, step.engine_token, step.oracle_token
         ));
     }
+    for k in &r.kernel_sets {
+        let p = &k.vs_scalar;
+        v.push(format!(
+            "kernel {}: {} against the oracle ({}){}; against scalar {} of {} values \
+             bit-identical{}",
+            k.kernel,
+            k.verdict,
+            if k.passes { "passes" } else { "FAILS" },
+            k.first_divergence
+                .as_ref()
+                .map_or(String::new(), |d| format!(", first divergence {d}")),
+            p.identical,
+            p.values,
+            match &p.first_difference {
+                None => String::new(),
+                Some(t) => format!(
+                    ", largest difference {:.2e} of the tensor's range, first in {t}",
+                    p.max_rel_diff
+                ),
+            }
+        ));
+    }
     v
 }
 

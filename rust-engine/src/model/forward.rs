@@ -122,8 +122,9 @@ impl Engine {
         })
     }
 
-    /// The same engine computing with the kernel set `kernel` (every set gives the same
-    /// numbers; see [`Kernel`]). Refused when this CPU cannot run it.
+    /// The same engine computing with the kernel set `kernel` (the ternary dots give the same
+    /// numbers in every set, the float dots the same products summed in another order; see
+    /// [`Kernel`]). Refused when this CPU cannot run it.
     pub fn with_kernel(mut self, kernel: Kernel) -> Result<Engine> {
         if !kernel.available() {
             return Err(Error::Invalid(format!(
@@ -145,6 +146,18 @@ impl Engine {
         )?;
         e.kernel = self.kernel;
         Ok(e)
+    }
+
+    /// Another engine on the same model, numerics and plan computing with `kernel` (`compare
+    /// --kernel all`). The model is shared, not copied.
+    pub fn on_kernel(&self, kernel: Kernel) -> Result<Engine> {
+        Engine::build(
+            Arc::clone(&self.model),
+            self.numerics,
+            self.threads,
+            self.plan.clone(),
+        )?
+        .with_kernel(kernel)
     }
 
     /// The plan this engine runs, if any.

@@ -196,10 +196,19 @@ pub fn vec_dot_q8_k_by(
         y.len() * 256,
         "i2_s row/activation mismatch"
     );
+    // Integer sums are exact: the order of the I2_S blocks inside a Q8_K block is free.
+    let sums = y
+        .iter()
+        .zip(codes.chunks_exact(64))
+        .map(|(yb, blocks)| dot(blocks, &yb.qs));
+    epilogue_q8_k(y, sums)
+}
+
+/// The float part of [`vec_dot_q8_k`] given each Q8_K block's integer dot (`sums`, in order).
+#[inline]
+pub fn epilogue_q8_k(y: &[super::q8_k::BlockQ8K], sums: impl IntoIterator<Item = i32>) -> f32 {
     let mut sumf = 0f32;
-    for (yb, blocks) in y.iter().zip(codes.chunks_exact(64)) {
-        // Integer sums are exact: the order of the I2_S blocks inside a Q8_K block is free.
-        let sumi = dot(blocks, &yb.qs);
+    for (yb, sumi) in y.iter().zip(sums) {
         // d_x of the transcoded block is f16 1.0.
         sumf += sumi as f32 * (yb.d * 1.0);
     }

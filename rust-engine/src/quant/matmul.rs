@@ -2,15 +2,19 @@
 //! (weight type, numerics profile). Each output value is computed by one sequential scalar
 //! function, whatever thread runs it, so results do not depend on the thread count.
 //!
-//! This is the scalar reference: the SIMD and CUDA kernels of later issues slot in per format
-//! beside the `vec_dot_*` functions it calls, and are tested against them.
+//! The scalar `vec_dot_*` functions are the reference; a SIMD kernel set (`TwinRounding::kernel`)
+//! replaces the ternary dots for whole weight rows ([`SimdTernary`], several tokens per unpacked
+//! chunk) and the float dots per token ([`simd_float_dot`]), each tested against the reference
+//! in `tests/kernels_simd.rs`.
 
 use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
-use super::kernels::Kernel;
+use super::kernels::{Kernel, TernaryActs, TernaryBatch, TernaryRow};
 use super::q8_k::{self, BlockQ8K};
+use super::ternary;
+use super::tq2_0::Tq2_0;
 use super::{bf16, f16, f32 as f32q, i2_s, q8_0, tq1_0, tq2_0};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -77,10 +81,10 @@ impl<'a> WeightMatrix<'a> {
 
     /// Bytes of one row (I2_S: only the codes).
     pub fn row(&self, r: usize) -> &'a [u8] {
-        let rb = match self.ty {
-            GgmlType::I2_S => self.k / 4,
-            ty => (ty.tensor_bytes(&[self.k as u64]).expect("checked in new")) as usize,
-        };
+        // `k` is a whole number of blocks (checked in `new`); I2_S's block reports 4 weights
+        // per byte, which is its rows' size too (the trailer follows the last row).
+        let b = self.ty.block();
+        let rb = self.k / b.elements as usize * b.bytes as usize;
         &self.data[r * rb..(r + 1) * rb]
     }
 
@@ -182,8 +186,8 @@ pub struct TwinRounding<'a> {
     /// wrap to 16 bits. Wrapping addition is associative, so the whole sum wrapped once equals
     /// any order of 16-bit partial sums.
     pub i16_sums: bool,
-    /// The kernel set for the dot products that have SIMD variants (integer ones only, so the
-    /// numbers are the same for every set).
+    /// The kernel set for the dot products that have SIMD variants (ternary ones bit-identical
+    /// to scalar; float ones summing the same products in another f64 order).
     pub kernel: Kernel,
 }
 
@@ -217,38 +221,9 @@ fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>)
     })
 }
 
-/// A SIMD variant's result when `kernel` is a SIMD set and the variant runs here (`None`: use
-/// the scalar reference). Every variant is bit-identical to its reference.
-fn simd<T>(kernel: Kernel, f: impl FnOnce() -> Option<T>) -> Option<T> {
-    match kernel {
-        Kernel::Scalar => None,
-        Kernel::Avx2 => f(),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-use super::kernels::x86::{
-    i2s_vec_dot_i8 as x86_i2s_i8, i2s_vec_dot_q8_k as x86_i2s_q8_k,
-    tq2_0_vec_dot_i8 as x86_tq2_0_i8, tq2_0_vec_dot_q8_k as x86_tq2_0_q8_k,
-};
-#[cfg(not(target_arch = "x86_64"))]
-fn x86_i2s_i8(_: &[u8], _: &[i8], _: I2sLayout) -> Option<i32> {
-    None
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn x86_i2s_q8_k(_: &[u8], _: &[BlockQ8K], _: I2sLayout) -> Option<f32> {
-    None
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn x86_tq2_0_q8_k(_: &[u8], _: &[BlockQ8K]) -> Option<f32> {
-    None
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn x86_tq2_0_i8(_: &[u8], _: &[i8], _: f32) -> Option<f32> {
-    None
-}
-
-/// Dot of weight row `r` with one prepared activation row; `i16` wraps I2_S integer sums.
+/// Dot of weight row `r` with one prepared activation row: `kernel`'s float dot for float
+/// weights where it has one, else the scalar reference; `i16` wraps I2_S integer sums. (The
+/// ternary SIMD kernels run for whole rows in [`SimdTernary::row`].)
 fn dot(
     w: &WeightMatrix,
     r: usize,
@@ -258,6 +233,9 @@ fn dot(
     kernel: Kernel,
 ) -> f32 {
     let row = w.row(r);
+    if let Some(v) = simd_float_dot(kernel, w.ty, row, a) {
+        return v;
+    }
     match (a, w.ty) {
         (Prepared::F32(x), _) => f32q::vec_dot_f32(row, x),
         (Prepared::Exact(x), _) => {
@@ -272,27 +250,137 @@ fn dot(
                 .sum();
             s as f32
         }
-        (Prepared::Q8K(y), GgmlType::TQ2_0) => {
-            simd(kernel, || x86_tq2_0_q8_k(row, y)).unwrap_or_else(|| tq2_0::vec_dot_q8_k(row, y))
-        }
+        (Prepared::Q8K(y), GgmlType::TQ2_0) => tq2_0::vec_dot_q8_k(row, y),
         (Prepared::Q8K(y), GgmlType::TQ1_0) => tq1_0::vec_dot_q8_k(row, y),
-        (Prepared::Q8K(y), GgmlType::I2_S) => simd(kernel, || x86_i2s_q8_k(row, y, w.i2s_layout))
-            .unwrap_or_else(|| i2_s::vec_dot_q8_k(row, y, w.i2s_layout)),
-        (Prepared::I8(a), GgmlType::TQ2_0) => simd(kernel, || x86_tq2_0_i8(row, &a.q, a.scale))
-            .unwrap_or_else(|| tq2_0::vec_dot_i8(row, &a.q, a.scale)),
+        (Prepared::Q8K(y), GgmlType::I2_S) => i2_s::vec_dot_q8_k(row, y, w.i2s_layout),
+        (Prepared::I8(a), GgmlType::TQ2_0) => tq2_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::TQ1_0) => tq1_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::I2_S) => {
-            let layout = w.i2s_layout;
-            let sum = simd(kernel, || x86_i2s_i8(row, &a.q, layout))
-                .unwrap_or_else(|| i2_s::vec_dot_i8(row, &a.q, layout));
-            let sum = if i16 { sum as i16 as i32 } else { sum };
-            act_i8::epilogue(sum, a.scale, w.tensor_scale())
+            let sum = i2_s::vec_dot_i8(row, &a.q, w.i2s_layout);
+            i2s_i8_epilogue(w, a, sum, i16)
         }
         (Prepared::F16(x), _) => f16::vec_dot_f16(row, x),
         (Prepared::F16xF32(x), _) => f16::vec_dot_f16_f32(row, x),
         (Prepared::BF16(x), _) => bf16::vec_dot_bf16(row, x),
         (Prepared::Q8_0(y), _) => q8_0::vec_dot_q8_0(row, y),
         _ => unreachable!("prepare() pairs every activation form with its weight types"),
+    }
+}
+
+/// `kernel`'s float dot (F32, F16, BF16 weights), `None` where it has none or it does not run
+/// here.
+fn simd_float_dot(kernel: Kernel, ty: GgmlType, row: &[u8], a: &Prepared) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::kernels::x86::{float_dot, FloatActs, FloatRow};
+        if kernel != Kernel::Avx2 {
+            return None;
+        }
+        let w = match ty {
+            GgmlType::F32 => FloatRow::F32(row),
+            GgmlType::F16 => FloatRow::F16(row),
+            GgmlType::BF16 => FloatRow::BF16(row),
+            _ => return None,
+        };
+        let x = match a {
+            Prepared::F32(x) | Prepared::F16xF32(x) => FloatActs::F32(x),
+            Prepared::F16(x) => FloatActs::F16(x),
+            Prepared::BF16(x) => FloatActs::BF16(x),
+            _ => return None,
+        };
+        float_dot(w, x)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kernel, ty, row, a);
+        None
+    }
+}
+
+/// bitnet.cpp's I2_S epilogue for an integer dot, wrapped to 16 bits first under `i16`.
+fn i2s_i8_epilogue(w: &WeightMatrix, a: &ActI8, sum: i32, i16: bool) -> f32 {
+    let sum = if i16 { sum as i16 as i32 } else { sum };
+    act_i8::epilogue(sum, a.scale, w.tensor_scale())
+}
+
+/// The tokens of a matmul in the form a SIMD ternary kernel reads, where the kernel set has
+/// one for this weight type and activation form.
+struct SimdTernary<'p> {
+    kernel: Kernel,
+    batch: TernaryBatch<'p>,
+}
+
+impl<'p> SimdTernary<'p> {
+    fn new(w: &WeightMatrix, prepared: &'p [Prepared], kernel: Kernel) -> Option<Self> {
+        if kernel == Kernel::Scalar || ternary_row(w, 0).is_none() {
+            return None;
+        }
+        let acts = prepared
+            .iter()
+            .map(|a| match a {
+                Prepared::Q8K(y) => Some(TernaryActs::Q8K(y)),
+                Prepared::I8(a) => Some(TernaryActs::I8(&a.q)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let batch = TernaryBatch::new(acts)?;
+        Some(SimdTernary { kernel, batch })
+    }
+
+    /// Every token's dot with weight row `r`, through the kernel's integer block dots and the
+    /// scalar reference's own float epilogue (the block scales read once per row), so
+    /// bit-identical to [`dot`]; `false` where the kernel does not run here (the caller then
+    /// uses [`dot`]).
+    fn row(
+        &self,
+        w: &WeightMatrix,
+        r: usize,
+        prepared: &[Prepared],
+        i16: bool,
+        scratch: &mut (Vec<i32>, Vec<f32>),
+        out: &mut [f32],
+    ) -> bool {
+        let Some(row) = ternary_row(w, r) else {
+            return false;
+        };
+        let (dots, scales) = scratch;
+        let blocks = row.blocks();
+        dots.resize(blocks * self.batch.tokens(), 0);
+        let ran = match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => super::kernels::x86::ternary_block_dots(row, &self.batch, dots),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => super::kernels::aarch64::ternary_block_dots(row, &self.batch, dots),
+            _ => None,
+        };
+        if ran.is_none() {
+            return false;
+        }
+        let bytes = w.row(r);
+        if w.ty == GgmlType::TQ2_0 {
+            scales.clear();
+            scales.extend(ternary::block_scales::<Tq2_0>(bytes));
+        }
+        for ((o, a), d) in out.iter_mut().zip(prepared).zip(dots.chunks_exact(blocks)) {
+            let (d, s) = (d.iter().copied(), scales.iter().copied());
+            *o = match (a, w.ty) {
+                (Prepared::Q8K(y), GgmlType::TQ2_0) => ternary::epilogue_q8_k(s, y, d),
+                (Prepared::Q8K(y), _) => i2_s::epilogue_q8_k(y, d),
+                (Prepared::I8(a), GgmlType::TQ2_0) => ternary::epilogue_i8(s, a.scale, d),
+                (Prepared::I8(a), _) => i2s_i8_epilogue(w, a, d.sum(), i16),
+                _ => unreachable!("SimdTernary::new takes only Q8_K and int8 activations"),
+            };
+        }
+        true
+    }
+}
+
+/// Weight row `r` as a SIMD ternary kernel reads it, for the formats that have one.
+fn ternary_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<TernaryRow<'a>> {
+    match w.ty {
+        GgmlType::TQ2_0 => Some(TernaryRow::Tq2_0(w.row(r))),
+        GgmlType::I2_S if w.i2s_layout == I2sLayout::Block128 => Some(TernaryRow::I2s(w.row(r))),
+        _ => None,
     }
 }
 
@@ -331,6 +419,8 @@ pub fn matmul_twin(
     } else {
         None
     };
+    let simd = SimdTernary::new(w, &prepared, rounding.kernel);
+    let (i16, kernel) = (rounding.i16_sums, rounding.kernel);
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
     const ROWS_PER_TASK: usize = 16;
     let mut by_row = vec![0f32; w.m * n];
@@ -338,21 +428,24 @@ pub fn matmul_twin(
         .par_chunks_mut(ROWS_PER_TASK * n)
         .enumerate()
         .for_each(|(chunk, out)| {
-            let mut scratch = Vec::new();
+            let (mut scratch, mut simd_scratch) = (Vec::new(), (Vec::new(), Vec::new()));
             for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
                 let r = chunk * ROWS_PER_TASK + i;
-                for (o, a) in row_out.iter_mut().zip(&prepared) {
-                    let (i16, kernel) = (rounding.i16_sums, rounding.kernel);
-                    let v = if rounding.f32_sums {
-                        dot_f32_sum(w, r, a, &mut scratch)
-                            .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16, kernel))
-                    } else {
-                        dot(w, r, a, &mut scratch, i16, kernel)
-                    };
-                    *o = match post_scale {
-                        Some(s) => v * s,
-                        None => v,
-                    };
+                let by_simd = simd
+                    .as_ref()
+                    .is_some_and(|s| s.row(w, r, &prepared, i16, &mut simd_scratch, row_out));
+                if !by_simd {
+                    for (o, a) in row_out.iter_mut().zip(&prepared) {
+                        *o = if rounding.f32_sums {
+                            dot_f32_sum(w, r, a, &mut scratch)
+                                .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16, kernel))
+                        } else {
+                            dot(w, r, a, &mut scratch, i16, kernel)
+                        };
+                    }
+                }
+                if let Some(s) = post_scale {
+                    row_out.iter_mut().for_each(|o| *o *= s);
                 }
             }
         });

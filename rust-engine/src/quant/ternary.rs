@@ -80,9 +80,30 @@ pub fn vec_dot_q8_k_by<F: TernaryBlock>(
         "{} row/activation mismatch",
         F::NAME
     );
+    let sums = row
+        .chunks_exact(F::BLOCK_BYTES)
+        .zip(y)
+        .map(|(blk, yb)| block_dot(blk, &yb.qs));
+    epilogue_q8_k(block_scales::<F>(row), y, sums)
+}
+
+/// Each block's scale as f32, in block order.
+#[inline]
+pub fn block_scales<F: TernaryBlock>(row: &[u8]) -> impl Iterator<Item = f32> + use<'_, F> {
+    row.chunks_exact(F::BLOCK_BYTES).map(F::scale)
+}
+
+/// The float part of [`vec_dot_q8_k`] given the weight blocks' scales and each block's integer
+/// dot (`sums`), in block order: `sumi * (d_x * d_y)` summed in f32.
+#[inline]
+pub fn epilogue_q8_k(
+    scales: impl IntoIterator<Item = f32>,
+    y: &[BlockQ8K],
+    sums: impl IntoIterator<Item = i32>,
+) -> f32 {
     let mut sumf = 0f32;
-    for (blk, yb) in row.chunks_exact(F::BLOCK_BYTES).zip(y) {
-        sumf += block_dot(blk, &yb.qs) as f32 * (F::scale(blk) * yb.d);
+    for ((d_x, yb), sumi) in scales.into_iter().zip(y).zip(sums) {
+        sumf += sumi as f32 * (d_x * yb.d);
     }
     sumf
 }
@@ -108,9 +129,24 @@ pub fn vec_dot_i8_by<F: TernaryBlock>(
         "{} row/activation mismatch",
         F::NAME
     );
+    let sums = row
+        .chunks_exact(F::BLOCK_BYTES)
+        .zip(q.chunks_exact(BLOCK))
+        .map(|(blk, qb)| block_dot(blk, qb));
+    epilogue_i8(block_scales::<F>(row), act_scale, sums)
+}
+
+/// The float part of [`vec_dot_i8`] given the weight blocks' scales and each block's integer
+/// dot (`sums`), in block order.
+#[inline]
+pub fn epilogue_i8(
+    scales: impl IntoIterator<Item = f32>,
+    act_scale: f32,
+    sums: impl IntoIterator<Item = i32>,
+) -> f32 {
     let mut sumf = 0f32;
-    for (blk, qb) in row.chunks_exact(F::BLOCK_BYTES).zip(q.chunks_exact(BLOCK)) {
-        sumf += block_dot(blk, qb) as f32 * F::scale(blk);
+    for (d_x, sumi) in scales.into_iter().zip(sums) {
+        sumf += sumi as f32 * d_x;
     }
     sumf / act_scale
 }

@@ -3,10 +3,16 @@
 //!
 //! - [`Backend`]: where the kernels run (`cpu`; CUDA comes with its own issue).
 //! - [`Kernel`]: which kernel set (`scalar`, the reference every other set is tested against;
-//!   `avx2`, whose kernels are tested bit for bit against it in `tests/kernels_simd.rs`).
+//!   `avx2` and `neon`, whose kernels are tested against it in `tests/kernels_simd.rs`: bit for
+//!   bit for the ternary kernels, within a stated bound for the float dots).
 
 use serde::{Deserialize, Serialize};
 
+use super::q8_k::BlockQ8K;
+use super::tq2_0;
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -37,23 +43,33 @@ impl std::fmt::Display for Backend {
 pub enum Kernel {
     /// The scalar reference (`quant/<format>.rs`), always compiled.
     Scalar,
-    /// AVX2 where a kernel exists (the ternary dots: I2_S and TQ2_0 with int8 or Q8_K
-    /// activations, bit-exact against scalar), the scalar reference for everything else.
+    /// AVX2 where a kernel exists, the scalar reference for everything else: the ternary dots
+    /// (I2_S and TQ2_0 with int8 or Q8_K activations, up to four tokens per unpacked weight
+    /// chunk; bit-exact against scalar) and, with F16C, the float dots of F32/F16/BF16 weights
+    /// (the reference's f32 products summed in f64 in sixteen lanes: bit-exact in nearly every
+    /// row, otherwise within `x86::float_dot_bound`).
     Avx2,
+    /// NEON (aarch64) for the ternary dots (I2_S in the 128-weight layout and TQ2_0, int8 or
+    /// Q8_K activations; bit-exact against scalar), the scalar reference for everything else.
+    Neon,
 }
 
 impl Kernel {
+    /// Every set, the reference first.
+    pub const ALL: [Kernel; 3] = [Kernel::Scalar, Kernel::Avx2, Kernel::Neon];
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Neon => "neon",
         }
     }
 
     /// The backend the set runs on.
     pub fn backend(self) -> Backend {
         match self {
-            Kernel::Scalar | Kernel::Avx2 => Backend::Cpu,
+            Kernel::Scalar | Kernel::Avx2 | Kernel::Neon => Backend::Cpu,
         }
     }
 
@@ -63,23 +79,202 @@ impl Kernel {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => x86::has_avx2(),
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2 => false,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => aarch64::has_neon(),
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 
     /// The best set this CPU runs.
     pub fn detect() -> Kernel {
-        if Kernel::Avx2.available() {
-            Kernel::Avx2
-        } else {
-            Kernel::Scalar
-        }
+        [Kernel::Avx2, Kernel::Neon]
+            .into_iter()
+            .find(|k| k.available())
+            .unwrap_or(Kernel::Scalar)
     }
 }
 
 impl std::fmt::Display for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// A ternary weight row in one of the 2-bit layouts the SIMD kernels read, as 128-weight
+/// chunks of 32 code bytes, each holding four 32-weight groups.
+#[derive(Clone, Copy, Debug)]
+pub enum TernaryRow<'a> {
+    /// TQ2_0 blocks (64 code bytes, then the f16 scale); group `g` in bits `2g`
+    /// (`ggml_vec_dot_tq2_0_q8_K`).
+    Tq2_0(&'a [u8]),
+    /// I2_S codes in the 128-weight layout; group `g` in bits `6 - 2g` (`ggml_vec_dot_i2_i8_s`
+    /// in bitnet.cpp's ggml-bitnet-mad.cpp).
+    I2s(&'a [u8]),
+}
+
+impl<'a> TernaryRow<'a> {
+    /// Number of 128-weight chunks.
+    pub fn chunks(self) -> usize {
+        match self {
+            TernaryRow::Tq2_0(r) => r.len() / tq2_0::BLOCK_BYTES * 2,
+            TernaryRow::I2s(c) => c.len() / 32,
+        }
+    }
+
+    /// Chunk `c`'s 32 code bytes.
+    pub fn chunk(self, c: usize) -> &'a [u8] {
+        match self {
+            TernaryRow::Tq2_0(r) => &r[c / 2 * tq2_0::BLOCK_BYTES + c % 2 * 32..][..32],
+            TernaryRow::I2s(codes) => &codes[c * 32..][..32],
+        }
+    }
+
+    /// Number of integer dots per activation row the kernels give: one per 256 weights (a
+    /// TQ2_0 or Q8_K block), a trailing 128-weight chunk counting as one.
+    pub fn blocks(self) -> usize {
+        self.chunks().div_ceil(2)
+    }
+}
+
+/// One token's int8 activations as the ternary kernels read them, 128 per chunk.
+#[derive(Clone, Copy, Debug)]
+pub enum TernaryActs<'a> {
+    /// One int8 row (bitnet.cpp's `quantize_row_i8_s`).
+    I8(&'a [i8]),
+    /// Q8_K blocks (ggml's activation quantizer for ternary weights).
+    Q8K(&'a [BlockQ8K]),
+}
+
+impl<'a> TernaryActs<'a> {
+    /// Number of activations.
+    pub fn len(self) -> usize {
+        match self {
+            TernaryActs::I8(q) => q.len(),
+            TernaryActs::Q8K(y) => y.len() * super::q8_k::BLOCK,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Chunk `c`'s 128 activations.
+    pub fn chunk(self, c: usize) -> &'a [i8] {
+        match self {
+            TernaryActs::I8(q) => &q[c * 128..][..128],
+            TernaryActs::Q8K(y) => &y[c / 2].qs[c % 2 * 128..][..128],
+        }
+    }
+
+    /// The sum of each chunk's activations: the kernels multiply the stored codes (0, 1, 2)
+    /// and subtract these to get the ternary values' (-1, 0, +1) dot, computed once per token
+    /// instead of once per weight row.
+    pub fn chunk_sums(self) -> Vec<i32> {
+        (0..self.len() / 128)
+            .map(|c| self.chunk(c).iter().map(|&q| q as i32).sum())
+            .collect()
+    }
+}
+
+/// The tokens of one matmul as the ternary kernels read them: each token's activations and
+/// [`TernaryActs::chunk_sums`], all of one length. Checked once here, so that the kernel call
+/// per weight row checks only the row.
+#[derive(Clone, Debug)]
+pub struct TernaryBatch<'a> {
+    acts: Vec<TernaryActs<'a>>,
+    /// Every token's chunk sums, one token after the other.
+    sums: Vec<i32>,
+    chunks: usize,
+}
+
+impl<'a> TernaryBatch<'a> {
+    /// `None` when the tokens differ in length or are not whole 128-value chunks.
+    pub fn new(acts: Vec<TernaryActs<'a>>) -> Option<Self> {
+        let len = acts.first().map_or(0, |a| a.len());
+        if len % 128 != 0 || acts.iter().any(|a| a.len() != len) {
+            return None;
+        }
+        let sums = acts.iter().flat_map(|a| a.chunk_sums()).collect();
+        Some(TernaryBatch {
+            acts,
+            sums,
+            chunks: len / 128,
+        })
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.acts.len()
+    }
+
+    /// 128-value chunks per token.
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// Token `t`'s activations and chunk sums.
+    pub fn token(&self, t: usize) -> (TernaryActs<'a>, &[i32]) {
+        (self.acts[t], &self.sums[t * self.chunks..][..self.chunks])
+    }
+}
+
+/// One token's activations, chunk sums and outputs, as a kernel's `block_dots` takes them.
+pub(crate) type Token<'a, 'b> = (TernaryActs<'a>, &'b [i32], &'b mut [i32]);
+
+/// A SIMD set's ternary kernel: the exact integer dots `sum (code - 1) * q` of one weight row
+/// with `N` tokens, one per block of the row (`out[b]` of each token).
+pub(crate) trait TernaryKernel {
+    /// # Safety
+    /// The CPU has the set's features; every token has `row.chunks()` chunks of 128
+    /// activations and chunk sums, and `row.blocks()` outputs.
+    unsafe fn block_dots<const N: usize>(row: TernaryRow, toks: [Token; N]);
+}
+
+/// Runs kernel `K` over every token of `batch` for weight row `row`, four tokens at a time (so
+/// each chunk of codes is unpacked once for four tokens: prefill as a GEMM), into
+/// `out[t * blocks + b]`. Checks the row and `out` against the batch (whose tokens
+/// [`TernaryBatch::new`] checked), so the kernel reads and writes only what exists.
+///
+/// # Safety
+/// The CPU has `K`'s features.
+pub(crate) unsafe fn run_ternary<K: TernaryKernel>(
+    row: TernaryRow,
+    batch: &TernaryBatch,
+    out: &mut [i32],
+) {
+    let blocks = row.blocks();
+    assert_eq!(
+        row.chunks(),
+        batch.chunks(),
+        "ternary row/activation mismatch"
+    );
+    assert_eq!(
+        out.len(),
+        batch.tokens() * blocks,
+        "one output per token and block"
+    );
+    if blocks == 0 {
+        return;
+    }
+    let mut outs = out.chunks_exact_mut(blocks);
+    let mut t = 0;
+    while t < batch.tokens() {
+        let n = (batch.tokens() - t).min(4);
+        let mut next = |i: usize| -> Token {
+            let (acts, sums) = batch.token(t + i);
+            (acts, sums, outs.next().expect("one output row per token"))
+        };
+        // SAFETY: the CPU has K's features (the caller's promise); every token has the row's
+        // chunks (asserted above, the tokens' own lengths checked by `TernaryBatch::new`) and
+        // `blocks` outputs (`out` split above).
+        unsafe {
+            match n {
+                1 => K::block_dots::<1>(row, std::array::from_fn(&mut next)),
+                2 => K::block_dots::<2>(row, std::array::from_fn(&mut next)),
+                3 => K::block_dots::<3>(row, std::array::from_fn(&mut next)),
+                _ => K::block_dots::<4>(row, std::array::from_fn(&mut next)),
+            }
+        }
+        t += n;
     }
 }
