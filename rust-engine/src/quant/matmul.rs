@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
-use super::kernels::{Kernel, TernaryActs, TernaryBatch, TernaryRow};
+use super::kernels::{ternary_block_dots, Kernel, TernaryActs, TernaryBatch, TernaryRow};
 use super::q8_k::{self, BlockQ8K};
 use super::ternary;
 use super::tq2_0::Tq2_0;
@@ -346,14 +346,7 @@ impl<'p> SimdTernary<'p> {
         let (dots, scales) = scratch;
         let blocks = row.blocks();
         dots.resize(blocks * self.batch.tokens(), 0);
-        let ran = match self.kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::kernels::x86::ternary_block_dots(row, &self.batch, dots),
-            #[cfg(target_arch = "aarch64")]
-            Kernel::Neon => super::kernels::aarch64::ternary_block_dots(row, &self.batch, dots),
-            _ => None,
-        };
-        if ran.is_none() {
+        if ternary_block_dots(self.kernel, row, &self.batch, dots).is_none() {
             return false;
         }
         let bytes = w.row(r);

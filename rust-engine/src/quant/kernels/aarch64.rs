@@ -5,28 +5,15 @@
 //! epilogue left to the reference's own code. The float dots stay scalar here: converting f16
 //! with NEON needs the `float16x4_t` intrinsics, not yet stable in Rust.
 
-use super::{run_ternary, TernaryBatch, TernaryKernel, TernaryRow, Token};
+use super::{TernaryKernel, TernaryRow, Token};
 
 /// Whether this CPU runs the NEON kernels (every aarch64 Linux CPU does; checked anyway).
 pub fn has_neon() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
 }
 
-/// Exact integer dots `sum (code - 1) * q` of one ternary weight row with every token of
-/// `batch`, one per 256-weight block ([`TernaryRow::blocks`]): `out[t * blocks + b]` for token
-/// `t`, block `b`, four tokens per unpacked chunk ([`super::run_ternary`]). `None` where this
-/// CPU has no NEON.
-pub fn ternary_block_dots(row: TernaryRow, batch: &TernaryBatch, out: &mut [i32]) -> Option<()> {
-    if !has_neon() {
-        return None;
-    }
-    // SAFETY: NEON is present (checked above).
-    unsafe { run_ternary::<Neon>(row, batch, out) };
-    Some(())
-}
-
-/// The NEON ternary kernel.
-struct Neon;
+/// The NEON ternary kernel ([`super::ternary_block_dots`] with [`super::Kernel::Neon`]).
+pub(crate) struct Neon;
 
 impl TernaryKernel for Neon {
     #[inline(always)]

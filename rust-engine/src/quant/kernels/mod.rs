@@ -230,6 +230,32 @@ pub(crate) trait TernaryKernel {
     unsafe fn block_dots<const N: usize>(row: TernaryRow, toks: [Token; N]);
 }
 
+/// Exact integer dots `sum (code - 1) * q` of one ternary weight row with every token of
+/// `batch` by `kernel`'s ternary kernel, one per 256-weight block ([`TernaryRow::blocks`]):
+/// `out[t * blocks + b]` for token `t`, block `b`, four tokens per unpacked chunk
+/// ([`run_ternary`]). `None` where the set has no ternary kernel or this CPU cannot run it.
+pub fn ternary_block_dots(
+    kernel: Kernel,
+    row: TernaryRow,
+    batch: &TernaryBatch,
+    out: &mut [i32],
+) -> Option<()> {
+    if !kernel.available() {
+        return None;
+    }
+    // SAFETY: this CPU runs `kernel` (checked above), the one promise `run_ternary` needs.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => run_ternary::<x86::Avx2>(row, batch, out),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => run_ternary::<aarch64::Neon>(row, batch, out),
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
 /// Runs kernel `K` over every token of `batch` for weight row `row`, four tokens at a time (so
 /// each chunk of codes is unpacked once for four tokens: prefill as a GEMM), into
 /// `out[t * blocks + b]`. Checks the row and `out` against the batch (whose tokens
@@ -237,11 +263,7 @@ pub(crate) trait TernaryKernel {
 ///
 /// # Safety
 /// The CPU has `K`'s features.
-pub(crate) unsafe fn run_ternary<K: TernaryKernel>(
-    row: TernaryRow,
-    batch: &TernaryBatch,
-    out: &mut [i32],
-) {
+unsafe fn run_ternary<K: TernaryKernel>(row: TernaryRow, batch: &TernaryBatch, out: &mut [i32]) {
     let blocks = row.blocks();
     assert_eq!(
         row.chunks(),

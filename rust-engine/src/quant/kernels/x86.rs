@@ -6,7 +6,9 @@
 //! every case and otherwise within [`float_dot_bound`]. Reached through the safe wrappers
 //! below, which decline (`None`) where the CPU or the layout does not fit.
 
-use super::{run_ternary, TernaryActs, TernaryBatch, TernaryKernel, TernaryRow, Token};
+use super::{
+    ternary_block_dots, Kernel, TernaryActs, TernaryBatch, TernaryKernel, TernaryRow, Token,
+};
 use crate::quant::i2_s::{self, I2sLayout};
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::ternary;
@@ -17,21 +19,8 @@ pub fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// Exact integer dots `sum (code - 1) * q` of one ternary weight row with every token of
-/// `batch`, one per 256-weight block ([`TernaryRow::blocks`]): `out[t * blocks + b]` for token
-/// `t`, block `b`, four tokens per unpacked chunk ([`super::run_ternary`]). `None` where this
-/// CPU has no AVX2.
-pub fn ternary_block_dots(row: TernaryRow, batch: &TernaryBatch, out: &mut [i32]) -> Option<()> {
-    if !has_avx2() {
-        return None;
-    }
-    // SAFETY: AVX2 is present (checked above).
-    unsafe { run_ternary::<Avx2>(row, batch, out) };
-    Some(())
-}
-
-/// The AVX2 ternary kernel.
-struct Avx2;
+/// The AVX2 ternary kernel ([`super::ternary_block_dots`] with [`Kernel::Avx2`]).
+pub(crate) struct Avx2;
 
 impl TernaryKernel for Avx2 {
     #[inline(always)]
@@ -41,7 +30,7 @@ impl TernaryKernel for Avx2 {
     }
 }
 
-/// The AVX2 kernel behind [`ternary_block_dots`] for `N` tokens. Per chunk: four `and`/shift
+/// The AVX2 ternary kernel for `N` tokens. Per chunk: four `and`/shift
 /// unpacks of the 32 code bytes into 0/1/2 bytes, shared by the `N` tokens; per token and
 /// group one `maddubs` (codes x int8 activations, pair sums in [-512, 508]) added in i16:
 /// eight groups per block stay within [-4096, 4064], so nothing saturates or wraps; then one
@@ -165,7 +154,7 @@ pub fn tq2_0_vec_dot_i8(row: &[u8], q: &[i8], act_scale: f32) -> Option<f32> {
 fn one_token(row: TernaryRow, acts: TernaryActs) -> Option<Vec<i32>> {
     let batch = TernaryBatch::new(vec![acts]).expect("one token is one length");
     let mut out = vec![0; row.blocks()];
-    ternary_block_dots(row, &batch, &mut out)?;
+    ternary_block_dots(Kernel::Avx2, row, &batch, &mut out)?;
     Some(out)
 }
 
