@@ -106,3 +106,20 @@ fn a_context_too_short_is_bad_input() {
         stderr(&out)
     );
 }
+
+/// Against a bitnet.cpp tree (`XVAL_TEST_BITNET_CPP`), whose ggml has no op fusion: the bench
+/// runs it unfused, as that tree always runs, instead of refusing (what it did when it asked
+/// every peer for fusion). Skipped, saying so, without the tree.
+#[test]
+fn a_tree_without_op_fusion_is_benched_as_it_runs() {
+    let Some(tree) = std::env::var_os("XVAL_TEST_BITNET_CPP") else {
+        eprintln!("skipped: XVAL_TEST_BITNET_CPP is not set");
+        return;
+    };
+    let peer = format!("dir:{}", tree.to_string_lossy());
+    let v = bench_json(&["--vs", &peer]);
+    positive(&v, "/peer/pp_tok_s");
+    positive(&v, "/peer/tg_tok_s");
+    let name = v["peer"]["name"].as_str().unwrap();
+    assert!(name.contains(&peer), "{name}");
+}

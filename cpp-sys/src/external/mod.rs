@@ -60,6 +60,12 @@ impl Inspected {
     pub fn llama_root(&self) -> &Path {
         &self.tree.llama_root
     }
+
+    /// Whether the tree's ggml has CPU op fusion (mainline llama.cpp since 2025; bitnet.cpp's
+    /// fork does not), which `OracleSettings::fusion` may then ask for.
+    pub fn fuses(&self) -> bool {
+        oracle::tree_fuses(&self.tree)
+    }
 }
 
 /// Find the tree's parts and read its API; the error says what is missing.

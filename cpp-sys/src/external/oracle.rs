@@ -262,9 +262,7 @@ impl Drop for ExternalOracle {
 /// Whether op fusion is on: only a ggml that has it reads the variable (`GGML_CPU_DISABLE_FUSION`),
 /// and the process-wide latch must agree with what is asked.
 fn fusion_setting(tree: &tree::Tree, settings: &OracleSettings) -> Result<bool> {
-    let cpu_c = tree.llama_root.join("ggml/src/ggml-cpu/ggml-cpu.c");
-    let tree_fuses = std::fs::read_to_string(&cpu_c).is_ok_and(|s| s.contains(FUSION_ENV));
-    if tree_fuses {
+    if tree_fuses(tree) {
         let disabled = latch_fusion(settings.fusion);
         if disabled == settings.fusion {
             return Err(fusion_mismatch(settings.fusion, disabled));
@@ -277,6 +275,12 @@ fn fusion_setting(tree: &tree::Tree, settings: &OracleSettings) -> Result<bool> 
     } else {
         Ok(false)
     }
+}
+
+/// Whether the tree's ggml has op fusion: only a ggml that has it reads `GGML_CPU_DISABLE_FUSION`.
+pub(super) fn tree_fuses(tree: &tree::Tree) -> bool {
+    let cpu_c = tree.llama_root.join("ggml/src/ggml-cpu/ggml-cpu.c");
+    std::fs::read_to_string(&cpu_c).is_ok_and(|s| s.contains(FUSION_ENV))
 }
 
 /// What bitnet.cpp's fork logs when asked for an F32 V cache without flash attention

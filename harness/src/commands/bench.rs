@@ -114,14 +114,22 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
     let peer = match &args.vs.0 {
         None => None,
         Some(kind) => {
-            // llama.cpp's own defaults for speed: fused ops, an F16 KV cache.
+            // llama.cpp's own defaults for speed: fused ops where its ggml has them (a tree
+            // without, such as bitnet.cpp's fork, runs unfused as it always does), an F16 KV
+            // cache.
+            let fusion = match kind {
+                OracleKind::External { dir } => xval_cpp_sys::external::inspect(dir)
+                    .map_err(Error::Oracle)?
+                    .fuses(),
+                _ => true,
+            };
             let settings = OracleSettings {
                 threads,
                 n_ctx: needed,
                 kv_type: KvType::F16,
                 kv_fallback: false,
                 flash_attn: false,
-                fusion: true,
+                fusion,
                 reference_kernels: false,
             };
             let limits = Limits::each(Duration::from_secs(3600));
