@@ -86,7 +86,8 @@ Each row is one \`harness bench MODEL --vs PEER --threads ${threads} --kernel K 
 the peer run the same 64 prompt ids (one batch) and 16 greedy decode steps, no taps, medians of
 3 runs, in one process and one sitting. Both sides compute the logits of every prompt position
 (what a comparison needs; \`llama-bench\` computes only the last). The peer runs in the harness's
-isolated worker with llama.cpp's speed defaults (fused ops, F16 KV cache); the built-in
+isolated worker with llama.cpp's speed defaults (fused ops where the tree's ggml has them,
+which bitnet.cpp's fork does not; F16 KV cache); the built-in
 llama.cpp is compiled for x86-64-v3, so a natively built tree (\`--vs dir:PATH\`) can be faster.
 Decode GB/s is the weights one decode step reads (every projection, the lm_head, the norms, one
 embedding row) times the decode rate, against the read bandwidth \`harness bench\` measures with
