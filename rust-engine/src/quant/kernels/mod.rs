@@ -130,6 +130,15 @@ impl<'a> TernaryRow<'a> {
         }
     }
 
+    /// The row's first code byte and the bytes from one 256-weight block to the next (chunk
+    /// `c` starts at `c / 2 * stride + c % 2 * 32`), for kernels that walk it by pointer.
+    pub fn raw(self) -> (*const u8, usize) {
+        match self {
+            TernaryRow::Tq2_0(r) => (r.as_ptr(), tq2_0::BLOCK_BYTES),
+            TernaryRow::I2s(codes) => (codes.as_ptr(), 64),
+        }
+    }
+
     /// Number of integer dots per activation row the kernels give: one per 256 weights (a
     /// TQ2_0 or Q8_K block), a trailing 128-weight chunk counting as one.
     pub fn blocks(self) -> usize {
@@ -164,6 +173,20 @@ impl<'a> TernaryActs<'a> {
         match self {
             TernaryActs::I8(q) => &q[c * 128..][..128],
             TernaryActs::Q8K(y) => &y[c / 2].qs[c % 2 * 128..][..128],
+        }
+    }
+
+    /// The first activation and the bytes from one 256-value block to the next (chunk `c`
+    /// starts at `c / 2 * stride + c % 2 * 128`), for kernels that walk them by pointer.
+    pub fn raw(self) -> (*const i8, usize) {
+        match self {
+            TernaryActs::I8(q) => (q.as_ptr(), 256),
+            TernaryActs::Q8K(y) => {
+                let qs = std::mem::offset_of!(BlockQ8K, qs);
+                // A pointer into the first block's `qs`, computed without dereferencing.
+                let base = (y.as_ptr() as *const u8).wrapping_add(qs) as *const i8;
+                (base, std::mem::size_of::<BlockQ8K>())
+            }
         }
     }
 

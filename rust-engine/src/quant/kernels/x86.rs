@@ -43,15 +43,23 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
     let ones16 = _mm256_set1_epi16(1);
     let lsb_first = matches!(row, TernaryRow::Tq2_0(_));
     let chunks = row.chunks();
+    // Base pointers and per-block strides, so the loop below does no enum matches and no
+    // bounds checks (every chunk it reads exists: the caller's guarantee).
+    let (codes, code_stride) = row.raw();
+    let mut acts = [(std::ptr::null::<i8>(), 0usize); N];
+    for (a, (t, _, _)) in acts.iter_mut().zip(toks.iter()) {
+        *a = t.raw();
+    }
     let mut c = 0;
     let mut b = 0;
     while c < chunks {
         let end = (c + 2).min(chunks);
         let mut acc = [_mm256_setzero_si256(); N];
         for cc in c..end {
-            // SAFETY (loads): a chunk holds 32 code bytes and 128 activations per token, read
-            // unaligned.
-            let v = _mm256_loadu_si256(row.chunk(cc).as_ptr() as *const __m256i);
+            // SAFETY (loads): chunk `cc` holds 32 code bytes and 128 activations per token,
+            // read unaligned.
+            let v =
+                _mm256_loadu_si256(codes.add(cc / 2 * code_stride + cc % 2 * 32) as *const __m256i);
             let (b0, b2, b4, b6) = (
                 _mm256_and_si256(v, mask),
                 _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
@@ -64,31 +72,47 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
             } else {
                 [b6, b4, b2, b0]
             };
-            for (t, (a, _, _)) in toks.iter().enumerate() {
-                let q = a.chunk(cc).as_ptr();
+            for t in 0..N {
+                let (base, stride) = acts[t];
+                let q = base.add(cc / 2 * stride + cc % 2 * 128);
                 for (g, &codes) in groups.iter().enumerate() {
                     let x = _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
                     acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(codes, x));
                 }
             }
         }
-        let wide = acc.map(|a| _mm256_madd_epi16(a, ones16));
-        let raw: [i32; N] = if N == 4 {
+        // No closures here: a closure does not get this function's target features, and the
+        // intrinsics in it would become calls.
+        let mut raw = [0i32; N];
+        if N == 4 {
             // Four horizontal sums at once: two rounds of pairwise adds leave each token's
             // sum split over the two 128-bit halves.
+            let w = |t: usize| t % N;
             let h = _mm256_hadd_epi32(
-                _mm256_hadd_epi32(wide[0], wide[1 % N]),
-                _mm256_hadd_epi32(wide[2 % N], wide[3 % N]),
+                _mm256_hadd_epi32(
+                    _mm256_madd_epi16(acc[w(0)], ones16),
+                    _mm256_madd_epi16(acc[w(1)], ones16),
+                ),
+                _mm256_hadd_epi32(
+                    _mm256_madd_epi16(acc[w(2)], ones16),
+                    _mm256_madd_epi16(acc[w(3)], ones16),
+                ),
             );
             let four = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
             let mut lanes = [0i32; 4];
             _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, four);
-            std::array::from_fn(|t| lanes[t])
+            raw.copy_from_slice(&lanes[..N]);
         } else {
-            wide.map(|v| hsum_epi32(v))
-        };
+            for t in 0..N {
+                raw[t] = hsum_epi32(_mm256_madd_epi16(acc[t], ones16));
+            }
+        }
         for ((_, sums, out), raw) in toks.iter_mut().zip(raw) {
-            out[b] = raw - sums[c..end].iter().sum::<i32>();
+            let mut s = sums[c];
+            if end - c == 2 {
+                s += sums[c + 1];
+            }
+            out[b] = raw - s;
         }
         c = end;
         b += 1;
