@@ -18,13 +18,13 @@ use xval_engine::taps::TapFilter;
 
 use crate::compare::kernel_sets::{KernelParity, KernelSetRecord};
 use crate::compare::receipt::{InputRecord, Shard};
-use crate::compare::{compare_core, gate, html, plot, report, Receipt};
+use crate::compare::{compare_core, gate, html, plot, report, CompareSettings, Receipt, Side};
 use crate::engine_args::{EngineArgs, KvArg};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::inputs::{parse_token_ids, read_prompts, DEFAULT_PROMPT};
 use crate::session::{Session, SessionRequest};
-use crate::sides::{run_engine, run_oracle, EngineRun, OracleRun, RunPlan};
+use crate::sides::{run_engine, run_oracle, EngineRun, RunPlan};
 
 /// Kernel families of the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -336,26 +336,24 @@ fn compare_one(
     };
     let oracle = run_oracle(p.oracle.oracle.get(), &plan, &mut timings)?;
     let engine = run_engine(&p.engine, &oracle, &taps, &mut timings)?;
-    let mut sets = Vec::new();
+    // `--kernel all`: every other set on the same oracle run, then each judged against the one
+    // oracle side (built once, not copied per set) with the scalar comparison's settings.
+    let mut others = Vec::new();
     for kernel in args.engine.kernel.others() {
-        let ids = (&engine_ids[..], &oracle_ids[..]);
-        let runs = (&oracle, &engine);
-        sets.push(kernel_set(
-            p,
-            kernel,
-            runs,
-            &taps,
-            ids,
-            &record,
-            &mut timings,
-        )?);
+        let mut own = BTreeMap::new();
+        let run = run_engine(&p.engine.on_kernel(kernel)?, &oracle, &taps, &mut own)?;
+        for (phase, s) in own {
+            timings.insert(format!("{phase}[{kernel}]"), s);
+        }
+        others.push((kernel, run));
     }
     let settings = p.settings(&p.engine_identity, record, args.steps, timings);
-    let mut receipt = compare_core(
-        &engine.into_side(engine_ids),
-        &oracle.into_side(oracle_ids),
-        &settings,
-    )?;
+    let oracle = oracle.into_side(oracle_ids);
+    let sets = others
+        .into_iter()
+        .map(|(kernel, run)| kernel_set(kernel, run, &engine, &engine_ids, &oracle, &settings))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut receipt = compare_core(&engine.into_side(engine_ids), &oracle, &settings)?;
     if !sets.is_empty() {
         receipt.engine.kernels.extend(sets.iter().map(|s| s.kernel));
         receipt.kernel_sets = sets;
@@ -364,33 +362,18 @@ fn compare_one(
     Ok(receipt)
 }
 
-/// `--kernel all`: the engine again with `kernel` on the oracle's ids, compared with the same
-/// oracle run by the same limits (its own noise twin and replays) and with the scalar engine's
-/// values.
+/// `--kernel all`: one other set's engine `run` on the oracle's ids, compared with the oracle
+/// by the same limits (its own noise twin and replays) and with the `scalar` engine's values.
 fn kernel_set(
-    p: &Session,
     kernel: Kernel,
-    (oracle, scalar): (&OracleRun, &EngineRun),
-    taps: &TapFilter,
-    (engine_ids, oracle_ids): (&[u32], &[u32]),
-    record: &InputRecord,
-    timings: &mut BTreeMap<String, f64>,
+    run: EngineRun,
+    scalar: &EngineRun,
+    engine_ids: &[u32],
+    oracle: &Side,
+    settings: &CompareSettings,
 ) -> anyhow::Result<KernelSetRecord> {
-    let engine = p.engine.on_kernel(kernel)?;
-    let mut own = BTreeMap::new();
-    let run = run_engine(&engine, oracle, taps, &mut own)?;
-    for (phase, s) in own {
-        timings.insert(format!("{phase}[{kernel}]"), s);
-    }
     let vs_scalar = KernelParity::of((&scalar.prefill, &scalar.steps), (&run.prefill, &run.steps));
-    let mut identity = p.engine_identity.clone();
-    identity.kernels = vec![kernel];
-    let settings = p.settings(&identity, record.clone(), 0, BTreeMap::new());
-    let r = compare_core(
-        &run.into_side(engine_ids.to_vec()),
-        &oracle.clone().into_side(oracle_ids.to_vec()),
-        &settings,
-    )?;
+    let r = compare_core(&run.into_side(engine_ids.to_vec()), oracle, settings)?;
     let violations = gate::violations(&r, &r.thresholds).len();
     Ok(KernelSetRecord {
         kernel,

@@ -307,6 +307,7 @@ fn i2s_i8_epilogue(w: &WeightMatrix, a: &ActI8, sum: i32, i16: bool) -> f32 {
 /// one for this weight type and activation form.
 struct SimdTernary<'p> {
     kernel: Kernel,
+    prepared: &'p [Prepared],
     batch: TernaryBatch<'p>,
 }
 
@@ -324,7 +325,11 @@ impl<'p> SimdTernary<'p> {
             })
             .collect::<Option<Vec<_>>>()?;
         let batch = TernaryBatch::new(acts)?;
-        Some(SimdTernary { kernel, batch })
+        Some(SimdTernary {
+            kernel,
+            prepared,
+            batch,
+        })
     }
 
     /// Every token's dot with weight row `r`, through the kernel's integer block dots and the
@@ -335,7 +340,6 @@ impl<'p> SimdTernary<'p> {
         &self,
         w: &WeightMatrix,
         r: usize,
-        prepared: &[Prepared],
         i16: bool,
         scratch: &mut (Vec<i32>, Vec<f32>),
         out: &mut [f32],
@@ -354,7 +358,8 @@ impl<'p> SimdTernary<'p> {
             scales.clear();
             scales.extend(ternary::block_scales::<Tq2_0>(bytes));
         }
-        for ((o, a), d) in out.iter_mut().zip(prepared).zip(dots.chunks_exact(blocks)) {
+        let tokens = out.iter_mut().zip(self.prepared);
+        for ((o, a), d) in tokens.zip(dots.chunks_exact(blocks)) {
             let (d, s) = (d.iter().copied(), scales.iter().copied());
             *o = match (a, w.ty) {
                 (Prepared::Q8K(y), GgmlType::TQ2_0) => ternary::epilogue_q8_k(s, y, d),
@@ -426,7 +431,7 @@ pub fn matmul_twin(
                 let r = chunk * ROWS_PER_TASK + i;
                 let by_simd = simd
                     .as_ref()
-                    .is_some_and(|s| s.row(w, r, &prepared, i16, &mut simd_scratch, row_out));
+                    .is_some_and(|s| s.row(w, r, i16, &mut simd_scratch, row_out));
                 if !by_simd {
                     for (o, a) in row_out.iter_mut().zip(&prepared) {
                         *o = if rounding.f32_sums {

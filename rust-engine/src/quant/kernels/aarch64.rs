@@ -36,6 +36,12 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
     let mask = vdupq_n_u8(3);
     let lsb_first = matches!(row, TernaryRow::Tq2_0(_));
     let chunks = row.chunks();
+    // Base pointers and per-block strides, as the AVX2 kernel walks them.
+    let (codes, code_stride) = row.raw();
+    let mut acts = [(std::ptr::null::<i8>(), 0usize); N];
+    for (a, (t, _, _)) in acts.iter_mut().zip(toks.iter()) {
+        *a = t.raw();
+    }
     let mut c = 0;
     let mut b = 0;
     while c < chunks {
@@ -43,7 +49,7 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
         let mut acc = [vdupq_n_s16(0); N];
         for cc in c..end {
             // SAFETY (loads): a chunk holds 32 code bytes and 128 activations per token.
-            let p = row.chunk(cc).as_ptr();
+            let p = codes.add(cc / 2 * code_stride + cc % 2 * 32);
             let halves = [vld1q_u8(p), vld1q_u8(p.add(16))];
             let unpack = |v: uint8x16_t| {
                 [
@@ -54,8 +60,8 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
                 ]
             };
             let (lo, hi) = (unpack(halves[0]), unpack(halves[1]));
-            for (t, (a, _, _)) in toks.iter().enumerate() {
-                let q = a.chunk(cc).as_ptr();
+            for (t, &(base, stride)) in acts.iter().enumerate() {
+                let q = base.add(cc / 2 * stride + cc % 2 * 128);
                 for g in 0..4 {
                     // Group g's codes, in the layout's bit order.
                     let bits = if lsb_first { g } else { 3 - g };

@@ -122,14 +122,6 @@ impl<'a> TernaryRow<'a> {
         }
     }
 
-    /// Chunk `c`'s 32 code bytes.
-    pub fn chunk(self, c: usize) -> &'a [u8] {
-        match self {
-            TernaryRow::Tq2_0(r) => &r[c / 2 * tq2_0::BLOCK_BYTES + c % 2 * 32..][..32],
-            TernaryRow::I2s(codes) => &codes[c * 32..][..32],
-        }
-    }
-
     /// The row's first code byte and the bytes from one 256-weight block to the next (chunk
     /// `c` starts at `c / 2 * stride + c % 2 * 32`), for kernels that walk it by pointer.
     pub fn raw(self) -> (*const u8, usize) {

@@ -195,8 +195,8 @@ fn has_avx2_f16c() -> bool {
 /// references sum them, but in sixteen lanes (four 4-lane accumulators) added together at the
 /// end instead of one after the other. An f64 sum of f32 products is exact until its partial
 /// sums need more than 53 bits, so the result is the reference's in nearly every case and
-/// otherwise within [`float_dot_bound`] of it (`tests/kernels_simd.rs`; docs/kernel-parity.md
-/// has the measured rate). `None` where the CPU lacks AVX2 or F16C.
+/// otherwise within [`float_dot_bound`] of it (`tests/kernels_x86.rs`; docs/engine.md has the
+/// measured rate). `None` where the CPU lacks AVX2 or F16C.
 pub fn float_dot(w: FloatRow, x: FloatActs) -> Option<f32> {
     if !has_avx2_f16c() {
         return None;
@@ -218,15 +218,15 @@ pub fn float_dot(w: FloatRow, x: FloatActs) -> Option<f32> {
 }
 
 /// The most [`float_dot`] may differ from its scalar reference for products `p`: each f64 sum
-/// of `n` terms is within `(n - 1) * 2^-53 * sum |p|` of the exact sum (both orders), and the
-/// final rounding to f32 adds at most one f32 ulp of the result.
+/// of `n` terms is within `n * 2^-53 * sum |p|` of the exact sum (both orders, so `n * 2^-52`
+/// between them), and the final rounding to f32 adds at most one f32 ulp of the result.
 pub fn float_dot_bound(reference: f32, abs_products: f64, n: usize) -> f64 {
     let ulp = if reference == 0.0 {
         f32::from_bits(1) as f64
     } else {
         (f32::from_bits(reference.abs().to_bits() + 1) - reference.abs()) as f64
     };
-    ulp + 2.0 * n as f64 * f64::EPSILON / 2.0 * abs_products
+    ulp + n as f64 * f64::EPSILON * abs_products
 }
 
 /// A row of float weights, as stored (little-endian).
