@@ -73,6 +73,31 @@ EOF
     done
 done
 
+# The ternary GEMV of the 2B-4T shape against ggml's kernel through FFI, one thread, one process
+# (criterion; cpp-sys/benches/ternary_gemv.rs).
+echo "bench.sh: ternary GEMV (criterion)" >&2
+rm -rf "$root/target/criterion/ternary_gemv_"*
+cargo bench --quiet -p xval-cpp-sys --bench ternary_gemv >&2
+gemv=$(python3 - "$root/target/criterion" <<'EOF'
+import json, os, sys
+base = sys.argv[1]
+def median_us(group, bench):
+    with open(os.path.join(base, group, bench, "new", "estimates.json")) as f:
+        return json.load(f)["median"]["point_estimate"] / 1e3
+for shape, what in [("2560x6912", "6912 rows of 2560 (ffn_up, ffn_gate)"),
+                    ("6912x2560", "2560 rows of 6912 (ffn_down)")]:
+    g = f"ternary_gemv_{shape}"
+    ggml = median_us(g, "ggml_tq2_0")
+    for ty in ["tq2_0", "i2_s"]:
+        for kernel in ["scalar", "avx2", "neon"]:
+            path = os.path.join(base, g, f"engine_{ty}", kernel)
+            if not os.path.isdir(path):
+                continue
+            us = median_us(g, os.path.join(f"engine_{ty}", kernel))
+            print(f"| {what} | {ty.upper()} | {kernel} | {us:.1f} | {ggml:.1f} | {ggml / us:.2f}x |")
+EOF
+)
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_vnni|avx512vbmi|f16c|fma' | sort | tr '\n' ' ')
 {
@@ -98,5 +123,23 @@ only \`${kernels_2b4t}\` (the scalar engine needs minutes per run there).
 |---|---|---:|---:|---|---:|---:|---:|---:|---|
 EOF
     printf '%s\n' "${rows[@]}"
+    cat <<EOF
+
+## Ternary GEMV against ggml, one thread
+
+\`cargo bench -p xval-cpp-sys --bench ternary_gemv\` (criterion, medians): one token through the
+2B-4T shape's ternary projections in one process, one thread each side. ggml: the activations
+quantized to Q8_K by the CPU backend's \`from_float\`, then its \`vec_dot\` for TQ2_0 per row
+(\`ggml_compute_forward_mul_mat\`'s work for one token, without its threading). Engine:
+\`quant::matmul\` with the same Q8_K quantization (TQ2_0, and I2_S under the ggml profile) and
+the kernel set named; every set's output is checked bit-identical to scalar and scalar's
+against ggml's (within 1e-5 of the largest output: ggml's AVX2 epilogue fuses the block scales
+in another order) before timing. Ratio: ggml's time over the engine's (above 1: the engine is
+faster).
+
+| weights | type | engine kernel | engine us | ggml TQ2_0 us | ratio |
+|---|---|---|---:|---:|---:|
+EOF
+    printf '%s\n' "$gemv"
 } >"$root/docs/performance.md"
 echo "bench.sh: wrote docs/performance.md (${#rows[@]} rows)" >&2

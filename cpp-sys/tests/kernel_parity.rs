@@ -16,12 +16,12 @@
 
 mod parity_support;
 
-use parity_support::ffi::{self, BF16, F16, F32, Q8_0, Q8_K, TQ1_0, TQ2_0};
+use parity_support::ffi::{self, BF16, F16, F32, Q6_K, Q8_0, Q8_K, TQ1_0, TQ2_0};
 use parity_support::stats::{self, nmse, same_bits, Limit};
 use parity_support::{make_row, Kind};
 use proptest::prelude::*;
 use xval_engine::gguf::GgmlType;
-use xval_engine::quant::{self, bf16, f16, f32 as f32q, i2_s, q8_0, q8_k, tq1_0, tq2_0};
+use xval_engine::quant::{self, bf16, f16, f32 as f32q, i2_s, q6_k, q8_0, q8_k, tq1_0, tq2_0};
 
 use llama_cpp_sys_2 as sys;
 
@@ -58,6 +58,12 @@ const FMT_Q8_0: Fmt = Fmt {
     ours: GgmlType::Q8_0,
     block: 32,
     name: "Q8_0",
+};
+const FMT_Q6_K: Fmt = Fmt {
+    ggml: Q6_K,
+    ours: GgmlType::Q6_K,
+    block: 256,
+    name: "Q6_K",
 };
 const FMT_TQ1_0: Fmt = Fmt {
     ggml: TQ1_0,
@@ -196,6 +202,15 @@ fn codec_q8_0() {
     codec_cases(FMT_Q8_0);
 }
 
+/// Q6_K (token_embd / output of newer bitnet.cpp conversions): our encoder mirrors
+/// `quantize_row_q6_K_ref` (what `ggml_quantize_chunk` runs without an imatrix), so it is
+/// judged byte for byte like the others; the decoder bit for bit on ggml's bytes and on random
+/// ones (every code, scale byte and f16 `d`).
+#[test]
+fn codec_q6_k() {
+    codec_cases(FMT_Q6_K);
+}
+
 #[test]
 fn codec_tq1_0() {
     codec_cases(FMT_TQ1_0);
@@ -256,7 +271,7 @@ fn our_activation(f: Fmt, x: &[f32]) -> Vec<u8> {
             v.iter().flat_map(|h| h.to_le_bytes()).collect()
         }
         GgmlType::Q8_0 => q8_0::quantize_act(x).unwrap(),
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::Q6_K => {
             let mut blocks = Vec::new();
             q8_k::quantize_row(x, &mut blocks).unwrap();
             ffi::q8_k_bytes(&blocks)
@@ -275,6 +290,7 @@ fn our_dot(f: Fmt, row: &[u8], y: &[u8]) -> f32 {
         }
         GgmlType::BF16 => bf16::vec_dot_bf16(row, &u16s(y)),
         GgmlType::Q8_0 => q8_0::vec_dot_q8_0(row, y),
+        GgmlType::Q6_K => q6_k::vec_dot_q8_k(row, &q8_k_blocks(y)),
         GgmlType::TQ1_0 => tq1_0::vec_dot_q8_k(row, &q8_k_blocks(y)),
         GgmlType::TQ2_0 => tq2_0::vec_dot_q8_k(row, &q8_k_blocks(y)),
         other => panic!("no dot for {other}"),
@@ -303,7 +319,10 @@ const DOT_ROWS: usize = 4;
 ///   even returns the f32 sum; ours sums the f32 products in f64;
 /// - Q8_0: per block `d_x * d_y` times the exact int sum, FMA-accumulated per lane in f32;
 /// - TQ1_0, TQ2_0: each block's int sum split over 8 i32 lanes, each lane times d, accumulated
-///   per lane across blocks, reduced at the end.
+///   per lane across blocks, reduced at the end;
+/// - Q6_K: the same shape as ours (8 lanes, FMA per block, reduced at the end), but the int32
+///   lanes hold other partial sums (AVX2: `maddubs` pairs of 0..63 codes with the `32 * bsums`
+///   correction per lane; ours: element `l` of every 8), so the lanes round differently.
 ///
 /// Each is within a few `n * 2^-24 * sum|terms|` of the exact dot. NMSE divides by `(sum
 /// terms)^2`, so it grows with the cancellation of the random signs: ~1e-14 typical, 3e-11 the
@@ -324,6 +343,26 @@ fn avx2_dot_limit(_: Fmt) -> Limit {
 /// block term: NMSE ~1e-14 typical, 1.1e-13 the worst seen (same cancellation argument as
 /// `avx2_dot_limit`); limit 1e-10.
 const GENERIC_FMA_LIMIT: Limit = Limit::Nmse(1e-10);
+
+/// Our scalar dot against ggml's `_generic` one for format `f`: bit-exact for Q6_K, whose
+/// `q6_k::vec_dot_q8_k` mirrors the contracted `sums[l] += d * aux32[l]` (`vfmadd231ps` in
+/// this build) with `f32::mul_add`; [`GENERIC_FMA_LIMIT`] for the others, which round the
+/// product and the sum separately, as their C source reads.
+fn generic_dot_limit(f: Fmt) -> Limit {
+    if f.ours == GgmlType::Q6_K {
+        Limit::Exact
+    } else {
+        GENERIC_FMA_LIMIT
+    }
+}
+
+/// Formats with a declared `_generic` kernel (`ffi::vec_dot_generic`).
+fn has_generic(f: Fmt) -> bool {
+    matches!(
+        f.ours,
+        GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::TQ1_0 | GgmlType::TQ2_0
+    )
+}
 
 /// Our activation quantizer against ggml's CPU `from_float` for the vec_dot type; our dot on
 /// ggml's activations against the scalar `_generic` kernel (bit-exact) and against the AVX2
@@ -351,14 +390,14 @@ fn check_dot(f: Fmt, wkind: Kind, akind: Kind, seed: u64, units: usize) {
     for row in w.chunks_exact(rb) {
         ours.push(our_dot(f, row, &y));
         opt.push(ffi::vec_dot(f.ggml, n, row, &y));
-        if matches!(f.ours, GgmlType::Q8_0 | GgmlType::TQ1_0 | GgmlType::TQ2_0) {
+        if has_generic(f) {
             gen.push(ffi::vec_dot_generic(f.ggml, n, row, &y));
         }
     }
     if !gen.is_empty() {
         stats::record(
             &format!("vec_dot | {} | ours vs ggml _generic", f.name),
-            GENERIC_FMA_LIMIT,
+            generic_dot_limit(f),
             nmse(&ours, &gen),
             same_bits(&ours, &gen),
         );
@@ -437,6 +476,61 @@ fn check_int_dot(f: Fmt, seed: u64, units: usize) {
     );
 }
 
+/// [`check_int_dot`] for Q6_K, whose encoder cannot be steered to d = 1: the weight blocks are
+/// random bytes (every 6-bit code, every `ql`/`qh` bit) with int8 scales in -4..=4 and f16
+/// `d` = 1; activations Q8_K blocks with d = 1, codes in -64..=63 and matching bsums (the AVX2
+/// kernel subtracts `32 * bsums * scale` instead of centring the codes). At most 4 blocks, so
+/// every partial sum is an integer of magnitude below 1024 * 4 * 32 * 64 = 2^23: exact in f32
+/// in any order, fused or not, and all three dots must agree bit for bit.
+fn check_int_dot_q6_k(seed: u64, units: usize) {
+    let n = FMT_Q6_K.row_len(units);
+    let mut r = parity_support::Rng::new(seed ^ 0x0006_0006_0006_0006);
+    let blocks = n / 256;
+    let w: Vec<u8> = (0..blocks * DOT_ROWS)
+        .flat_map(|_| {
+            let mut b: Vec<u8> = (0..192).map(|_| r.next_u64() as u8).collect();
+            b.extend((0..16).map(|_| (r.below(9) as i8 - 4) as u8));
+            b.extend_from_slice(&half::f16::ONE.to_le_bytes());
+            b
+        })
+        .collect();
+    let acts: Vec<q8_k::BlockQ8K> = (0..blocks)
+        .map(|_| {
+            let mut b = q8_k::BlockQ8K {
+                d: 1.0,
+                ..Default::default()
+            };
+            b.qs.iter_mut()
+                .for_each(|q| *q = (r.below(128) as i64 - 64) as i8);
+            for (s, c) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = c.iter().map(|&v| v as i16).sum();
+            }
+            b
+        })
+        .collect();
+    let y = ffi::q8_k_bytes(&acts);
+    let rb = ffi::row_size(Q6_K, n);
+    assert_eq!(w.len(), rb * DOT_ROWS);
+    let (mut ours, mut opt, mut gen) = (Vec::new(), Vec::new(), Vec::new());
+    for row in w.chunks_exact(rb) {
+        ours.push(q6_k::vec_dot_q8_k(row, &acts));
+        opt.push(ffi::vec_dot(Q6_K, n, row, &y));
+        gen.push(ffi::vec_dot_generic(Q6_K, n, row, &y));
+    }
+    stats::record(
+        "vec_dot int (d=1) | Q6_K | ours vs ggml _generic",
+        Limit::Exact,
+        nmse(&ours, &gen),
+        same_bits(&ours, &gen),
+    );
+    stats::record(
+        "vec_dot int (d=1) | Q6_K | ours vs ggml AVX2 vec_dot",
+        Limit::Exact,
+        nmse(&ours, &opt),
+        same_bits(&ours, &opt),
+    );
+}
+
 /// Weight kinds of the float-dot cases: the finite ones but `AllEqual`. With equal weights every
 /// row is `c * sum(x)`, which cancels to near zero on random-sign activations; the rounding
 /// differences are bounded relative to `sum |w x|`, but NMSE divides by `(sum w x)^2`, so such
@@ -455,6 +549,9 @@ fn dot_cases(f: Fmt) {
         check_dot(f, wk, ak, seed, units);
         if matches!(f.ours, GgmlType::Q8_0 | GgmlType::TQ1_0 | GgmlType::TQ2_0) {
             check_int_dot(f, seed, units);
+        }
+        if f.ours == GgmlType::Q6_K {
+            check_int_dot_q6_k(seed, units);
         }
     });
 }
@@ -477,6 +574,11 @@ fn dot_bf16() {
 #[test]
 fn dot_q8_0() {
     dot_cases(FMT_Q8_0);
+}
+
+#[test]
+fn dot_q6_k() {
+    dot_cases(FMT_Q6_K);
 }
 
 #[test]
@@ -633,7 +735,8 @@ fn i2_s_via_transcode() {
 // ggml-cpu/ggml-cpu.c, tiled/tiled.cpp, ops.cpp), and nothing else:
 // - `ggml_compute_forward_mul_mat` skips both llamafile_sgemm calls (tinyBLAS: F32, F16 x F16
 //   after converting the activations, and Q8_0 x Q8_0 after quantizing them), skips the
-//   tiled K-quant matmul (no type used here is eligible anyway) and the Hadamard hint; the
+//   tiled K-quant matmul (of the types here only Q6_K is eligible, from 8 activation rows
+//   up: `ggml_tiled_min_batch`) and the Hadamard hint; the
 //   matmul then goes through `type_traits_cpu[t].vec_dot`, which is still the AVX2 kernel, and
 //   activations are still quantized by the CPU `from_float` (x86 `quantize_row_q8_0` for
 //   Q8_0, not the reference);
@@ -704,9 +807,10 @@ fn check_mul_mat(f: Fmt, wkind: Kind, akind: Kind, seed: u64, units: usize, mi: 
     let out = g.mul_mat(wt, xt);
     let xb = bytes_f32(&x);
     // Optimized mode: llamafile's tinyBLAS computes F32/F16/BF16 (and Q8_0) tiles with f32 FMA
-    // accumulators in its own order when m % 4 == 0 and n >= 2; otherwise, and in reference
-    // mode, the AVX2 vec_dot. The same kind of difference (summation order), the same limit and
-    // reason as for the dots.
+    // accumulators in its own order when m % 4 == 0 and n >= 2, and the tiled K-quant matmul
+    // (tiled/tiled.cpp) computes Q6_K when n >= 8; otherwise, and in reference mode, the AVX2
+    // vec_dot. The same kind of difference (summation order), the same limit and reason as for
+    // the dots.
     record_modes(
         &format!("mul_mat | {}", f.name),
         |_| avx2_dot_limit(f),
@@ -775,6 +879,11 @@ fn mul_mat_bf16() {
 #[test]
 fn mul_mat_q8_0() {
     mul_mat_cases(FMT_Q8_0, 48);
+}
+
+#[test]
+fn mul_mat_q6_k() {
+    mul_mat_cases(FMT_Q6_K, 48);
 }
 
 #[test]

@@ -66,6 +66,17 @@ pub enum KernelArg {
 }
 
 impl KernelArg {
+    /// The spelling `--kernel` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelArg::Scalar => "scalar",
+            KernelArg::Avx2 => "avx2",
+            KernelArg::Neon => "neon",
+            KernelArg::Auto => "auto",
+            KernelArg::All => "all",
+        }
+    }
+
     /// The set the engine computes with (`all`: the scalar reference, the others run beside
     /// it: [`KernelArg::others`]).
     pub fn kernel(self) -> Kernel {
@@ -106,8 +117,9 @@ pub struct EngineArgs {
     #[arg(long = "i2s-block", default_value_t = 128, value_parser = parse_i2s_block)]
     pub i2s_block: u32,
     /// Kernel set (the ternary dots give the same numbers in every set, the float dots sum the
-    /// same products in another order; the receipt records which ran). `all` is for compare.
-    #[arg(long, value_enum, default_value_t = KernelArg::Scalar)]
+    /// same products in another order; the receipt records which ran) [default: auto, the best
+    /// this CPU runs; `scalar` for the reference]. `all` is for compare.
+    #[arg(long, value_enum, default_value_t = KernelArg::Auto, hide_default_value = true)]
     pub kernel: KernelArg,
 }
 

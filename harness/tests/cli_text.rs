@@ -124,12 +124,23 @@ fn error_messages_and_exit_codes() {
         ])
     );
     snap!(
-        "error-backend-simd",
+        "error-backend-cuda",
         harness().args([
             "compare",
             "fixtures/models/bitnet-tq2_0.gguf",
             "--backend",
-            "simd"
+            "cuda"
+        ])
+    );
+    snap!(
+        "error-backend-contradicts-kernel",
+        harness().args([
+            "compare",
+            "fixtures/models/bitnet-tq2_0.gguf",
+            "--backend",
+            "scalar",
+            "--kernel",
+            "avx2"
         ])
     );
     snap!(

@@ -2,11 +2,11 @@
 //! costs nothing measurable, e.g. that an engine without a fault plan pays nothing for the
 //! plan's hooks: build this example at two commits and run both on the same model.
 //!
-//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2]`
+//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2] [THREADS]`
 //!
 //! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32)
 //! followed by STEPS single-token decode steps (default 16), under the model's default
-//! profile, one thread. `harness bench` measures the same against an oracle in one run.
+//! profile, THREADS threads (default 1). `harness bench` measures the same against an oracle in one run.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("avx2") => Kernel::Avx2,
         Some(k) => return Err(format!("kernel {k}: expected scalar or avx2").into()),
     };
-    let engine = Engine::new(model, Numerics::new(profile), 1)?.with_kernel(kernel)?;
+    let threads = arg(5, 1)?;
+    let engine = Engine::new(model, Numerics::new(profile), threads)?.with_kernel(kernel)?;
     let n_vocab = engine.model().hparams.n_vocab as u32;
     // Deterministic token ids spread over the vocabulary.
     let prompt: Vec<u32> = (0..n_prompt as u32)

@@ -228,3 +228,45 @@ fn float_dots_with_avx2_nearly_always_equal_scalar_on_model_shaped_rows() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The batched float dot (four tokens per pass over a row, then the rest) gives every
+    /// token exactly what the one-token dot gives it, for every token count up to 9 (whole
+    /// groups of four and every remainder) and every weight type and activation form.
+    #[test]
+    fn batched_float_dots_equal_one_token_dots(
+        (k, tokens, seed) in (1usize..=300, 1usize..=9, any::<u64>())
+    ) {
+        use xval_engine::quant::kernels::x86::{float_dot, float_dots, FloatActs, FloatBatch, FloatRow};
+        use xval_engine::quant::{bf16, f16, f32 as f32q};
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 2f32.powi((state % 24) as i32 - 12)
+        };
+        let w: Vec<f32> = (0..k).map(|_| next()).collect();
+        let xs: Vec<Vec<f32>> = (0..tokens).map(|_| (0..k).map(|_| next()).collect()).collect();
+        let h: Vec<Vec<half::f16>> = xs.iter().map(|x| { let mut v = Vec::new(); f16::to_f16_row(x, &mut v); v }).collect();
+        let b: Vec<Vec<u16>> = xs.iter().map(|x| { let mut v = Vec::new(); bf16::to_bf16_row(x, &mut v); v }).collect();
+        let (r32, r16, rb) = (f32q::quantize(&w), f16::quantize(&w), bf16::quantize(&w));
+        let cases: Vec<(FloatRow, Vec<FloatActs>)> = vec![
+            (FloatRow::F32(&r32), xs.iter().map(|x| FloatActs::F32(x)).collect()),
+            (FloatRow::F16(&r16), h.iter().map(|x| FloatActs::F16(x)).collect()),
+            (FloatRow::F16(&r16), xs.iter().map(|x| FloatActs::F32(x)).collect()),
+            (FloatRow::BF16(&rb), b.iter().map(|x| FloatActs::BF16(x)).collect()),
+        ];
+        for (row, acts) in cases {
+            let batch = FloatBatch::new(row.ty(), &acts).unwrap();
+            let mut out = vec![0f32; tokens];
+            float_dots(row, &batch, 0..tokens, &mut out).unwrap();
+            for (t, (&o, &x)) in out.iter().zip(&acts).enumerate() {
+                let one = float_dot(row, x).unwrap();
+                prop_assert_eq!(o.to_bits(), one.to_bits(), "{:?} token {} of {}", row.ty(), t, tokens);
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub const F32: sys::ggml_type = sys::GGML_TYPE_F32;
 pub const F16: sys::ggml_type = sys::GGML_TYPE_F16;
 pub const BF16: sys::ggml_type = sys::GGML_TYPE_BF16;
 pub const Q8_0: sys::ggml_type = sys::GGML_TYPE_Q8_0;
+pub const Q6_K: sys::ggml_type = sys::GGML_TYPE_Q6_K;
 pub const Q8_K: sys::ggml_type = sys::GGML_TYPE_Q8_K;
 pub const TQ1_0: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
 pub const TQ2_0: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
@@ -45,6 +46,16 @@ unsafe extern "C" {
         nrc: i32,
     );
     fn ggml_vec_dot_tq2_0_q8_K_generic(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q6_K_q8_K_generic(
         n: i32,
         s: *mut f32,
         bs: usize,
@@ -178,12 +189,13 @@ pub fn vec_dot(ty: sys::ggml_type, n: usize, x: &[u8], y: &[u8]) -> f32 {
     s
 }
 
-/// The scalar `_generic` kernel of `ty` (Q8_0, TQ1_0, TQ2_0 only).
+/// The scalar `_generic` kernel of `ty` (Q8_0, Q6_K, TQ1_0, TQ2_0 only).
 pub fn vec_dot_generic(ty: sys::ggml_type, n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_eq!(x.len(), row_size(ty, n));
     assert_eq!(y.len(), row_size(vec_dot_type(ty), n));
     let f = match ty {
         Q8_0 => ggml_vec_dot_q8_0_q8_0_generic,
+        Q6_K => ggml_vec_dot_q6_K_q8_K_generic,
         TQ1_0 => ggml_vec_dot_tq1_0_q8_K_generic,
         TQ2_0 => ggml_vec_dot_tq2_0_q8_K_generic,
         _ => panic!("no _generic vec_dot declared for type {ty}"),

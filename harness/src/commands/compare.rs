@@ -19,23 +19,25 @@ use xval_engine::taps::TapFilter;
 use crate::compare::kernel_sets::{KernelParity, KernelSetRecord};
 use crate::compare::receipt::{InputRecord, Shard};
 use crate::compare::{compare_core, gate, html, plot, report, CompareSettings, Receipt, Side};
-use crate::engine_args::{EngineArgs, KvArg};
+use crate::engine_args::{EngineArgs, KernelArg, KvArg};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::inputs::{parse_token_ids, read_prompts, DEFAULT_PROMPT};
 use crate::session::{Session, SessionRequest};
 use crate::sides::{run_engine, run_oracle, EngineRun, RunPlan};
 
-/// Kernel families of the engine.
+/// Where the engine runs (`cpu`), or, as older spellings of `--kernel`, which kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
-    /// The scalar reference kernels.
+    /// The CPU, with the kernel set `--kernel` picks.
+    Cpu,
+    /// The scalar reference kernels (`--kernel scalar`).
     Scalar,
-    /// SIMD kernels (AVX2, AVX-512, NEON): not in this version.
+    /// The best SIMD kernel set this CPU runs (`--kernel auto`; refused without one).
     Simd,
     /// CUDA kernels: not in this version.
     Cuda,
-    /// Every backend this build has (today: scalar).
+    /// Scalar and every SIMD set this CPU runs, in one receipt (`--kernel all`).
     All,
 }
 
@@ -78,8 +80,9 @@ pub struct CompareArgs {
     /// else builtin for `bitnet`, ggml-graph for `bitnet-b1.58`, else golden recordings.
     #[arg(long, default_value = "auto")]
     pub oracle: String,
-    /// Engine kernels to compare.
-    #[arg(long, value_enum, default_value_t = BackendArg::Scalar)]
+    /// Where the engine runs; `scalar`, `simd` and `all` are other spellings of `--kernel
+    /// scalar`, `auto` (refused where this CPU has no SIMD set) and `all`.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     pub backend: BackendArg,
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -236,11 +239,11 @@ fn inputs(args: &CompareArgs) -> anyhow::Result<Inputs> {
 }
 
 /// The session of a comparison: model, engine, oracle, thresholds.
-fn prepare(args: &CompareArgs, inputs: &Inputs) -> anyhow::Result<Session> {
+fn prepare(args: &CompareArgs, engine: &EngineArgs, inputs: &Inputs) -> anyhow::Result<Session> {
     Session::open(
         &SessionRequest {
             model: &args.model,
-            engine: &args.engine,
+            engine,
             oracle: &args.oracle,
             thresholds: args.thresholds.as_deref(),
             oracle_threads: args.oracle_threads,
@@ -267,23 +270,46 @@ fn prepare(args: &CompareArgs, inputs: &Inputs) -> anyhow::Result<Session> {
     )
 }
 
-pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
-    match args.backend {
-        BackendArg::Scalar | BackendArg::All => {}
-        BackendArg::Simd | BackendArg::Cuda => {
-            let name = if args.backend == BackendArg::Simd {
-                "simd"
-            } else {
-                "cuda"
-            };
-            return Err(Error::Invalid(format!(
-                "--backend {name}: this version of xval has only the scalar kernels"
-            ))
-            .into());
+/// The engine options with `--backend`'s kernel spelling applied: `scalar`, `simd` and `all`
+/// set the kernel unless `--kernel` names another set (a contradiction, refused); `cuda` is
+/// refused.
+fn engine_args(args: &CompareArgs) -> anyhow::Result<EngineArgs> {
+    let mut engine = args.engine.clone();
+    let (name, kernel) = match args.backend {
+        BackendArg::Cpu => return Ok(engine),
+        BackendArg::Cuda => {
+            return Err(Error::Invalid(
+                "--backend cuda: this version of xval has no CUDA kernels".into(),
+            )
+            .into())
         }
+        BackendArg::Scalar => ("scalar", KernelArg::Scalar),
+        BackendArg::All => ("all", KernelArg::All),
+        BackendArg::Simd => {
+            if Kernel::detect() == Kernel::Scalar {
+                return Err(Error::Invalid(
+                    "--backend simd: this CPU runs no SIMD kernel set (avx2, neon)".into(),
+                )
+                .into());
+            }
+            ("simd", KernelArg::Auto)
+        }
+    };
+    if engine.kernel != KernelArg::Auto && engine.kernel != kernel {
+        return Err(Error::Invalid(format!(
+            "--backend {name} contradicts --kernel {}",
+            engine.kernel.name()
+        ))
+        .into());
     }
+    engine.kernel = kernel;
+    Ok(engine)
+}
+
+pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
+    let engine_args = engine_args(args)?;
     let mut inputs = inputs(args)?;
-    let mut p = prepare(args, &inputs)?;
+    let mut p = prepare(args, &engine_args, &inputs)?;
     // Recordings answer only for what was recorded: without an explicit input, compare them all.
     if let (Some(recorded), None, None, None) = (
         p.oracle.oracle.recorded_prompts(),
@@ -295,7 +321,13 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
     }
     let mut worst = Exit::Success;
     for (i, input) in &inputs.items {
-        let receipt = compare_one(args, &mut p, input, inputs.record(*i, input))?;
+        let receipt = compare_one(
+            args,
+            engine_args.kernel,
+            &mut p,
+            input,
+            inputs.record(*i, input),
+        )?;
         emit(args, &receipt, *i, inputs.total)?;
         if !receipt.summary.passes {
             worst = Exit::Divergence;
@@ -307,6 +339,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Exit> {
 /// Both sides on one input, judged.
 fn compare_one(
     args: &CompareArgs,
+    kernel: KernelArg,
     p: &mut Session,
     input: &Input,
     record: InputRecord,
@@ -339,7 +372,7 @@ fn compare_one(
     // `--kernel all`: every other set on the same oracle run, then each judged against the one
     // oracle side (built once, not copied per set) with the scalar comparison's settings.
     let mut others = Vec::new();
-    for kernel in args.engine.kernel.others() {
+    for kernel in kernel.others() {
         let mut own = BTreeMap::new();
         let run = run_engine(&p.engine.on_kernel(kernel)?, &oracle, &taps, &mut own)?;
         for (phase, s) in own {

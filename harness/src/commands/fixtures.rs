@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::exit::Exit;
-use crate::fixtures::{self, manifest, ModelSpec, Vocab, WeightFormat};
+use crate::fixtures::{self, manifest, EmbeddingFormat, ModelSpec, Vocab, WeightFormat};
 
 /// Where the repository is, for commands that read or write its `fixtures/` directory.
 #[derive(Debug, Args)]
@@ -151,9 +151,13 @@ pub struct GenArgs {
     /// KV heads (GQA ratio = heads / kv-heads).
     #[arg(long, default_value_t = 2)]
     pub kv_heads: u32,
-    /// Write an untied F16 `output.weight` (default: lm_head is the tied embedding).
+    /// Write an untied `output.weight` (default: lm_head is the tied embedding).
     #[arg(long)]
     pub untied: bool,
+    /// Type of `token_embd.weight` (and of `output.weight` with --untied): f16, or q6_k as
+    /// newer bitnet.cpp conversions write it (needs --n-embd a multiple of 256).
+    #[arg(long, value_enum, default_value = "f16")]
+    pub embd: EmbeddingFormat,
     /// Write one-element `.scale` tensors after each projection (not with I2_S).
     #[arg(long)]
     pub scale_tensors: bool,
@@ -189,7 +193,7 @@ impl GenArgs {
     fn spec(&self) -> ModelSpec {
         ModelSpec {
             name: format!(
-                "xval gen {} {} L{} e{} ff{} h{}/{}{}",
+                "xval gen {} {} L{} e{} ff{} h{}/{}{}{}",
                 self.arch.name(),
                 self.format.ggml_type().name(),
                 self.layers,
@@ -197,7 +201,11 @@ impl GenArgs {
                 self.n_ff,
                 self.heads,
                 self.kv_heads,
-                if self.untied { " untied" } else { "" }
+                if self.untied { " untied" } else { "" },
+                match self.embd {
+                    EmbeddingFormat::F16 => String::new(),
+                    other => format!(" embd {}", other.ggml_type().name()),
+                }
             ),
             arch: self.arch,
             weights: self.format,
@@ -211,6 +219,7 @@ impl GenArgs {
             rms_eps: 1e-5,
             scale_tensors: self.scale_tensors,
             untied_output: self.untied,
+            embedding: self.embd,
             gain: self.gain,
             pre_tokenizer: match self.vocab {
                 VocabArg::Small => Some("llama-bpe".into()),

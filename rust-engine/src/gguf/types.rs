@@ -109,11 +109,12 @@ impl GgmlType {
     ];
 
     /// The types the engine encodes and decodes (and will compute with).
-    pub const CODEC: [GgmlType; 7] = [
+    pub const CODEC: [GgmlType; 8] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q8_0,
+        GgmlType::Q6_K,
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
         GgmlType::I2_S,

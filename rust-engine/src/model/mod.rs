@@ -505,7 +505,13 @@ fn mat(f: &GgufFile, name: &str, arch: &str, role: Role) -> Result<Mat> {
             GgmlType::BF16,
             GgmlType::Q8_0,
         ],
-        Role::Embedding => &[GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0],
+        Role::Embedding => &[
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K,
+        ],
     };
     if !allowed.contains(&t.info.ty) {
         let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();

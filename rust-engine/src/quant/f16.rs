@@ -4,6 +4,31 @@
 use super::check_blocks;
 use crate::error::Result;
 
+/// An f16 (its bits) as f32, exactly, without branches or CPU feature checks: ggml's
+/// `ggml_compute_fp16_to_fp32` for CPUs without F16C (ggml-impl.h, from the FP16 library).
+/// Normal values are rebiased by moving the bits into f32's exponent and scaling by 2^-112,
+/// subnormals are built as `0.5 + m * 2^-24`-style magic sums minus the magic, infinities and
+/// NaNs keep their class. For the per-block scales read once per weight block, where `half`'s
+/// `to_f32` checks the CPU's features on every call.
+#[inline]
+pub fn to_f32(h: u16) -> f32 {
+    let w = (h as u32) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+    let exp_offset = 0xE0u32 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+    let magic_mask = 126u32 << 23;
+    let denormalized = f32::from_bits((two_w >> 17) | magic_mask) - 0.5;
+    let cutoff = 1u32 << 27;
+    let bits = if two_w < cutoff {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
+    };
+    f32::from_bits(sign | bits)
+}
+
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {
     check_blocks("f16", bytes.len(), out.len(), 1, 2)?;
     for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
@@ -44,4 +69,31 @@ pub fn vec_dot_f16_f32(row: &[u8], x: &[f32]) -> f32 {
 pub fn to_f16_row(x: &[f32], out: &mut Vec<half::f16>) {
     out.clear();
     out.extend(x.iter().map(|&v| half::f16::from_f32(v)));
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every one of the 65536 f16 values converts to `half`'s (F16C's) f32, bit for bit; NaNs
+    /// stay NaNs of the same sign.
+    #[test]
+    fn to_f32_is_exact_for_every_f16() {
+        for h in 0..=u16::MAX {
+            let ours = super::to_f32(h);
+            let theirs = half::f16::from_bits(h).to_f32();
+            if theirs.is_nan() {
+                assert!(ours.is_nan(), "{h:#06x}: {ours} for NaN");
+                assert_eq!(
+                    ours.is_sign_negative(),
+                    theirs.is_sign_negative(),
+                    "{h:#06x}"
+                );
+            } else {
+                assert_eq!(
+                    ours.to_bits(),
+                    theirs.to_bits(),
+                    "{h:#06x}: {ours} vs {theirs}"
+                );
+            }
+        }
+    }
 }

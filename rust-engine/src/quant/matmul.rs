@@ -4,7 +4,7 @@
 //!
 //! The scalar `vec_dot_*` functions are the reference; a SIMD kernel set (`TwinRounding::kernel`)
 //! replaces the ternary dots for whole weight rows ([`SimdTernary`], several tokens per unpacked
-//! chunk) and the float dots per token ([`simd_float_dot`]), each tested against the reference
+//! chunk) and the float dots ([`SimdFloat`], two tokens per pass over a row), each tested against the reference
 //! in `tests/kernels_simd.rs`.
 
 use rayon::prelude::*;
@@ -15,7 +15,7 @@ use super::kernels::{ternary_block_dots, Kernel, TernaryActs, TernaryBatch, Tern
 use super::q8_k::{self, BlockQ8K};
 use super::ternary;
 use super::tq2_0::Tq2_0;
-use super::{bf16, f16, f32 as f32q, i2_s, q8_0, tq1_0, tq2_0};
+use super::{bf16, f16, f32 as f32q, i2_s, q6_k, q8_0, tq1_0, tq2_0};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::numerics::{Numerics, Profile};
@@ -48,6 +48,7 @@ impl<'a> WeightMatrix<'a> {
         let block = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q8_0 => q8_0::BLOCK,
+            GgmlType::Q6_K => q6_k::BLOCK,
             GgmlType::TQ1_0 | GgmlType::TQ2_0 => tq2_0::BLOCK,
             // Rows must start on an I2_S block boundary for row-wise kernels.
             GgmlType::I2_S => i2s_layout.block(),
@@ -163,6 +164,13 @@ fn prepare(
             Prepared::BF16(v)
         }
         (_, GgmlType::Q8_0) => Prepared::Q8_0(q8_0::quantize_act_flip(x, flip)?),
+        // ggml's vec_dot_type for Q6_K is Q8_K, under every profile but F32.
+        (_, GgmlType::Q6_K) => {
+            let mut blocks = Vec::with_capacity(x.len() / q8_k::BLOCK);
+            q8_k::quantize_row_flip(x, &mut blocks, flip)
+                .map_err(|e| Error::Invalid(format!("tensor '{}' (q6_K weights): {e}", w.name)))?;
+            Prepared::Q8K(blocks)
+        }
         (_, other) => {
             return Err(Error::Invalid(format!(
                 "no kernel for weight type {other} in tensor '{}'",
@@ -221,21 +229,11 @@ fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>)
     })
 }
 
-/// Dot of weight row `r` with one prepared activation row: `kernel`'s float dot for float
-/// weights where it has one, else the scalar reference; `i16` wraps I2_S integer sums. (The
-/// ternary SIMD kernels run for whole rows in [`SimdTernary::row`].)
-fn dot(
-    w: &WeightMatrix,
-    r: usize,
-    a: &Prepared,
-    scratch: &mut Vec<f32>,
-    i16: bool,
-    kernel: Kernel,
-) -> f32 {
+/// Dot of weight row `r` with one prepared activation row by the scalar reference; `i16` wraps
+/// I2_S integer sums. (The SIMD kernels run for whole rows and every token in
+/// [`SimdTernary::row`] and [`SimdFloat::row`].)
+fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bool) -> f32 {
     let row = w.row(r);
-    if let Some(v) = simd_float_dot(kernel, w.ty, row, a) {
-        return v;
-    }
     match (a, w.ty) {
         (Prepared::F32(x), _) => f32q::vec_dot_f32(row, x),
         (Prepared::Exact(x), _) => {
@@ -253,6 +251,7 @@ fn dot(
         (Prepared::Q8K(y), GgmlType::TQ2_0) => tq2_0::vec_dot_q8_k(row, y),
         (Prepared::Q8K(y), GgmlType::TQ1_0) => tq1_0::vec_dot_q8_k(row, y),
         (Prepared::Q8K(y), GgmlType::I2_S) => i2_s::vec_dot_q8_k(row, y, w.i2s_layout),
+        (Prepared::Q8K(y), GgmlType::Q6_K) => q6_k::vec_dot_q8_k(row, y),
         (Prepared::I8(a), GgmlType::TQ2_0) => tq2_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::TQ1_0) => tq1_0::vec_dot_i8(row, &a.q, a.scale),
         (Prepared::I8(a), GgmlType::I2_S) => {
@@ -267,33 +266,83 @@ fn dot(
     }
 }
 
-/// `kernel`'s float dot (F32, F16, BF16 weights), `None` where it has none or it does not run
-/// here.
-fn simd_float_dot(kernel: Kernel, ty: GgmlType, row: &[u8], a: &Prepared) -> Option<f32> {
+/// The tokens of a float matmul (F32, F16, BF16 weights) in the form a kernel set's batched
+/// float dot reads them, where the set has one that runs here: AVX2 with F16C
+/// (`x86::float_dots`, two tokens per pass over a row; the reference's products summed in f64
+/// in another order, so within `x86::float_dot_bound` of it and nearly always equal).
+struct SimdFloat {
     #[cfg(target_arch = "x86_64")]
-    {
-        use super::kernels::x86::{float_dot, FloatActs, FloatRow};
-        if kernel != Kernel::Avx2 {
-            return None;
+    batch: super::kernels::x86::FloatBatch,
+}
+
+impl SimdFloat {
+    fn new(w: &WeightMatrix, prepared: &[Prepared], kernel: Kernel) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::kernels::x86::{FloatActs, FloatBatch, FloatType};
+            if kernel != Kernel::Avx2 {
+                return None;
+            }
+            let ty = match w.ty {
+                GgmlType::F32 => FloatType::F32,
+                GgmlType::F16 => FloatType::F16,
+                GgmlType::BF16 => FloatType::BF16,
+                _ => return None,
+            };
+            let acts = prepared
+                .iter()
+                .map(|a| match a {
+                    Prepared::F32(x) | Prepared::F16xF32(x) => Some(FloatActs::F32(x)),
+                    Prepared::F16(x) => Some(FloatActs::F16(x)),
+                    Prepared::BF16(x) => Some(FloatActs::BF16(x)),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(SimdFloat {
+                batch: FloatBatch::new(ty, &acts)?,
+            })
         }
-        let w = match ty {
-            GgmlType::F32 => FloatRow::F32(row),
-            GgmlType::F16 => FloatRow::F16(row),
-            GgmlType::BF16 => FloatRow::BF16(row),
-            _ => return None,
-        };
-        let x = match a {
-            Prepared::F32(x) | Prepared::F16xF32(x) => FloatActs::F32(x),
-            Prepared::F16(x) => FloatActs::F16(x),
-            Prepared::BF16(x) => FloatActs::BF16(x),
-            _ => return None,
-        };
-        float_dot(w, x)
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, prepared, kernel);
+            None
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (kernel, ty, row, a);
-        None
+
+    /// Every token's dot with weight rows `r0..r0 + out.len() / n` (`out[i * n + t]` for row
+    /// `r0 + i`, token `t`): token pass by token pass, each over all the rows, so a pass's
+    /// activations stay in L1 while the rows (a tile that fits L2) are read again.
+    fn rows(&self, w: &WeightMatrix, r0: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::kernels::x86::{float_dots, FloatRow};
+            let n = self.batch.tokens();
+            let mut t0 = 0;
+            while t0 < n {
+                let tokens = t0..(t0 + self.batch.tokens_per_pass()).min(n);
+                for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
+                    let row = w.row(r0 + i);
+                    let row = match w.ty {
+                        GgmlType::F32 => FloatRow::F32(row),
+                        GgmlType::F16 => FloatRow::F16(row),
+                        _ => FloatRow::BF16(row),
+                    };
+                    float_dots(
+                        row,
+                        &self.batch,
+                        tokens.clone(),
+                        &mut row_out[tokens.clone()],
+                    )
+                    .expect("the row fits the batch (checked in new)");
+                }
+                t0 = tokens.end;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, r0, out);
+            unreachable!("SimdFloat::new declines on this target");
+        }
     }
 }
 
@@ -304,16 +353,20 @@ fn i2s_i8_epilogue(w: &WeightMatrix, a: &ActI8, sum: i32, i16: bool) -> f32 {
 }
 
 /// The tokens of a matmul in the form a SIMD ternary kernel reads, where the kernel set has
-/// one for this weight type and activation form.
+/// one for this weight type and activation form and this CPU runs it: groups of up to four
+/// tokens, the most one pass of the kernel over a weight row serves.
 struct SimdTernary<'p> {
     kernel: Kernel,
     prepared: &'p [Prepared],
-    batch: TernaryBatch<'p>,
+    groups: Vec<TernaryBatch<'p>>,
 }
+
+/// Tokens per kernel pass over a weight row (the kernels' widest).
+const TOKENS_PER_PASS: usize = 4;
 
 impl<'p> SimdTernary<'p> {
     fn new(w: &WeightMatrix, prepared: &'p [Prepared], kernel: Kernel) -> Option<Self> {
-        if kernel == Kernel::Scalar || ternary_row(w, 0).is_none() {
+        if kernel == Kernel::Scalar || !kernel.available() || ternary_row(w, 0).is_none() {
             return None;
         }
         let acts = prepared
@@ -324,53 +377,73 @@ impl<'p> SimdTernary<'p> {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        let batch = TernaryBatch::new(acts)?;
+        let groups = acts
+            .chunks(TOKENS_PER_PASS)
+            .map(|g| TernaryBatch::new(g.to_vec()))
+            .collect::<Option<Vec<_>>>()?;
         Some(SimdTernary {
             kernel,
             prepared,
-            batch,
+            groups,
         })
     }
 
-    /// Every token's dot with weight row `r`, through the kernel's integer block dots and the
-    /// scalar reference's own float epilogue (the block scales read once per row), so
-    /// bit-identical to [`dot`]; `false` where the kernel does not run here (the caller then
-    /// uses [`dot`]).
-    fn row(
+    /// Every token's dot with weight rows `r0..r0 + out.len() / n` (`out[i * n + t]` for row
+    /// `r0 + i`, token `t`), through the kernel's integer block dots and the scalar
+    /// reference's own float epilogue, so bit-identical to [`dot`]. Token group by token group,
+    /// each over all the rows: the group's activations stay in the L1 cache while the rows'
+    /// codes stream past (a whole prefill's activations do not fit it).
+    fn rows(
         &self,
         w: &WeightMatrix,
-        r: usize,
+        r0: usize,
         i16: bool,
         scratch: &mut (Vec<i32>, Vec<f32>),
         out: &mut [f32],
-    ) -> bool {
-        let Some(row) = ternary_row(w, r) else {
-            return false;
-        };
+    ) {
+        let n = self.prepared.len();
         let (dots, scales) = scratch;
-        let blocks = row.blocks();
-        dots.resize(blocks * self.batch.tokens(), 0);
-        if ternary_block_dots(self.kernel, row, &self.batch, dots).is_none() {
-            return false;
+        for (g, batch) in self.groups.iter().enumerate() {
+            let t0 = g * TOKENS_PER_PASS;
+            let tokens = &self.prepared[t0..t0 + batch.tokens()];
+            for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
+                let r = r0 + i;
+                let row = ternary_row(w, r).expect("a ternary kernel format (checked in new)");
+                let blocks = row.blocks();
+                dots.resize(blocks * batch.tokens(), 0);
+                ternary_block_dots(self.kernel, row, batch, dots)
+                    .expect("this CPU runs the kernel (checked in new)");
+                if w.ty == GgmlType::TQ2_0 {
+                    tq2_0_scales(self.kernel, w.row(r), blocks, scales);
+                }
+                let outs = row_out[t0..t0 + batch.tokens()].iter_mut();
+                for ((o, a), d) in outs.zip(tokens).zip(dots.chunks_exact(blocks)) {
+                    let (d, s) = (d.iter().copied(), scales.iter().copied());
+                    *o = match (a, w.ty) {
+                        (Prepared::Q8K(y), GgmlType::TQ2_0) => ternary::epilogue_q8_k(s, y, d),
+                        (Prepared::Q8K(y), _) => i2_s::epilogue_q8_k(y, d),
+                        (Prepared::I8(a), GgmlType::TQ2_0) => ternary::epilogue_i8(s, a.scale, d),
+                        (Prepared::I8(a), _) => i2s_i8_epilogue(w, a, d.sum(), i16),
+                        _ => unreachable!("SimdTernary::new takes only Q8_K and int8 activations"),
+                    };
+                }
+            }
         }
-        let bytes = w.row(r);
-        if w.ty == GgmlType::TQ2_0 {
-            scales.clear();
-            scales.extend(ternary::block_scales::<Tq2_0>(bytes));
-        }
-        let tokens = out.iter_mut().zip(self.prepared);
-        for ((o, a), d) in tokens.zip(dots.chunks_exact(blocks)) {
-            let (d, s) = (d.iter().copied(), scales.iter().copied());
-            *o = match (a, w.ty) {
-                (Prepared::Q8K(y), GgmlType::TQ2_0) => ternary::epilogue_q8_k(s, y, d),
-                (Prepared::Q8K(y), _) => i2_s::epilogue_q8_k(y, d),
-                (Prepared::I8(a), GgmlType::TQ2_0) => ternary::epilogue_i8(s, a.scale, d),
-                (Prepared::I8(a), _) => i2s_i8_epilogue(w, a, d.sum(), i16),
-                _ => unreachable!("SimdTernary::new takes only Q8_K and int8 activations"),
-            };
-        }
-        true
     }
+}
+
+/// A TQ2_0 row's `blocks` block scales into `out`: by `kernel` where it converts f16 itself
+/// (the same values as `ternary::block_scales`: the conversion is exact), else by the
+/// reference.
+fn tq2_0_scales(kernel: Kernel, row: &[u8], blocks: usize, out: &mut Vec<f32>) {
+    out.resize(blocks, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 && super::kernels::x86::tq2_0_scales(row, out).is_some() {
+        return;
+    }
+    let _ = kernel;
+    out.clear();
+    out.extend(ternary::block_scales::<Tq2_0>(row));
 }
 
 /// Weight row `r` as a SIMD ternary kernel reads it, for the formats that have one.
@@ -381,6 +454,15 @@ fn ternary_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<TernaryRow<'a>> {
         _ => None,
     }
 }
+
+/// The fewest weight rows one matmul task computes.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Weight bytes per tile of rows that the SIMD kernels pass every token over before moving on:
+/// well inside a core's L2 (512 KB and up on the x86 and Arm cores this runs on), so a prefill
+/// reads each weight from memory once, however many tokens (an lm_head's rows, 5 KB each in
+/// F16, would otherwise come from memory once per pass of two tokens).
+const TILE_BYTES: usize = 128 * 1024;
 
 /// `out[t * m + r] = W[r] . x[t]` for `n` activation rows `x` (each `k` long), in the current
 /// rayon pool, with the activation form `numerics` gives the weight type. Under the ggml
@@ -418,32 +500,51 @@ pub fn matmul_twin(
         None
     };
     let simd = SimdTernary::new(w, &prepared, rounding.kernel);
-    let (i16, kernel) = (rounding.i16_sums, rounding.kernel);
+    // The twin's f32 sums replace the float dots' f64 ones, so no float kernel under them.
+    let simd_float = (!rounding.f32_sums)
+        .then(|| SimdFloat::new(w, &prepared, rounding.kernel))
+        .flatten();
+    let i16 = rounding.i16_sums;
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
-    const ROWS_PER_TASK: usize = 16;
+    // About sixteen tasks per thread: enough to balance, few enough that a decode step's small
+    // matmuls are not mostly scheduling. Which rows a task gets changes no value.
+    let rows_per_task =
+        w.m.div_ceil(rayon::current_num_threads() * 16)
+            .max(MIN_ROWS_PER_TASK);
+    let tile_rows = (TILE_BYTES / w.row(0).len().max(1)).clamp(1, rows_per_task);
     let mut by_row = vec![0f32; w.m * n];
     by_row
-        .par_chunks_mut(ROWS_PER_TASK * n)
+        .par_chunks_mut(rows_per_task * n)
         .enumerate()
         .for_each(|(chunk, out)| {
             let (mut scratch, mut simd_scratch) = (Vec::new(), (Vec::new(), Vec::new()));
-            for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
-                let r = chunk * ROWS_PER_TASK + i;
-                let by_simd = simd
-                    .as_ref()
-                    .is_some_and(|s| s.row(w, r, i16, &mut simd_scratch, row_out));
-                if !by_simd {
-                    for (o, a) in row_out.iter_mut().zip(&prepared) {
-                        *o = if rounding.f32_sums {
-                            dot_f32_sum(w, r, a, &mut scratch)
-                                .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16, kernel))
-                        } else {
-                            dot(w, r, a, &mut scratch, i16, kernel)
-                        };
+            // Tiles of rows whose weights stay in L2 while every token passes over them.
+            for (tile_index, out) in out.chunks_mut(tile_rows * n).enumerate() {
+                let r0 = chunk * rows_per_task + tile_index * tile_rows;
+                let by_simd = if let Some(s) = &simd {
+                    s.rows(w, r0, i16, &mut simd_scratch, out);
+                    true
+                } else if let Some(s) = &simd_float {
+                    s.rows(w, r0, out);
+                    true
+                } else {
+                    false
+                };
+                for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
+                    let r = r0 + i;
+                    if !by_simd {
+                        for (o, a) in row_out.iter_mut().zip(&prepared) {
+                            *o = if rounding.f32_sums {
+                                dot_f32_sum(w, r, a, &mut scratch)
+                                    .unwrap_or_else(|| dot(w, r, a, &mut scratch, i16))
+                            } else {
+                                dot(w, r, a, &mut scratch, i16)
+                            };
+                        }
                     }
-                }
-                if let Some(s) = post_scale {
-                    row_out.iter_mut().for_each(|o| *o *= s);
+                    if let Some(s) = post_scale {
+                        row_out.iter_mut().for_each(|o| *o *= s);
+                    }
                 }
             }
         });

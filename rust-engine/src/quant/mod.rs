@@ -9,6 +9,7 @@ pub mod f32;
 pub mod i2_s;
 pub mod kernels;
 pub mod matmul;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_k;
 pub mod ternary;
@@ -43,6 +44,7 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
         GgmlType::F16 => f16::dequantize(bytes, out),
         GgmlType::BF16 => bf16::dequantize(bytes, out),
         GgmlType::Q8_0 => q8_0::dequantize(bytes, out),
+        GgmlType::Q6_K => q6_k::dequantize(bytes, out),
         GgmlType::TQ1_0 => tq1_0::dequantize(bytes, out),
         GgmlType::TQ2_0 => tq2_0::dequantize(bytes, out),
         GgmlType::I2_S => i2_s::dequantize(bytes, out, i2_s::I2sLayout::default()),
@@ -59,6 +61,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         GgmlType::F16 => Ok(f16::quantize(values)),
         GgmlType::BF16 => Ok(bf16::quantize(values)),
         GgmlType::Q8_0 => q8_0::quantize(values),
+        GgmlType::Q6_K => q6_k::quantize(values),
         GgmlType::TQ1_0 => tq1_0::quantize(values),
         GgmlType::TQ2_0 => tq2_0::quantize(values),
         GgmlType::I2_S => i2_s::quantize(values, i2_s::I2sLayout::default()),

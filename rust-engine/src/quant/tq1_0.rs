@@ -46,7 +46,7 @@ pub fn trit(block: &[u8], j: usize) -> i8 {
 #[inline]
 pub fn scale(block: &[u8]) -> f32 {
     let o = QS_BYTES + QH_BYTES;
-    half::f16::from_le_bytes([block[o], block[o + 1]]).to_f32()
+    super::f16::to_f32(u16::from_le_bytes([block[o], block[o + 1]]))
 }
 
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {

@@ -22,7 +22,7 @@ pub fn trit(qs: &[u8], j: usize) -> i8 {
 /// The block's f16 scale as f32.
 #[inline]
 pub fn scale(block: &[u8]) -> f32 {
-    half::f16::from_le_bytes([block[QS_BYTES], block[QS_BYTES + 1]]).to_f32()
+    super::f16::to_f32(u16::from_le_bytes([block[QS_BYTES], block[QS_BYTES + 1]]))
 }
 
 pub fn dequantize(bytes: &[u8], out: &mut [f32]) -> Result<()> {

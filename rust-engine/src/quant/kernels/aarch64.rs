@@ -31,7 +31,7 @@ impl TernaryKernel for Neon {
 /// (`vaddvq_s32`), and the chunk sums subtracted (codes are the ternary values plus one). The
 /// caller guarantees NEON and the lengths [`TernaryKernel::block_dots`] states.
 #[target_feature(enable = "neon")]
-unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
+unsafe fn block_dots<const N: usize>(row: TernaryRow, toks: [Token; N]) {
     use std::arch::aarch64::*;
     let mask = vdupq_n_u8(3);
     let lsb_first = matches!(row, TernaryRow::Tq2_0(_));
@@ -39,8 +39,8 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
     // Base pointers and per-block strides, as the AVX2 kernel walks them.
     let (codes, code_stride) = row.raw();
     let mut acts = [(std::ptr::null::<i8>(), 0usize); N];
-    for (a, (t, _, _)) in acts.iter_mut().zip(toks.iter()) {
-        *a = t.raw();
+    for (a, t) in acts.iter_mut().zip(toks.iter()) {
+        *a = (t.acts, t.stride);
     }
     let mut c = 0;
     let mut b = 0;
@@ -75,9 +75,11 @@ unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
                 }
             }
         }
-        for (t, (_, sums, out)) in toks.iter_mut().enumerate() {
+        for (t, tok) in toks.iter().enumerate() {
             let raw = vaddvq_s32(vpaddlq_s16(acc[t]));
-            out[b] = raw - sums[c..end].iter().sum::<i32>();
+            // SAFETY: the token has the row's chunk sums and blocks (the caller's promise).
+            let sums: i32 = (c..end).map(|c| *tok.sums.add(c)).sum();
+            *tok.out.add(b) = raw - sums;
         }
         c = end;
         b += 1;

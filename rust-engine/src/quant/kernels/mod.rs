@@ -45,9 +45,9 @@ pub enum Kernel {
     Scalar,
     /// AVX2 where a kernel exists, the scalar reference for everything else: the ternary dots
     /// (I2_S and TQ2_0 with int8 or Q8_K activations, up to four tokens per unpacked weight
-    /// chunk; bit-exact against scalar) and, with F16C, the float dots of F32/F16/BF16 weights
-    /// (the reference's f32 products summed in f64 in sixteen lanes: bit-exact in nearly every
-    /// row, otherwise within `x86::float_dot_bound`).
+    /// chunk; bit-exact against scalar) and, with F16C and FMA, the float dots of F32/F16/BF16
+    /// weights (the reference's products summed in f64 in sixteen lanes, two tokens per pass:
+    /// bit-exact in nearly every row, otherwise within `x86::float_dot_bound`).
     Avx2,
     /// NEON (aarch64) for the ternary dots (I2_S in the 128-weight layout and TQ2_0, int8 or
     /// Q8_K activations; bit-exact against scalar), the scalar reference for everything else.
@@ -233,8 +233,16 @@ impl<'a> TernaryBatch<'a> {
     }
 }
 
-/// One token's activations, chunk sums and outputs, as a kernel's `block_dots` takes them.
-pub(crate) type Token<'a, 'b> = (TernaryActs<'a>, &'b [i32], &'b mut [i32]);
+/// One token as a kernel's `block_dots` takes it: its activations' first value and block
+/// stride ([`TernaryActs::raw`]), its chunk sums and its outputs, as pointers checked by
+/// [`run_ternary`], so that a kernel call per weight row costs no slicing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Token {
+    pub acts: *const i8,
+    pub stride: usize,
+    pub sums: *const i32,
+    pub out: *mut i32,
+}
 
 /// A SIMD set's ternary kernel: the exact integer dots `sum (code - 1) * q` of one weight row
 /// with `N` tokens, one per block of the row (`out[b]` of each token).
@@ -293,23 +301,35 @@ unsafe fn run_ternary<K: TernaryKernel>(row: TernaryRow, batch: &TernaryBatch, o
     if blocks == 0 {
         return;
     }
-    let mut outs = out.chunks_exact_mut(blocks);
     let mut t = 0;
     while t < batch.tokens() {
         let n = (batch.tokens() - t).min(4);
-        let mut next = |i: usize| -> Token {
+        let mut toks = [Token {
+            acts: std::ptr::null(),
+            stride: 0,
+            sums: std::ptr::null(),
+            out: std::ptr::null_mut(),
+        }; 4];
+        for (i, tok) in toks.iter_mut().enumerate().take(n) {
             let (acts, sums) = batch.token(t + i);
-            (acts, sums, outs.next().expect("one output row per token"))
-        };
+            let (p, stride) = acts.raw();
+            *tok = Token {
+                acts: p,
+                stride,
+                sums: sums.as_ptr(),
+                out: out[(t + i) * blocks..][..blocks].as_mut_ptr(),
+            };
+        }
         // SAFETY: the CPU has K's features (the caller's promise); every token has the row's
-        // chunks (asserted above, the tokens' own lengths checked by `TernaryBatch::new`) and
-        // `blocks` outputs (`out` split above).
+        // chunks of activations and chunk sums (asserted above, the tokens' own lengths
+        // checked by `TernaryBatch::new`) and `blocks` outputs (sliced above), and no two
+        // tokens share outputs.
         unsafe {
             match n {
-                1 => K::block_dots::<1>(row, std::array::from_fn(&mut next)),
-                2 => K::block_dots::<2>(row, std::array::from_fn(&mut next)),
-                3 => K::block_dots::<3>(row, std::array::from_fn(&mut next)),
-                _ => K::block_dots::<4>(row, std::array::from_fn(&mut next)),
+                1 => K::block_dots::<1>(row, [toks[0]]),
+                2 => K::block_dots::<2>(row, [toks[0], toks[1]]),
+                3 => K::block_dots::<3>(row, [toks[0], toks[1], toks[2]]),
+                _ => K::block_dots::<4>(row, toks),
             }
         }
         t += n;

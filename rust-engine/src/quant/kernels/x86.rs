@@ -34,89 +34,164 @@ impl TernaryKernel for Avx2 {
 /// unpacks of the 32 code bytes into 0/1/2 bytes, shared by the `N` tokens; per token and
 /// group one `maddubs` (codes x int8 activations, pair sums in [-512, 508]) added in i16:
 /// eight groups per block stay within [-4096, 4064], so nothing saturates or wraps; then one
-/// `madd` widening to i32, the horizontal sum, and the chunk sums subtracted (codes are the
-/// ternary values plus one). The caller guarantees AVX2 and the lengths it asserts.
+/// `madd` widening to i32 and the horizontal sum, four (token, block) sums at a time (four
+/// tokens of one block, two tokens of two blocks, or four blocks of one token: the eight-lane
+/// sums are what costs, as ggml's kernel avoids by summing floats across blocks, which the
+/// reference's epilogue does not allow), and the chunk sums subtracted (codes are the ternary
+/// values plus one). The caller guarantees AVX2 and the lengths it asserts.
 #[target_feature(enable = "avx2")]
-unsafe fn block_dots<const N: usize>(row: TernaryRow, mut toks: [Token; N]) {
-    use std::arch::x86_64::*;
-    let mask = _mm256_set1_epi8(3);
-    let ones16 = _mm256_set1_epi16(1);
-    let lsb_first = matches!(row, TernaryRow::Tq2_0(_));
-    let chunks = row.chunks();
-    // Base pointers and per-block strides, so the loop below does no enum matches and no
-    // bounds checks (every chunk it reads exists: the caller's guarantee).
-    let (codes, code_stride) = row.raw();
-    let mut acts = [(std::ptr::null::<i8>(), 0usize); N];
-    for (a, (t, _, _)) in acts.iter_mut().zip(toks.iter()) {
-        *a = t.raw();
+unsafe fn block_dots<const N: usize>(row: TernaryRow, toks: [Token; N]) {
+    // The layout's bit order as a constant, so the unpacked groups need no select per chunk.
+    if matches!(row, TernaryRow::Tq2_0(_)) {
+        block_dots_in::<N, true>(row, toks)
+    } else {
+        block_dots_in::<N, false>(row, toks)
     }
-    let mut c = 0;
+}
+
+/// [`block_dots`] for one bit order (`LSB`: group `g` in bits `2g`, TQ2_0; else I2_S's).
+#[target_feature(enable = "avx2")]
+unsafe fn block_dots_in<const N: usize, const LSB: bool>(row: TernaryRow, toks: [Token; N]) {
+    use std::arch::x86_64::*;
+    let ones16 = _mm256_set1_epi16(1);
+    let rows = RowPtrs::<N>::new(row, &toks);
+    let blocks = row.blocks();
+    // Blocks per four-way reduction: four (token, block) sums each.
+    let per = if N == 3 { 1 } else { 4 / N };
     let mut b = 0;
-    while c < chunks {
-        let end = (c + 2).min(chunks);
-        let mut acc = [_mm256_setzero_si256(); N];
-        for cc in c..end {
-            // SAFETY (loads): chunk `cc` holds 32 code bytes and 128 activations per token,
-            // read unaligned.
-            let v =
-                _mm256_loadu_si256(codes.add(cc / 2 * code_stride + cc % 2 * 32) as *const __m256i);
-            let (b0, b2, b4, b6) = (
-                _mm256_and_si256(v, mask),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
-            );
-            // Group g's codes, in the layout's bit order.
-            let groups = if lsb_first {
-                [b0, b2, b4, b6]
-            } else {
-                [b6, b4, b2, b0]
-            };
-            for t in 0..N {
-                let (base, stride) = acts[t];
-                let q = base.add(cc / 2 * stride + cc % 2 * 128);
-                for (g, &codes) in groups.iter().enumerate() {
-                    let x = _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
-                    acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(codes, x));
+    while b < blocks {
+        let nb = per.min(blocks - b);
+        let mut sums = [0i32; 4];
+        if nb * N == 4 {
+            let mut v = [_mm256_setzero_si256(); 4];
+            for j in 0..nb {
+                let acc = rows.block_acc::<LSB>(b + j);
+                for t in 0..N {
+                    v[j * N + t] = _mm256_madd_epi16(acc[t], ones16);
+                }
+            }
+            sums = hsum4_epi32(v);
+        } else {
+            for j in 0..nb {
+                let acc = rows.block_acc::<LSB>(b + j);
+                for t in 0..N {
+                    sums[j * N + t] = hsum_epi32(_mm256_madd_epi16(acc[t], ones16));
                 }
             }
         }
-        // No closures here: a closure does not get this function's target features, and the
-        // intrinsics in it would become calls.
-        let mut raw = [0i32; N];
-        if N == 4 {
-            // Four horizontal sums at once: two rounds of pairwise adds leave each token's
-            // sum split over the two 128-bit halves.
-            let w = |t: usize| t % N;
-            let h = _mm256_hadd_epi32(
-                _mm256_hadd_epi32(
-                    _mm256_madd_epi16(acc[w(0)], ones16),
-                    _mm256_madd_epi16(acc[w(1)], ones16),
-                ),
-                _mm256_hadd_epi32(
-                    _mm256_madd_epi16(acc[w(2)], ones16),
-                    _mm256_madd_epi16(acc[w(3)], ones16),
-                ),
-            );
-            let four = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-            let mut lanes = [0i32; 4];
-            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, four);
-            raw.copy_from_slice(&lanes[..N]);
-        } else {
-            for t in 0..N {
-                raw[t] = hsum_epi32(_mm256_madd_epi16(acc[t], ones16));
+        for j in 0..nb {
+            let (c, end) = (2 * (b + j), (2 * (b + j) + 2).min(rows.chunks));
+            for (t, tok) in toks.iter().enumerate() {
+                // SAFETY: the token has the row's chunk sums and blocks (the caller's promise).
+                let mut s = *tok.sums.add(c);
+                if end - c == 2 {
+                    s += *tok.sums.add(c + 1);
+                }
+                *tok.out.add(b + j) = sums[j * N + t] - s;
             }
         }
-        for ((_, sums, out), raw) in toks.iter_mut().zip(raw) {
-            let mut s = sums[c];
-            if end - c == 2 {
-                s += sums[c + 1];
-            }
-            out[b] = raw - s;
-        }
-        c = end;
-        b += 1;
+        b += nb;
     }
+}
+
+/// One weight row and `N` tokens' activations as base pointers and per-block strides, so the
+/// kernel's loops do no enum matches and no bounds checks (every chunk they read exists: the
+/// caller's guarantee).
+struct RowPtrs<const N: usize> {
+    codes: *const u8,
+    code_stride: usize,
+    chunks: usize,
+    acts: [(*const i8, usize); N],
+}
+
+impl<const N: usize> RowPtrs<N> {
+    fn new(row: TernaryRow, toks: &[Token; N]) -> Self {
+        let (codes, code_stride) = row.raw();
+        let mut acts = [(std::ptr::null::<i8>(), 0usize); N];
+        for (a, t) in acts.iter_mut().zip(toks.iter()) {
+            *a = (t.acts, t.stride);
+        }
+        RowPtrs {
+            codes,
+            code_stride,
+            chunks: row.chunks(),
+            acts,
+        }
+    }
+
+    /// Block `b`'s i16 accumulators, one per token: its two chunks, or the row's trailing
+    /// half block.
+    ///
+    /// # Safety
+    /// AVX2; block `b` exists in the row and every token.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block_acc<const LSB: bool>(&self, b: usize) -> [std::arch::x86_64::__m256i; N] {
+        let mut acc = [std::arch::x86_64::_mm256_setzero_si256(); N];
+        self.chunk_acc::<LSB>(b, 0, &mut acc);
+        if 2 * b + 1 < self.chunks {
+            self.chunk_acc::<LSB>(b, 1, &mut acc);
+        }
+        acc
+    }
+
+    /// Adds half `h` (0 or 1) of block `b` to every token's accumulator.
+    ///
+    /// # Safety
+    /// AVX2; that chunk exists in the row and every token.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn chunk_acc<const LSB: bool>(
+        &self,
+        b: usize,
+        h: usize,
+        acc: &mut [std::arch::x86_64::__m256i; N],
+    ) {
+        use std::arch::x86_64::*;
+        let mask = _mm256_set1_epi8(3);
+        // SAFETY (loads): the chunk holds 32 code bytes and 128 activations per token, read
+        // unaligned.
+        let v = _mm256_loadu_si256(self.codes.add(b * self.code_stride + h * 32) as *const __m256i);
+        let (b0, b2, b4, b6) = (
+            _mm256_and_si256(v, mask),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
+            _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
+        );
+        // Group g's codes, in the layout's bit order.
+        let groups = if LSB {
+            [b0, b2, b4, b6]
+        } else {
+            [b6, b4, b2, b0]
+        };
+        for (acc, &(base, stride)) in acc.iter_mut().zip(self.acts.iter()) {
+            let q = base.add(b * stride + h * 128);
+            // Two independent sums per chunk, as ggml's kernel keeps them, joined at the end.
+            let p0 = _mm256_add_epi16(
+                _mm256_maddubs_epi16(groups[0], _mm256_loadu_si256(q as *const __m256i)),
+                _mm256_maddubs_epi16(groups[1], _mm256_loadu_si256(q.add(32) as *const __m256i)),
+            );
+            let p1 = _mm256_add_epi16(
+                _mm256_maddubs_epi16(groups[2], _mm256_loadu_si256(q.add(64) as *const __m256i)),
+                _mm256_maddubs_epi16(groups[3], _mm256_loadu_si256(q.add(96) as *const __m256i)),
+            );
+            *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p0, p1));
+        }
+    }
+}
+
+/// The sums of four vectors' eight i32 lanes each, at once: two rounds of pairwise adds leave
+/// each sum split over the two 128-bit halves. (No closures in these kernels: a closure does
+/// not get its function's target features, and the intrinsics in it would become calls.)
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum4_epi32(v: [std::arch::x86_64::__m256i; 4]) -> [i32; 4] {
+    use std::arch::x86_64::*;
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let four = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let mut lanes = [0i32; 4];
+    _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, four);
+    lanes
 }
 
 /// I2_S row dot int8 activations, `sum (code - 1) * q`, with AVX2: the same integer as
@@ -182,39 +257,26 @@ fn one_token(row: TernaryRow, acts: TernaryActs) -> Option<Vec<i32>> {
     Some(out)
 }
 
-/// Whether this CPU runs the AVX2 float dots (F16C for the f16 conversions; every AVX2 CPU
-/// made has it, checked anyway).
-fn has_avx2_f16c() -> bool {
-    has_avx2() && std::arch::is_x86_feature_detected!("f16c")
+/// Tokens per pass of the float dots over a weight row.
+const FLOAT_TOKENS_PER_PASS: usize = 2;
+
+/// Whether this CPU runs the AVX2 float dots (F16C for the f16 conversions, FMA for the f64
+/// sums of exact products; every AVX2 CPU made has both, checked anyway).
+fn has_avx2_fma_f16c() -> bool {
+    has_avx2()
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
 }
 
 /// The float dots of F32, F16 and BF16 weights ([`crate::quant::f32::vec_dot_f32`],
 /// [`crate::quant::f16::vec_dot_f16`], [`crate::quant::f16::vec_dot_f16_f32`],
-/// [`crate::quant::bf16::vec_dot_bf16`]) with AVX2 and F16C: the same f32 products (weights
-/// and activations widened exactly to f32, multiplied in f32, no FMA), summed in f64 as the
-/// references sum them, but in sixteen lanes (four 4-lane accumulators) added together at the
-/// end instead of one after the other. An f64 sum of f32 products is exact until its partial
-/// sums need more than 53 bits, so the result is the reference's in nearly every case and
-/// otherwise within [`float_dot_bound`] of it (`tests/kernels_x86.rs`; docs/engine.md has the
-/// measured rate). `None` where the CPU lacks AVX2 or F16C.
+/// [`crate::quant::bf16::vec_dot_bf16`]) for one token: [`float_dots`] with a batch of one.
+/// `None` where the CPU lacks AVX2, FMA or F16C.
 pub fn float_dot(w: FloatRow, x: FloatActs) -> Option<f32> {
-    if !has_avx2_f16c() {
-        return None;
-    }
-    let n = x.len();
-    assert_eq!(w.len(), n, "float row/activation mismatch");
-    let (wp, xp) = (w.bytes().as_ptr(), x.ptr());
-    // SAFETY: AVX2 and F16C are present (checked above); both rows hold `n` values of their
-    // type (asserted), which is all the kernel reads.
-    Some(unsafe {
-        match (w, x) {
-            (FloatRow::F32(_), FloatActs::F32(_)) => dot_f64::<F32, F32>(wp, xp, n),
-            (FloatRow::F16(_), FloatActs::F16(_)) => dot_f64::<F16, F16>(wp, xp, n),
-            (FloatRow::F16(_), FloatActs::F32(_)) => dot_f64::<F16, F32>(wp, xp, n),
-            (FloatRow::BF16(_), FloatActs::BF16(_)) => dot_f64::<BF16, BF16>(wp, xp, n),
-            _ => return None,
-        }
-    })
+    let batch = FloatBatch::new(w.ty(), &[x])?;
+    let mut out = [0f32];
+    float_dots(w, &batch, 0..1, &mut out)?;
+    Some(out[0])
 }
 
 /// The most [`float_dot`] may differ from its scalar reference for products `p`: each f64 sum
@@ -237,6 +299,14 @@ pub enum FloatRow<'a> {
     BF16(&'a [u8]),
 }
 
+/// A float weight type, for [`FloatBatch::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatType {
+    F32,
+    F16,
+    BF16,
+}
+
 impl<'a> FloatRow<'a> {
     fn bytes(self) -> &'a [u8] {
         match self {
@@ -248,6 +318,14 @@ impl<'a> FloatRow<'a> {
         match self {
             FloatRow::F32(b) => b.len() / 4,
             FloatRow::F16(b) | FloatRow::BF16(b) => b.len() / 2,
+        }
+    }
+
+    pub fn ty(self) -> FloatType {
+        match self {
+            FloatRow::F32(_) => FloatType::F32,
+            FloatRow::F16(_) => FloatType::F16,
+            FloatRow::BF16(_) => FloatType::BF16,
         }
     }
 }
@@ -262,14 +340,6 @@ pub enum FloatActs<'a> {
 }
 
 impl FloatActs<'_> {
-    fn ptr(self) -> *const u8 {
-        match self {
-            FloatActs::F32(v) => v.as_ptr() as *const u8,
-            FloatActs::F16(v) => v.as_ptr() as *const u8,
-            FloatActs::BF16(v) => v.as_ptr() as *const u8,
-        }
-    }
-
     fn len(self) -> usize {
         match self {
             FloatActs::F32(v) => v.len(),
@@ -279,7 +349,163 @@ impl FloatActs<'_> {
     }
 }
 
-/// A float element type the AVX2 dot reads: its size, eight values widened to f32, one value.
+/// The tokens of one float matmul, widened once (exactly) for [`float_dots`]:
+/// - F16 weights times f16 activations: every product of two f16 values is exact in f32 (11
+///   significant bits each, exponents far inside f32's range), so the reference's rounded f32
+///   product is the exact product, and an f64 fused multiply-add of the widened values adds
+///   exactly that product to the sum. The activations are kept as f64.
+/// - Every other pair (F32 weights, F16 weights times f32 activations, BF16, whose products
+///   can round, underflow or overflow in f32): the activations are kept as f32, and the kernel
+///   rounds each product in f32 as the reference does before widening it to f64.
+#[derive(Clone, Debug)]
+pub struct FloatBatch {
+    w: FloatType,
+    acts: BatchActs,
+    k: usize,
+    tokens: usize,
+}
+
+#[derive(Clone, Debug)]
+enum BatchActs {
+    /// F16 x f16: exact products, fused in f64. The activations as f32 (exact for f16
+    /// values), widened as they are loaded: half the bytes of f64, so a pass's tokens stay in
+    /// L1 beside the row.
+    Exact(Vec<f32>),
+    /// Products rounded in f32 first.
+    Rounded(Vec<f32>),
+}
+
+impl FloatBatch {
+    /// `None` where a weight type and activation form are not a pair the references multiply,
+    /// the tokens differ in length, or this CPU lacks AVX2, FMA or F16C.
+    pub fn new(w: FloatType, tokens: &[FloatActs]) -> Option<Self> {
+        if !has_avx2_fma_f16c() {
+            return None;
+        }
+        let k = tokens.first().map_or(0, |x| x.len());
+        if tokens.iter().any(|x| x.len() != k) {
+            return None;
+        }
+        let acts = match w {
+            FloatType::F16 if tokens.iter().all(|x| matches!(x, FloatActs::F16(_))) => {
+                BatchActs::Exact(
+                    tokens
+                        .iter()
+                        .flat_map(|x| match x {
+                            FloatActs::F16(v) => v.iter().map(|h| h.to_f32()),
+                            _ => unreachable!("every token is f16 (checked above)"),
+                        })
+                        .collect(),
+                )
+            }
+            _ => {
+                let mut all = Vec::with_capacity(k * tokens.len());
+                for x in tokens {
+                    match (w, x) {
+                        (FloatType::F32 | FloatType::F16, FloatActs::F32(v)) => {
+                            all.extend_from_slice(v)
+                        }
+                        (FloatType::BF16, FloatActs::BF16(v)) => {
+                            all.extend(v.iter().map(|&b| f32::from_bits((b as u32) << 16)))
+                        }
+                        _ => return None,
+                    }
+                }
+                BatchActs::Rounded(all)
+            }
+        };
+        Some(FloatBatch {
+            w,
+            acts,
+            k,
+            tokens: tokens.len(),
+        })
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Tokens one pass of [`float_dots`] over a row serves.
+    pub fn tokens_per_pass(&self) -> usize {
+        FLOAT_TOKENS_PER_PASS
+    }
+}
+
+/// The dots of tokens `tokens` of the batch with one float weight row, `out[t - tokens.start]`
+/// for token `t`, two tokens per pass
+/// over the row (so each weight is loaded and widened once for two tokens: a GEMM for
+/// prefill; four accumulators per token leave no registers for more): the reference's
+/// products ([`FloatBatch`] says which are exact), summed in f64 in sixteen lanes (four 4-lane
+/// accumulators, added pairwise at the end) instead of one after the other, the tail
+/// (`k % 16`) one after the other. Every token's sums are the same whatever the batch. An f64 sum of f32 products is exact until
+/// its partial sums need more than 53 bits, so the result is the reference's in nearly every
+/// case and otherwise within [`float_dot_bound`] of it (`tests/kernels_x86.rs`; docs/engine.md
+/// has the measured rate). `None` where the row's type or length is not the batch's or the
+/// tokens are not in it.
+pub fn float_dots(
+    w: FloatRow,
+    batch: &FloatBatch,
+    tokens: std::ops::Range<usize>,
+    out: &mut [f32],
+) -> Option<()> {
+    if w.ty() != batch.w
+        || w.len() != batch.k
+        || tokens.end > batch.tokens
+        || out.len() != tokens.len()
+    {
+        return None;
+    }
+    let (wp, k) = (w.bytes().as_ptr(), batch.k);
+    let mut t = tokens.start;
+    while t < tokens.end {
+        let n = (tokens.end - t).min(FLOAT_TOKENS_PER_PASS);
+        let o = &mut out[t - tokens.start..][..n];
+        // SAFETY: `FloatBatch::new` checked AVX2, FMA and F16C; the row holds `k` weights of
+        // its type and every token `k` activations (checked above and in `new`), which is all
+        // the kernels read; tokens `t..t + n` exist.
+        unsafe {
+            match (&batch.acts, w) {
+                (BatchActs::Exact(x), _) => {
+                    let x = x.as_ptr().add(t * k);
+                    match n {
+                        1 => dots_exact::<1>(wp, x, k, o),
+                        _ => dots_exact::<2>(wp, x, k, o),
+                    }
+                }
+                (BatchActs::Rounded(x), FloatRow::F32(_)) => dots_rounded::<F32>(wp, x, t, n, k, o),
+                (BatchActs::Rounded(x), FloatRow::F16(_)) => dots_rounded::<F16>(wp, x, t, n, k, o),
+                (BatchActs::Rounded(x), FloatRow::BF16(_)) => {
+                    dots_rounded::<BF16>(wp, x, t, n, k, o)
+                }
+            }
+        }
+        t += n;
+    }
+    Some(())
+}
+
+/// [`dots_rounded_n`] for `n` (1 or 2) tokens starting at token `t` of `x`.
+///
+/// # Safety
+/// As [`dots_rounded_n`], for tokens `t..t + n`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_rounded<W: Lanes>(
+    w: *const u8,
+    x: &[f32],
+    t: usize,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+) {
+    let x = x.as_ptr().add(t * k);
+    match n {
+        1 => dots_rounded_n::<W, 1>(w, x, k, out),
+        _ => dots_rounded_n::<W, 2>(w, x, k, out),
+    }
+}
+
+/// A float element type the AVX2 dots read: its size, eight values widened to f32, one value.
 trait Lanes {
     const SIZE: usize;
     /// Eight values at `p` as f32 (exact: every type here widens exactly).
@@ -313,7 +539,10 @@ impl Lanes for F16 {
     }
     #[inline(always)]
     unsafe fn one(p: *const u8) -> f32 {
-        half::f16::from_bits((p as *const u16).read_unaligned()).to_f32()
+        use std::arch::x86_64::*;
+        // F16C directly: `half`'s `to_f32` checks the CPU's features on every call.
+        let bits = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 }
 
@@ -331,37 +560,125 @@ impl Lanes for BF16 {
     }
 }
 
-/// `sum w[i] * x[i]` over `n` values: f32 products, f64 sums in 16 lanes, the lanes added
-/// pairwise at the end, the tail (`n % 16`) one after the other. The caller guarantees AVX2,
-/// F16C and `n` values behind each pointer.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn dot_f64<W: Lanes, X: Lanes>(w: *const u8, x: *const u8, n: usize) -> f32 {
+/// The sum of two 4-lane f64 accumulators: lanes added pairwise, then the two halves.
+#[inline(always)]
+unsafe fn hsum_pd(a: std::arch::x86_64::__m256d, b: std::arch::x86_64::__m256d) -> f64 {
     use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_pd(); 4];
+    let v = _mm256_add_pd(a, b);
+    let pair = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+    _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)))
+}
+
+/// F16 weights times `N` tokens of f16 activations held as f32 (`x`, token after token,
+/// `k` each): per sixteen weights two loads and widenings, then per token four f64 fused
+/// multiply-adds of exact products (see [`FloatBatch`]), the same sums as adding the
+/// reference's f32 products, into four independent accumulators (so one token's sums are not
+/// one chain of dependent adds: decode reads the lm_head at memory speed).
+///
+/// # Safety
+/// AVX2, FMA and F16C; `k` f16 weights at `w`, `N * k` f32 values at `x`, `N` outputs.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f32, k: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_pd(); 4]; N];
     let mut i = 0;
-    while i + 16 <= n {
-        for half in 0..2 {
-            let j = i + 8 * half;
-            let p = _mm256_mul_ps(W::load8(w.add(j * W::SIZE)), X::load8(x.add(j * X::SIZE)));
-            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(p));
-            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p));
-            acc[2 * half] = _mm256_add_pd(acc[2 * half], lo);
-            acc[2 * half + 1] = _mm256_add_pd(acc[2 * half + 1], hi);
+    while i + 16 <= k {
+        let (w0, w1) = (F16::load8(w.add(2 * i)), F16::load8(w.add(2 * i + 16)));
+        let wd = [
+            _mm256_cvtps_pd(_mm256_castps256_ps128(w0)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(w0)),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(w1)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(w1)),
+        ];
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let xt = x.add(t * k + i);
+            for (l, a) in acc.iter_mut().enumerate() {
+                let xd = _mm256_cvtps_pd(_mm_loadu_ps(xt.add(4 * l)));
+                *a = _mm256_fmadd_pd(wd[l], xd, *a);
+            }
         }
         i += 16;
     }
-    let v = _mm256_add_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
-    let pair = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
-    let mut sum = _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)));
-    while i < n {
-        sum += (W::one(w.add(i * W::SIZE)) * X::one(x.add(i * X::SIZE))) as f64;
-        i += 1;
+    for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
+        let mut sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
+        for j in i..k {
+            sum += F16::one(w.add(2 * j)) as f64 * *x.add(t * k + j) as f64;
+        }
+        *o = sum as f32;
     }
-    sum as f32
+}
+
+/// Weights of type `W` times `N` tokens of f32 activations (`x`, token after token, `k` each):
+/// per sixteen weights two loads and widenings to f32, then per token the reference's f32
+/// products (no FMA), widened to f64 and added into four accumulators, as [`dots_exact`].
+///
+/// # Safety
+/// AVX2, FMA and F16C; `k` weights of type `W` at `w`, `N * k` f32 values at `x`, `N` outputs.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_rounded_n<W: Lanes, const N: usize>(
+    w: *const u8,
+    x: *const f32,
+    k: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_pd(); 4]; N];
+    let mut i = 0;
+    while i + 16 <= k {
+        let wv = [
+            W::load8(w.add(i * W::SIZE)),
+            W::load8(w.add((i + 8) * W::SIZE)),
+        ];
+        for (t, acc) in acc.iter_mut().enumerate() {
+            for (h, &wv) in wv.iter().enumerate() {
+                let p = _mm256_mul_ps(wv, _mm256_loadu_ps(x.add(t * k + i + 8 * h)));
+                acc[2 * h] = _mm256_add_pd(acc[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+                acc[2 * h + 1] = _mm256_add_pd(
+                    acc[2 * h + 1],
+                    _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)),
+                );
+            }
+        }
+        i += 16;
+    }
+    for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
+        let mut sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
+        for j in i..k {
+            sum += (W::one(w.add(j * W::SIZE)) * *x.add(t * k + j)) as f64;
+        }
+        *o = sum as f32;
+    }
+}
+
+/// TQ2_0 block scales of a row into `out` with F16C (one per block: the values of
+/// `ternary::block_scales::<Tq2_0>`, as an f16 to f32 conversion is exact however it is
+/// done), one instruction each. `None` where the CPU lacks F16C.
+pub fn tq2_0_scales(row: &[u8], out: &mut [f32]) -> Option<()> {
+    if !has_avx2_fma_f16c() {
+        return None;
+    }
+    assert_eq!(
+        row.len(),
+        out.len() * tq2_0::BLOCK_BYTES,
+        "one scale per tq2_0 block"
+    );
+    // SAFETY: F16C is present (checked above); the row holds `out.len()` blocks (asserted).
+    unsafe { tq2_0_scales_f16c(row.as_ptr(), out) };
+    Some(())
+}
+
+/// # Safety
+/// F16C; `out.len()` TQ2_0 blocks at `row`.
+#[target_feature(enable = "f16c")]
+unsafe fn tq2_0_scales_f16c(row: *const u8, out: &mut [f32]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        *o = F16::one(row.add(b * tq2_0::BLOCK_BYTES + tq2_0::QS_BYTES));
+    }
 }
 
 /// The sum of a vector's eight i32 lanes (wrapping, as the scalar i32 sum would not overflow
 /// for any row a model holds: at most 127 * K with K <= 2^24).
+#[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn hsum_epi32(v: std::arch::x86_64::__m256i) -> i32 {
     use std::arch::x86_64::*;

@@ -1,0 +1,120 @@
+//! The ternary GEMV of the 2B-4T shape (`ffn_up`/`ffn_gate`: 6912 rows of 2560 weights;
+//! `ffn_down`: 2560 rows of 6912) in one process, one thread each: ggml's TQ2_0 kernel through
+//! FFI (`ggml_get_type_traits_cpu(TQ2_0)`: `from_float` quantizes the activations to Q8_K once,
+//! then `vec_dot` per row, as `ggml_compute_forward_mul_mat` does for one token) against the
+//! engine's `matmul` (the same Q8_K quantization and one dot per row) with each kernel set.
+//! The same weights and activations on both sides; the outputs are checked to agree before
+//! timing (both are exact integer sums per block; ggml's AVX2 epilogue fuses the block scales
+//! in another order, so the last bits may differ).
+//!
+//! `cargo bench -p xval-cpp-sys --bench ternary_gemv` (`scripts/bench.sh` runs it and writes
+//! the ratios into docs/performance.md).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use xval_engine::gguf::GgmlType;
+use xval_engine::numerics::{Numerics, Profile};
+use xval_engine::quant::i2_s::I2sLayout;
+use xval_engine::quant::kernels::Kernel;
+use xval_engine::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix, PLAIN};
+use xval_engine::quant::{self};
+
+#[allow(dead_code)]
+#[path = "../tests/parity_support/ffi.rs"]
+mod ffi;
+
+/// Deterministic values in [-1, 1) (xorshift), so every run times the same inputs.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// ggml's one-token matmul: activations to Q8_K, then one `vec_dot` per weight row.
+fn ggml_gemv(w: &[u8], x: &[f32], k: usize, m: usize, out: &mut [f32]) {
+    let y = ffi::cpu_from_float(ffi::Q8_K, x);
+    let row = w.len() / m;
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = ffi::vec_dot(ffi::TQ2_0, k, &w[r * row..(r + 1) * row], &y);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    ffi::init();
+    let numerics = Numerics::new(Profile::Ggml);
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    for (name, k, m) in [("2560x6912", 2560, 6912), ("6912x2560", 6912, 2560)] {
+        // Ternary weights with realistic TQ2_0 block scales.
+        let wv: Vec<f32> = values(k * m, 7)
+            .iter()
+            .map(|v| (v * 1.5).round().clamp(-1.0, 1.0) * 0.02)
+            .collect();
+        let x = values(k, 11);
+        let tq2 = quant::quantize(GgmlType::TQ2_0, &wv).expect("whole blocks");
+        let w = WeightMatrix::new("bench", GgmlType::TQ2_0, k, m, &tq2, I2sLayout::Block128)
+            .expect("a valid matrix");
+        let i2s = quant::quantize(GgmlType::I2_S, &wv).expect("whole blocks");
+        let wi = WeightMatrix::new("bench", GgmlType::I2_S, k, m, &i2s, I2sLayout::Block128)
+            .expect("a valid matrix");
+        let mut reference = vec![0f32; m];
+        ggml_gemv(&tq2, &x, k, m, &mut reference);
+
+        let mut group = c.benchmark_group(format!("ternary_gemv_{name}"));
+        group.throughput(Throughput::Bytes(tq2.len() as u64));
+        group.bench_function("ggml_tq2_0", |b| {
+            let mut out = vec![0f32; m];
+            b.iter(|| ggml_gemv(&tq2, &x, k, m, &mut out))
+        });
+        for (ty, w) in [("tq2_0", &w), ("i2_s", &wi)] {
+            let scalar = one_thread
+                .install(|| matmul_twin(w, &x, 1, numerics, PLAIN))
+                .expect("matmul");
+            if ty == "tq2_0" {
+                // ggml's AVX2 dot applies the block scales with FMA across eight blocks at a
+                // time, the engine as ggml's reference does (one f32 sum after the other): the
+                // same integer sums, float epilogues that differ in the last bits.
+                let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let worst = scalar
+                    .iter()
+                    .zip(&reference)
+                    .fold(0f32, |a, (o, r)| a.max((o - r).abs()));
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "differs from ggml's TQ2_0 dot by {worst:e} (outputs up to {scale:e})"
+                );
+            }
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                let out = one_thread
+                    .install(|| matmul_twin(w, &x, 1, numerics, TwinRounding { kernel, ..PLAIN }))
+                    .expect("matmul");
+                assert!(
+                    out.iter()
+                        .zip(&scalar)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel} {ty}: not bit-identical to scalar"
+                );
+                group.bench_function(BenchmarkId::new(format!("engine_{ty}"), kernel), |b| {
+                    b.iter(|| {
+                        one_thread
+                            .install(|| {
+                                matmul_twin(w, &x, 1, numerics, TwinRounding { kernel, ..PLAIN })
+                            })
+                            .expect("matmul")
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
