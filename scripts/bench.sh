@@ -73,6 +73,35 @@ EOF
     done
 done
 
+# On the 2B-4T shape: what a comparison costs beside the two runs it needs (the phases its
+# receipt times), and the peak memory of `harness run` against the file's size.
+costs=()
+if [[ "${BENCH_2B4T:-0}" == 1 ]]; then
+    for f in tq2_0 i2_s; do
+        model="$work/2b4t-$f.gguf"
+        echo "bench.sh: compare and run costs, $model" >&2
+        /usr/bin/time -f "%e" -o "$work/compare.time" "$h" compare "$model" --threads "$threads" \
+            --oracle-threads "$threads" --out "$work/compare-$f.json" >/dev/null 2>&1 || true
+        /usr/bin/time -f "%M" -o "$work/run.rss" "$h" run "$model" -p "The quick brown fox" -n 16 \
+            --threads "$threads" >/dev/null 2>&1 || true
+        costs+=("$(python3 - "$work/compare-$f.json" "$work/compare.time" "$work/run.rss" "$model" "$f" <<'EOF'
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+t = r["timings"]
+wall = float(open(sys.argv[2]).read().split()[-1])
+rss = int(open(sys.argv[3]).read().split()[-1]) * 1024
+size = os.path.getsize(sys.argv[4])
+runs = t["engine_prefill"] + t["engine_decode"] + t["oracle_prefill"] + t["oracle_decode"]
+extra = {k: v for k, v in t.items() if not k.startswith(("engine_prefill", "engine_decode", "oracle_"))}
+print(f"| {sys.argv[5].upper()} | {r['engine']['kernels'][0] if isinstance(r['engine'].get('kernels'), list) else ''} | {wall:.1f} | "
+      f"{runs:.1f} | {wall / runs:.2f}x | "
+      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(extra.items())) +
+      f" | {rss / 1e9:.2f} GB of {size / 1e9:.2f} GB ({rss / size:.2f}x) |")
+EOF
+)")
+    done
+fi
+
 # The ternary GEMV of the 2B-4T shape against ggml's kernel through FFI, one thread, one process
 # (criterion; cpp-sys/benches/ternary_gemv.rs).
 echo "bench.sh: ternary GEMV (criterion)" >&2
@@ -123,6 +152,24 @@ only \`${kernels_2b4t}\` (the scalar engine needs minutes per run there).
 |---|---|---:|---:|---|---:|---:|---:|---:|---|
 EOF
     printf '%s\n' "${rows[@]}"
+    if ((${#costs[@]})); then
+        cat <<EOF
+
+## Comparison cost and memory on the 2B-4T shape
+
+\`harness compare MODEL --threads ${threads} --oracle-threads ${threads}\` (default prompt, 16
+decode steps, every tap, the built-in llama.cpp, the default kernel set) timed whole, against
+the four phases that are the two runs themselves (engine prefill and decode without the
+comparison's extras, oracle prefill and decode with its taps), from the receipt's \`timings\`;
+the rest is loading, the engine's op-level replay, the noise twin (a second engine run) and the
+judging. Peak RSS: \`harness run MODEL -p "The quick brown fox" -n 16\` under \`/usr/bin/time\`
+(the weights are mapped, not copied).
+
+| model | kernel | compare s | engine + oracle runs s | ratio | the rest (s) | peak RSS of \`run\` against the file |
+|---|---|---:|---:|---:|---|---|
+EOF
+        printf '%s\n' "${costs[@]}"
+    fi
     cat <<EOF
 
 ## Ternary GEMV against ggml, one thread

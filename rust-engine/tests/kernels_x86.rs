@@ -270,3 +270,49 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The noise twin's float dots (one sequential f32 sum per row and token) through `matmul`
+    /// with AVX2 (eight rows side by side in one vector's lanes) equal the scalar fold bit for
+    /// bit: every weight type and activation form, row counts that are and are not multiples of
+    /// eight, every tail length, several tokens, magnitudes that make the f32 sums round.
+    #[test]
+    fn twin_f32_sums_with_avx2_equal_the_scalar_fold(
+        (k, m, n, seed) in (1usize..=70, 1usize..=21, 1usize..=3, any::<u64>())
+    ) {
+        use xval_engine::gguf::GgmlType;
+        use xval_engine::numerics::{F16Activations, KvType, Numerics, Profile};
+        use xval_engine::quant::i2_s::I2sLayout;
+        use xval_engine::quant::kernels::Kernel;
+        use xval_engine::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix, PLAIN};
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 2f32.powi((state % 20) as i32 - 10)
+        };
+        let wv: Vec<f32> = (0..k * m).map(|_| next()).collect();
+        let x: Vec<f32> = (0..k * n).map(|_| next()).collect();
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            for f16_activations in [F16Activations::Round, F16Activations::F32Batches] {
+                let bytes = xval_engine::quant::quantize(ty, &wv).unwrap();
+                let w = WeightMatrix::new("w", ty, k, m, &bytes, I2sLayout::Block128).unwrap();
+                let numerics = Numerics { profile: Profile::Ggml, kv: KvType::F32, f16_activations };
+                let run = |kernel| {
+                    matmul_twin(&w, &x, n, numerics, TwinRounding { f32_sums: true, kernel, ..PLAIN })
+                        .unwrap()
+                };
+                let (scalar, simd) = (run(Kernel::Scalar), run(Kernel::Avx2));
+                for (i, (a, b)) in scalar.iter().zip(&simd).enumerate() {
+                    prop_assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{} {:?} value {}: scalar {} avx2 {}", ty, f16_activations, i, a, b
+                    );
+                }
+            }
+        }
+    }
+}

@@ -346,6 +346,73 @@ impl SimdFloat {
     }
 }
 
+/// The noise twin's float dots ([`TwinRounding::f32_sums`]: one sequential f32 sum per row and
+/// token) by a kernel set that runs eight rows' sums side by side (`x86::f32_sum_dots`,
+/// bit-identical to [`dot_f32_sum`]), where it has one.
+struct SimdTwinFloat {
+    /// Every token's activations as the fold multiplies them (f32).
+    tokens: Vec<Vec<f32>>,
+}
+
+impl SimdTwinFloat {
+    fn new(w: &WeightMatrix, prepared: &[Prepared], kernel: Kernel) -> Option<Self> {
+        if kernel != Kernel::Avx2 || !matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        {
+            return None;
+        }
+        let tokens = prepared
+            .iter()
+            .map(|a| match a {
+                Prepared::F32(x) | Prepared::F16xF32(x) => Some(x.clone()),
+                Prepared::F16(x) => Some(x.iter().map(|v| v.to_f32()).collect()),
+                Prepared::BF16(x) => Some(
+                    x.iter()
+                        .map(|&v| f32::from_bits((v as u32) << 16))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(SimdTwinFloat { tokens })
+    }
+
+    /// Every token's twin dot with weight rows `r0..r0 + out.len() / n`, eight rows at a time;
+    /// `false` where the kernel declines (the caller then folds row by row).
+    fn rows(&self, w: &WeightMatrix, r0: usize, out: &mut [f32]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::kernels::x86::{f32_sum_dots, FloatRow};
+            let n = self.tokens.len();
+            let rows = out.len() / n;
+            let mut sums = [0f32; 8];
+            for i0 in (0..rows).step_by(8) {
+                let count = (rows - i0).min(8);
+                let views: Vec<FloatRow> = (r0 + i0..r0 + i0 + count)
+                    .map(|r| match w.ty {
+                        GgmlType::F32 => FloatRow::F32(w.row(r)),
+                        GgmlType::F16 => FloatRow::F16(w.row(r)),
+                        _ => FloatRow::BF16(w.row(r)),
+                    })
+                    .collect();
+                for (t, x) in self.tokens.iter().enumerate() {
+                    if f32_sum_dots(&views, x, &mut sums[..count]).is_none() {
+                        return false;
+                    }
+                    for (j, &v) in sums[..count].iter().enumerate() {
+                        out[(i0 + j) * n + t] = v;
+                    }
+                }
+            }
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (w, r0, out);
+            false
+        }
+    }
+}
+
 /// bitnet.cpp's I2_S epilogue for an integer dot, wrapped to 16 bits first under `i16`.
 fn i2s_i8_epilogue(w: &WeightMatrix, a: &ActI8, sum: i32, i16: bool) -> f32 {
     let sum = if i16 { sum as i16 as i32 } else { sum };
@@ -504,6 +571,10 @@ pub fn matmul_twin(
     let simd_float = (!rounding.f32_sums)
         .then(|| SimdFloat::new(w, &prepared, rounding.kernel))
         .flatten();
+    let simd_twin = rounding
+        .f32_sums
+        .then(|| SimdTwinFloat::new(w, &prepared, rounding.kernel))
+        .flatten();
     let i16 = rounding.i16_sums;
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
     // About sixteen tasks per thread: enough to balance, few enough that a decode step's small
@@ -527,6 +598,8 @@ pub fn matmul_twin(
                 } else if let Some(s) = &simd_float {
                     s.rows(w, r0, out);
                     true
+                } else if let Some(s) = &simd_twin {
+                    s.rows(w, r0, out)
                 } else {
                     false
                 };

@@ -650,6 +650,109 @@ unsafe fn dots_rounded_n<W: Lanes, const N: usize>(
     }
 }
 
+/// The noise twin's float dots (`TwinRounding::f32_sums`) of up to eight weight rows of one
+/// type with one token's f32 activations: per row `s = s + w[i] * x[i]` in f32, `i` in order,
+/// exactly the scalar fold of `quant::matmul` (each product rounded, then the sum; no FMA), so
+/// bit-identical to it. The eight rows run side by side in the eight lanes of one vector (each
+/// lane its own sequential sum), which is what makes a dependent chain fast: the rows' weights
+/// are loaded eight at a time and transposed. `out[j]` for `rows[j]`; `None` where the CPU
+/// lacks AVX2, FMA or F16C, the rows differ in type or length from `x`, or there are more than
+/// eight.
+pub fn f32_sum_dots(rows: &[FloatRow], x: &[f32], out: &mut [f32]) -> Option<()> {
+    let k = x.len();
+    let ty = rows.first()?.ty();
+    if !has_avx2_fma_f16c()
+        || rows.len() > 8
+        || out.len() != rows.len()
+        || rows.iter().any(|r| r.ty() != ty || r.len() != k)
+    {
+        return None;
+    }
+    // Missing rows repeat the first; their lanes are dropped.
+    let mut ptrs = [rows[0].bytes().as_ptr(); 8];
+    for (p, r) in ptrs.iter_mut().zip(rows) {
+        *p = r.bytes().as_ptr();
+    }
+    // SAFETY: AVX2, FMA and F16C are present (checked above); every pointer is a row of `k`
+    // weights of type `ty` and `x` holds `k` values, all the kernel reads.
+    let sums = unsafe {
+        match ty {
+            FloatType::F32 => seq_dots8::<F32>(&ptrs, x.as_ptr(), k),
+            FloatType::F16 => seq_dots8::<F16>(&ptrs, x.as_ptr(), k),
+            FloatType::BF16 => seq_dots8::<BF16>(&ptrs, x.as_ptr(), k),
+        }
+    };
+    out.copy_from_slice(&sums[..rows.len()]);
+    Some(())
+}
+
+/// Eight sequential f32 sums `s_j = s_j + w_j[i] * x[i]`, one per lane.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `k` weights of type `W` behind each row pointer, `k` values at `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn seq_dots8<W: Lanes>(rows: &[*const u8; 8], x: *const f32, k: usize) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= k {
+        let mut v = [_mm256_setzero_ps(); 8];
+        for (v, &r) in v.iter_mut().zip(rows.iter()) {
+            *v = W::load8(r.add(i * W::SIZE));
+        }
+        let t = transpose8(v);
+        for (e, t) in t.iter().enumerate() {
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(*t, _mm256_set1_ps(*x.add(i + e))));
+        }
+        i += 8;
+    }
+    while i < k {
+        let mut w = [0f32; 8];
+        for (w, &r) in w.iter_mut().zip(rows.iter()) {
+            *w = W::one(r.add(i * W::SIZE));
+        }
+        let w = _mm256_loadu_ps(w.as_ptr());
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w, _mm256_set1_ps(*x.add(i))));
+        i += 1;
+    }
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    out
+}
+
+/// An 8x8 f32 transpose: `out[e]` lane `j` is `v[j]` lane `e`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8(v: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+    let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+    let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
 /// TQ2_0 block scales of a row into `out` with F16C (one per block: the values of
 /// `ternary::block_scales::<Tq2_0>`, as an f16 to f32 conversion is exact however it is
 /// done), one instruction each. `None` where the CPU lacks F16C.
