@@ -186,6 +186,10 @@ pub fn i2s_tensor_to_tq2_0(
     n: usize,
     layout: i2_s::I2sLayout,
 ) -> Result<(Vec<u8>, f32)> {
+    if layout == i2_s::I2sLayout::Block128 {
+        let (codes, scale) = codes_and_scale(data, n)?;
+        return Ok((pack_tq2_0_from_i2s128(codes, f16::ONE), scale));
+    }
     let (trits, scale) = trits_and_scale(data, n, layout)?;
     Ok((pack_tq2_0(&trits, f16::ONE), scale))
 }
@@ -196,15 +200,40 @@ pub fn i2s_tensor_to_tq2_0_block_d(
     n: usize,
     layout: i2_s::I2sLayout,
 ) -> Result<Vec<u8>> {
+    let scale_d = |scale: f32| {
+        let d = f16::from_f32(scale);
+        if !d.is_finite() || d.to_f32() == 0.0 {
+            return Err(Error::format(
+                "i2_s",
+                format!("I2_S scale {scale} has no finite non-zero f16"),
+            ));
+        }
+        Ok(d)
+    };
+    if layout == i2_s::I2sLayout::Block128 {
+        let (codes, scale) = codes_and_scale(data, n)?;
+        return Ok(pack_tq2_0_from_i2s128(codes, scale_d(scale)?));
+    }
     let (trits, scale) = trits_and_scale(data, n, layout)?;
-    let d = f16::from_f32(scale);
-    if !d.is_finite() || d.to_f32() == 0.0 {
+    Ok(pack_tq2_0(&trits, scale_d(scale)?))
+}
+
+/// The code bytes (checked: no code 3) and finite scale of `n` I2_S weights in the
+/// 128-weight layout (`n` a multiple of 256), the errors [`trits_and_scale`] gives.
+fn codes_and_scale(data: &[u8], n: usize) -> Result<(&[u8], f32)> {
+    if n % tq2_0::BLOCK != 0 {
         return Err(Error::format(
             "i2_s",
-            format!("I2_S scale {scale} has no finite non-zero f16"),
+            format!("{n} weights is not a multiple of 256: TQ2_0 blocks cannot hold them"),
         ));
     }
-    Ok(pack_tq2_0(&trits, d))
+    let scale = i2_s::scale(data, n)?;
+    if !scale.is_finite() {
+        return Err(Error::format("i2_s", format!("I2_S scale is {scale}")));
+    }
+    let codes = &data[..n / 4];
+    i2_s::check_codes(codes)?;
+    Ok((codes, scale))
 }
 
 /// The codes and finite scale of `n` I2_S weights (`n` a multiple of 256).
@@ -221,6 +250,25 @@ fn trits_and_scale(data: &[u8], n: usize, layout: i2_s::I2sLayout) -> Result<(Ve
         ));
     }
     Ok((trits, scale))
+}
+
+/// [`pack_tq2_0`] of the trits of a tensor in the 128-weight I2_S layout, straight from its
+/// codes: both formats keep weight `j` of a 128-weight chunk in byte `j % 32` as its value plus
+/// one, I2_S in bits `6 - 2 (j / 32)` (`ggml_vec_dot_i2_i8_s`), TQ2_0 in bits `2 (j / 32)`
+/// (`ggml_vec_dot_tq2_0_q8_K`), so each code byte becomes its 2-bit fields in reverse order,
+/// and a 256-weight block's two chunks are its 64 code bytes. The codes were checked for 3.
+fn pack_tq2_0_from_i2s128(codes: &[u8], d: f16) -> Vec<u8> {
+    // The 2-bit fields of every byte, reversed.
+    let reversed: [u8; 256] = std::array::from_fn(|b| {
+        let b = b as u8;
+        (b >> 6) | ((b >> 2) & 0b1100) | ((b << 2) & 0b11_0000) | (b << 6)
+    });
+    let mut packed = Vec::with_capacity(codes.len() / 64 * tq2_0::BLOCK_BYTES);
+    for block in codes.chunks_exact(64) {
+        packed.extend(block.iter().map(|&b| reversed[b as usize]));
+        packed.extend_from_slice(&d.to_le_bytes());
+    }
+    packed
 }
 
 fn pack_tq2_0(trits: &[i8], d: f16) -> Vec<u8> {
@@ -262,5 +310,37 @@ mod tests {
         assert_eq!(scale_tensor_name("blk.0.attn_norm.weight"), None);
         assert_eq!(scale_tensor_name("blk.x.attn_q.weight"), None);
         assert_eq!(scale_tensor_name("blk.0.attn_q.bias"), None);
+    }
+
+    /// The byte-level repack of the 128-weight layout equals decoding every trit and packing
+    /// TQ2_0 blocks from them, on random valid codes of several tensors' lengths.
+    #[test]
+    fn the_direct_repack_equals_packing_decoded_trits() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for blocks in [1usize, 2, 7, 40] {
+            let n = blocks * 256;
+            let mut data: Vec<u8> = (0..n / 4)
+                .map(|_| {
+                    (0..4).fold(0u8, |b, f| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        b | (((state >> 33) % 3) as u8) << (2 * f)
+                    })
+                })
+                .collect();
+            data.extend_from_slice(&0.75f32.to_le_bytes());
+            data.resize(n / 4 + 32, 0);
+            let layout = i2_s::I2sLayout::Block128;
+            let trits = i2_s::trits(&data, n, layout).unwrap();
+            assert_eq!(
+                pack_tq2_0_from_i2s128(&data[..n / 4], f16::ONE),
+                pack_tq2_0(&trits, f16::ONE),
+                "{blocks} blocks"
+            );
+            let (fast, scale) = i2s_tensor_to_tq2_0(&data, n, layout).unwrap();
+            assert_eq!(scale, 0.75);
+            assert_eq!(fast, pack_tq2_0(&trits, f16::ONE));
+        }
     }
 }

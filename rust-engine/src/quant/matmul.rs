@@ -11,10 +11,9 @@ use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
-use super::kernels::{ternary_block_dots, Kernel, TernaryActs, TernaryBatch, TernaryRow};
+use super::kernels::{Kernel, TernaryActs, TernaryBatch, TernaryRow, TernaryRunner};
 use super::q8_k::{self, BlockQ8K};
 use super::ternary;
-use super::tq2_0::Tq2_0;
 use super::{bf16, f16, f32 as f32q, i2_s, q6_k, q8_0, tq1_0, tq2_0};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -351,6 +350,7 @@ impl SimdFloat {
 /// bit-identical to [`dot_f32_sum`]), where it has one.
 struct SimdTwinFloat {
     /// Every token's activations as the fold multiplies them (f32).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     tokens: Vec<Vec<f32>>,
 }
 
@@ -423,7 +423,7 @@ fn i2s_i8_epilogue(w: &WeightMatrix, a: &ActI8, sum: i32, i16: bool) -> f32 {
 /// one for this weight type and activation form and this CPU runs it: groups of up to four
 /// tokens, the most one pass of the kernel over a weight row serves.
 struct SimdTernary<'p> {
-    kernel: Kernel,
+    runner: TernaryRunner,
     prepared: &'p [Prepared],
     groups: Vec<TernaryBatch<'p>>,
 }
@@ -433,9 +433,8 @@ const TOKENS_PER_PASS: usize = 4;
 
 impl<'p> SimdTernary<'p> {
     fn new(w: &WeightMatrix, prepared: &'p [Prepared], kernel: Kernel) -> Option<Self> {
-        if kernel == Kernel::Scalar || !kernel.available() || ternary_row(w, 0).is_none() {
-            return None;
-        }
+        let runner = TernaryRunner::new(kernel)?;
+        ternary_row(w, 0)?;
         let acts = prepared
             .iter()
             .map(|a| match a {
@@ -449,7 +448,7 @@ impl<'p> SimdTernary<'p> {
             .map(|g| TernaryBatch::new(g.to_vec()))
             .collect::<Option<Vec<_>>>()?;
         Some(SimdTernary {
-            kernel,
+            runner,
             prepared,
             groups,
         })
@@ -478,10 +477,9 @@ impl<'p> SimdTernary<'p> {
                 let row = ternary_row(w, r).expect("a ternary kernel format (checked in new)");
                 let blocks = row.blocks();
                 dots.resize(blocks * batch.tokens(), 0);
-                ternary_block_dots(self.kernel, row, batch, dots)
-                    .expect("this CPU runs the kernel (checked in new)");
+                self.runner.block_dots(row, batch, dots);
                 if w.ty == GgmlType::TQ2_0 {
-                    tq2_0_scales(self.kernel, w.row(r), blocks, scales);
+                    self.runner.tq2_0_scales(w.row(r), scales);
                 }
                 let outs = row_out[t0..t0 + batch.tokens()].iter_mut();
                 for ((o, a), d) in outs.zip(tokens).zip(dots.chunks_exact(blocks)) {
@@ -497,20 +495,6 @@ impl<'p> SimdTernary<'p> {
             }
         }
     }
-}
-
-/// A TQ2_0 row's `blocks` block scales into `out`: by `kernel` where it converts f16 itself
-/// (the same values as `ternary::block_scales`: the conversion is exact), else by the
-/// reference.
-fn tq2_0_scales(kernel: Kernel, row: &[u8], blocks: usize, out: &mut Vec<f32>) {
-    out.resize(blocks, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2 && super::kernels::x86::tq2_0_scales(row, out).is_some() {
-        return;
-    }
-    let _ = kernel;
-    out.clear();
-    out.extend(ternary::block_scales::<Tq2_0>(row));
 }
 
 /// Weight row `r` as a SIMD ternary kernel reads it, for the formats that have one.

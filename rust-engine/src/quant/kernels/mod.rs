@@ -263,20 +263,67 @@ pub fn ternary_block_dots(
     batch: &TernaryBatch,
     out: &mut [i32],
 ) -> Option<()> {
-    if !kernel.available() {
-        return None;
-    }
-    // SAFETY: this CPU runs `kernel` (checked above), the one promise `run_ternary` needs.
-    unsafe {
+    TernaryRunner::new(kernel)?.block_dots(row, batch, out);
+    Some(())
+}
+
+/// A kernel set's ternary kernel resolved once for a matmul (its CPU features checked here), so
+/// that the call per weight row checks only the row: [`TernaryRunner::block_dots`] is
+/// [`ternary_block_dots`], [`TernaryRunner::tq2_0_scales`] the row's block scales.
+#[derive(Clone, Copy)]
+pub struct TernaryRunner {
+    run: unsafe fn(TernaryRow, &TernaryBatch, &mut [i32]),
+    scales: Option<ScalesFn>,
+}
+
+/// A set's TQ2_0 block-scale conversion (see [`TernaryRunner::tq2_0_scales`]).
+type ScalesFn = unsafe fn(&[u8], &mut [f32]);
+
+impl TernaryRunner {
+    /// `None` where the set has no ternary kernel or this CPU cannot run it.
+    pub fn new(kernel: Kernel) -> Option<Self> {
+        if !kernel.available() {
+            return None;
+        }
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => run_ternary::<x86::Avx2>(row, batch, out),
+            Kernel::Avx2 => Some(TernaryRunner {
+                run: run_ternary::<x86::Avx2>,
+                scales: x86::has_f16c().then_some(x86::tq2_0_scales_f16c as ScalesFn),
+            }),
             #[cfg(target_arch = "aarch64")]
-            Kernel::Neon => run_ternary::<aarch64::Neon>(row, batch, out),
-            _ => return None,
+            Kernel::Neon => Some(TernaryRunner {
+                run: run_ternary::<aarch64::Neon>,
+                scales: None,
+            }),
+            _ => None,
         }
     }
-    Some(())
+
+    /// [`ternary_block_dots`] without resolving the kernel again.
+    pub fn block_dots(&self, row: TernaryRow, batch: &TernaryBatch, out: &mut [i32]) {
+        // SAFETY: `new` checked that this CPU runs the set, the one promise `run_ternary`
+        // needs (it checks the row and `out` against the batch itself).
+        unsafe { (self.run)(row, batch, out) }
+    }
+
+    /// A TQ2_0 row's block scales into `out` (one per block), by the set where it converts f16
+    /// itself (the same values as the reference's: the conversion is exact), else by the
+    /// reference.
+    pub fn tq2_0_scales(&self, row: &[u8], out: &mut Vec<f32>) {
+        let blocks = row.len() / tq2_0::BLOCK_BYTES;
+        assert_eq!(row.len(), blocks * tq2_0::BLOCK_BYTES, "whole tq2_0 blocks");
+        out.resize(blocks, 0.0);
+        match self.scales {
+            // SAFETY: `new` checked the features the function needs; the row holds `blocks`
+            // blocks (asserted) and `out` one slot per block.
+            Some(f) => unsafe { f(row, out) },
+            None => {
+                out.clear();
+                out.extend(super::ternary::block_scales::<super::tq2_0::Tq2_0>(row));
+            }
+        }
+    }
 }
 
 /// Runs kernel `K` over every token of `batch` for weight row `row`, four tokens at a time (so

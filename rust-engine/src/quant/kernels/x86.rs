@@ -753,27 +753,20 @@ unsafe fn transpose8(v: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::_
     ]
 }
 
-/// TQ2_0 block scales of a row into `out` with F16C (one per block: the values of
-/// `ternary::block_scales::<Tq2_0>`, as an f16 to f32 conversion is exact however it is
-/// done), one instruction each. `None` where the CPU lacks F16C.
-pub fn tq2_0_scales(row: &[u8], out: &mut [f32]) -> Option<()> {
-    if !has_avx2_fma_f16c() {
-        return None;
-    }
-    assert_eq!(
-        row.len(),
-        out.len() * tq2_0::BLOCK_BYTES,
-        "one scale per tq2_0 block"
-    );
-    // SAFETY: F16C is present (checked above); the row holds `out.len()` blocks (asserted).
-    unsafe { tq2_0_scales_f16c(row.as_ptr(), out) };
-    Some(())
+/// Whether this CPU converts f16 with F16C.
+pub fn has_f16c() -> bool {
+    std::arch::is_x86_feature_detected!("f16c")
 }
 
+/// TQ2_0 block scales of a row into `out` with F16C (one per block: the values of
+/// `ternary::block_scales::<Tq2_0>`, as an f16 to f32 conversion is exact however it is
+/// done), one instruction each, for [`super::TernaryRunner::tq2_0_scales`].
+///
 /// # Safety
-/// F16C; `out.len()` TQ2_0 blocks at `row`.
+/// F16C; `row` holds `out.len()` TQ2_0 blocks.
 #[target_feature(enable = "f16c")]
-unsafe fn tq2_0_scales_f16c(row: *const u8, out: &mut [f32]) {
+pub(crate) unsafe fn tq2_0_scales_f16c(row: &[u8], out: &mut [f32]) {
+    let row = row.as_ptr();
     for (b, o) in out.iter_mut().enumerate() {
         *o = F16::one(row.add(b * tq2_0::BLOCK_BYTES + tq2_0::QS_BYTES));
     }
