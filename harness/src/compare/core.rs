@@ -2,6 +2,7 @@
 //! engine and the oracle (the `compare` command, tests, selftest) only gathers data; the
 //! verdicts come from [`super::judge`], the same judge `harness gate` uses.
 
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 use xval_engine::taps::{split_name, Tap};
@@ -131,9 +132,11 @@ fn series(taps: &[Tap], pair: &TapPair, against: &Tap) -> Option<Vec<KeyMetrics>
 /// engine (normalised by the engine).
 fn compare_taps(engine: &[Tap], oracle: &[Tap], replay: &[Tap], twin: Option<&[Tap]>) -> Compared {
     let a = align(engine, oracle);
+    // Each pair's metrics depend on that pair alone: computed in parallel, collected in order,
+    // so the receipt is the same whatever the thread count.
     let records = a
         .pairs
-        .iter()
+        .par_iter()
         .map(|pair| {
             let n = pair.n_positions();
             let full: Vec<TapMetrics> = (0..n)
