@@ -583,6 +583,11 @@ unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f32, k: usize, out:
     let mut acc = [[_mm256_setzero_pd(); 4]; N];
     let mut i = 0;
     while i + 16 <= k {
+        // 2 KB ahead in the weight stream (into the next row near a row's end; a prefetch
+        // never faults): decode's lm_head is read from memory, and this measured 10-14% more
+        // decode tok/s on the 2B-4T shape than the hardware prefetcher alone (same prefetch
+        // in the ternary kernel: no change).
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(2 * i + 2048) as *const i8);
         let (w0, w1) = (F16::load8(w.add(2 * i)), F16::load8(w.add(2 * i + 16)));
         let wd = [
             _mm256_cvtps_pd(_mm256_castps256_ps128(w0)),
