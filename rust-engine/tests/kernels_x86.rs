@@ -204,13 +204,7 @@ proptest! {
 /// reference's exact f32 in at least 99% of rows (measured: printed with --nocapture).
 #[test]
 fn float_dots_with_avx2_nearly_always_equal_scalar_on_model_shaped_rows() {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut next = spread_values(0x9e37_79b9_7f4a_7c15, 0);
     let k = 2560;
     let x: Vec<f32> = (0..k).map(|_| next() * 3.0).collect();
     for ty in ["f32", "f16", "f16xf32", "bf16"] {
@@ -241,13 +235,7 @@ proptest! {
     ) {
         use xval_engine::quant::kernels::x86::{float_dot, float_dots, FloatActs, FloatBatch, FloatRow};
         use xval_engine::quant::{bf16, f16, f32 as f32q};
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 2f32.powi((state % 24) as i32 - 12)
-        };
+        let mut next = spread_values(seed, 12);
         let w: Vec<f32> = (0..k).map(|_| next()).collect();
         let xs: Vec<Vec<f32>> = (0..tokens).map(|_| (0..k).map(|_| next()).collect()).collect();
         let h: Vec<Vec<half::f16>> = xs.iter().map(|x| { let mut v = Vec::new(); f16::to_f16_row(x, &mut v); v }).collect();
@@ -287,13 +275,7 @@ proptest! {
         use xval_engine::quant::i2_s::I2sLayout;
         use xval_engine::quant::kernels::Kernel;
         use xval_engine::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix, PLAIN};
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 2f32.powi((state % 20) as i32 - 10)
-        };
+        let mut next = spread_values(seed, 10);
         let wv: Vec<f32> = (0..k * m).map(|_| next()).collect();
         let x: Vec<f32> = (0..k * n).map(|_| next()).collect();
         for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
@@ -313,6 +295,23 @@ proptest! {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Deterministic values (xorshift from `seed`): uniform in [-1, 1) times a power of two in
+/// `2^-spread ..= 2^(spread - 1)`, so the products' magnitudes differ and their sums round.
+fn spread_values(seed: u64, spread: i32) -> impl FnMut() -> f32 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let unit = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        if spread == 0 {
+            unit
+        } else {
+            unit * 2f32.powi((state % (2 * spread as u64)) as i32 - spread)
         }
     }
 }

@@ -11,7 +11,9 @@ use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
-use super::kernels::{Kernel, TernaryActs, TernaryBatch, TernaryRow, TernaryRunner};
+use super::kernels::{
+    Kernel, TernaryActs, TernaryBatch, TernaryRow, TernaryRunner, TERNARY_TOKENS_PER_PASS,
+};
 use super::q8_k::{self, BlockQ8K};
 use super::ternary;
 use super::{bf16, f16, f32 as f32q, i2_s, q6_k, q8_0, tq1_0, tq2_0};
@@ -230,7 +232,7 @@ fn dot_f32_sum(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>)
 
 /// Dot of weight row `r` with one prepared activation row by the scalar reference; `i16` wraps
 /// I2_S integer sums. (The SIMD kernels run for whole rows and every token in
-/// [`SimdTernary::row`] and [`SimdFloat::row`].)
+/// [`SimdTernary::rows`] and [`SimdFloat::rows`].)
 fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bool) -> f32 {
     let row = w.row(r);
     match (a, w.ty) {
@@ -265,29 +267,33 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bo
     }
 }
 
-/// The tokens of a float matmul (F32, F16, BF16 weights) in the form a kernel set's batched
-/// float dot reads them, where the set has one that runs here: AVX2 with F16C
-/// (`x86::float_dots`, two tokens per pass over a row; the reference's products summed in f64
-/// in another order, so within `x86::float_dot_bound` of it and nearly always equal).
+/// The tokens of a float matmul (F32, F16, BF16 weights) in the form a kernel set's float dots
+/// read them, where the set has them and this CPU runs them: AVX2 with F16C and FMA. The plain
+/// engine's dots (`x86::float_dots`, two tokens per pass over a row; the reference's products
+/// summed in f64 in another order, so within `x86::float_dot_bound` of it and nearly always
+/// equal), or under the noise twin's [`TwinRounding::f32_sums`] its sequential f32 folds
+/// (`x86::f32_sum_dots`, eight rows side by side, bit-identical to [`dot_f32_sum`]).
 struct SimdFloat {
     #[cfg(target_arch = "x86_64")]
     batch: super::kernels::x86::FloatBatch,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    f32_sums: bool,
 }
 
 impl SimdFloat {
-    fn new(w: &WeightMatrix, prepared: &[Prepared], kernel: Kernel) -> Option<Self> {
+    fn new(
+        w: &WeightMatrix,
+        prepared: &[Prepared],
+        kernel: Kernel,
+        f32_sums: bool,
+    ) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::kernels::x86::{FloatActs, FloatBatch, FloatType};
+            use super::kernels::x86::FloatActs;
             if kernel != Kernel::Avx2 {
                 return None;
             }
-            let ty = match w.ty {
-                GgmlType::F32 => FloatType::F32,
-                GgmlType::F16 => FloatType::F16,
-                GgmlType::BF16 => FloatType::BF16,
-                _ => return None,
-            };
+            let ty = float_row(w, 0)?.ty();
             let acts = prepared
                 .iter()
                 .map(|a| match a {
@@ -298,36 +304,48 @@ impl SimdFloat {
                 })
                 .collect::<Option<Vec<_>>>()?;
             Some(SimdFloat {
-                batch: FloatBatch::new(ty, &acts)?,
+                batch: super::kernels::x86::FloatBatch::new(ty, &acts)?,
+                f32_sums,
             })
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (w, prepared, kernel);
+            let _ = (w, prepared, kernel, f32_sums);
             None
         }
     }
 
     /// Every token's dot with weight rows `r0..r0 + out.len() / n` (`out[i * n + t]` for row
-    /// `r0 + i`, token `t`): token pass by token pass, each over all the rows, so a pass's
-    /// activations stay in L1 while the rows (a tile that fits L2) are read again.
+    /// `r0 + i`, token `t`). The plain dots go token pass by token pass, each over all the
+    /// rows, so a pass's activations stay in L1 while the rows (a tile that fits L2) are read
+    /// again; the twin's folds go eight rows at a time, every token over them.
     fn rows(&self, w: &WeightMatrix, r0: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::kernels::x86::{float_dots, FloatRow};
+            use super::kernels::x86::{f32_sum_dots, float_dots};
             let n = self.batch.tokens();
+            let row = |r| float_row(w, r).expect("a float weight type (checked in new)");
+            if self.f32_sums {
+                let mut sums = [0f32; 8];
+                for (i0, tile_out) in out.chunks_mut(8 * n).enumerate().map(|(c, o)| (8 * c, o)) {
+                    let views: Vec<_> = (0..tile_out.len() / n).map(|i| row(r0 + i0 + i)).collect();
+                    let sums = &mut sums[..views.len()];
+                    for t in 0..n {
+                        f32_sum_dots(&views, self.batch.token(t), sums)
+                            .expect("the rows fit the batch (checked in new)");
+                        for (j, &v) in sums.iter().enumerate() {
+                            tile_out[j * n + t] = v;
+                        }
+                    }
+                }
+                return;
+            }
             let mut t0 = 0;
             while t0 < n {
                 let tokens = t0..(t0 + self.batch.tokens_per_pass()).min(n);
                 for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
-                    let row = w.row(r0 + i);
-                    let row = match w.ty {
-                        GgmlType::F32 => FloatRow::F32(row),
-                        GgmlType::F16 => FloatRow::F16(row),
-                        _ => FloatRow::BF16(row),
-                    };
                     float_dots(
-                        row,
+                        row(r0 + i),
                         &self.batch,
                         tokens.clone(),
                         &mut row_out[tokens.clone()],
@@ -345,71 +363,15 @@ impl SimdFloat {
     }
 }
 
-/// The noise twin's float dots ([`TwinRounding::f32_sums`]: one sequential f32 sum per row and
-/// token) by a kernel set that runs eight rows' sums side by side (`x86::f32_sum_dots`,
-/// bit-identical to [`dot_f32_sum`]), where it has one.
-struct SimdTwinFloat {
-    /// Every token's activations as the fold multiplies them (f32).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    tokens: Vec<Vec<f32>>,
-}
-
-impl SimdTwinFloat {
-    fn new(w: &WeightMatrix, prepared: &[Prepared], kernel: Kernel) -> Option<Self> {
-        if kernel != Kernel::Avx2 || !matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
-        {
-            return None;
-        }
-        let tokens = prepared
-            .iter()
-            .map(|a| match a {
-                Prepared::F32(x) | Prepared::F16xF32(x) => Some(x.clone()),
-                Prepared::F16(x) => Some(x.iter().map(|v| v.to_f32()).collect()),
-                Prepared::BF16(x) => Some(
-                    x.iter()
-                        .map(|&v| f32::from_bits((v as u32) << 16))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(SimdTwinFloat { tokens })
-    }
-
-    /// Every token's twin dot with weight rows `r0..r0 + out.len() / n`, eight rows at a time;
-    /// `false` where the kernel declines (the caller then folds row by row).
-    fn rows(&self, w: &WeightMatrix, r0: usize, out: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use super::kernels::x86::{f32_sum_dots, FloatRow};
-            let n = self.tokens.len();
-            let rows = out.len() / n;
-            let mut sums = [0f32; 8];
-            for i0 in (0..rows).step_by(8) {
-                let count = (rows - i0).min(8);
-                let views: Vec<FloatRow> = (r0 + i0..r0 + i0 + count)
-                    .map(|r| match w.ty {
-                        GgmlType::F32 => FloatRow::F32(w.row(r)),
-                        GgmlType::F16 => FloatRow::F16(w.row(r)),
-                        _ => FloatRow::BF16(w.row(r)),
-                    })
-                    .collect();
-                for (t, x) in self.tokens.iter().enumerate() {
-                    if f32_sum_dots(&views, x, &mut sums[..count]).is_none() {
-                        return false;
-                    }
-                    for (j, &v) in sums[..count].iter().enumerate() {
-                        out[(i0 + j) * n + t] = v;
-                    }
-                }
-            }
-            true
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (w, r0, out);
-            false
-        }
+/// Weight row `r` as the x86 float dots read it, for the float weight types.
+#[cfg(target_arch = "x86_64")]
+fn float_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<super::kernels::x86::FloatRow<'a>> {
+    use super::kernels::x86::FloatRow;
+    match w.ty {
+        GgmlType::F32 => Some(FloatRow::F32(w.row(r))),
+        GgmlType::F16 => Some(FloatRow::F16(w.row(r))),
+        GgmlType::BF16 => Some(FloatRow::BF16(w.row(r))),
+        _ => None,
     }
 }
 
@@ -428,9 +390,6 @@ struct SimdTernary<'p> {
     groups: Vec<TernaryBatch<'p>>,
 }
 
-/// Tokens per kernel pass over a weight row (the kernels' widest).
-const TOKENS_PER_PASS: usize = 4;
-
 impl<'p> SimdTernary<'p> {
     fn new(w: &WeightMatrix, prepared: &'p [Prepared], kernel: Kernel) -> Option<Self> {
         let runner = TernaryRunner::new(kernel)?;
@@ -444,7 +403,7 @@ impl<'p> SimdTernary<'p> {
             })
             .collect::<Option<Vec<_>>>()?;
         let groups = acts
-            .chunks(TOKENS_PER_PASS)
+            .chunks(TERNARY_TOKENS_PER_PASS)
             .map(|g| TernaryBatch::new(g.to_vec()))
             .collect::<Option<Vec<_>>>()?;
         Some(SimdTernary {
@@ -470,7 +429,7 @@ impl<'p> SimdTernary<'p> {
         let n = self.prepared.len();
         let (dots, scales) = scratch;
         for (g, batch) in self.groups.iter().enumerate() {
-            let t0 = g * TOKENS_PER_PASS;
+            let t0 = g * TERNARY_TOKENS_PER_PASS;
             let tokens = &self.prepared[t0..t0 + batch.tokens()];
             for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
                 let r = r0 + i;
@@ -551,14 +510,7 @@ pub fn matmul_twin(
         None
     };
     let simd = SimdTernary::new(w, &prepared, rounding.kernel);
-    // The twin's f32 sums replace the float dots' f64 ones, so no float kernel under them.
-    let simd_float = (!rounding.f32_sums)
-        .then(|| SimdFloat::new(w, &prepared, rounding.kernel))
-        .flatten();
-    let simd_twin = rounding
-        .f32_sums
-        .then(|| SimdTwinFloat::new(w, &prepared, rounding.kernel))
-        .flatten();
+    let simd_float = SimdFloat::new(w, &prepared, rounding.kernel, rounding.f32_sums);
     let i16 = rounding.i16_sums;
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
     // About sixteen tasks per thread: enough to balance, few enough that a decode step's small
@@ -582,8 +534,6 @@ pub fn matmul_twin(
                 } else if let Some(s) = &simd_float {
                     s.rows(w, r0, out);
                     true
-                } else if let Some(s) = &simd_twin {
-                    s.rows(w, r0, out)
                 } else {
                     false
                 };

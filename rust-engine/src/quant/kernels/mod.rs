@@ -233,6 +233,10 @@ impl<'a> TernaryBatch<'a> {
     }
 }
 
+/// Tokens one pass of a ternary kernel over a weight row serves (each chunk of codes unpacked
+/// once for all of them).
+pub const TERNARY_TOKENS_PER_PASS: usize = 4;
+
 /// One token as a kernel's `block_dots` takes it: its activations' first value and block
 /// stride ([`TernaryActs::raw`]), its chunk sums and its outputs, as pointers checked by
 /// [`run_ternary`], so that a kernel call per weight row costs no slicing.
@@ -313,11 +317,13 @@ impl TernaryRunner {
     pub fn tq2_0_scales(&self, row: &[u8], out: &mut Vec<f32>) {
         let blocks = row.len() / tq2_0::BLOCK_BYTES;
         assert_eq!(row.len(), blocks * tq2_0::BLOCK_BYTES, "whole tq2_0 blocks");
-        out.resize(blocks, 0.0);
         match self.scales {
-            // SAFETY: `new` checked the features the function needs; the row holds `blocks`
-            // blocks (asserted) and `out` one slot per block.
-            Some(f) => unsafe { f(row, out) },
+            Some(f) => {
+                out.resize(blocks, 0.0);
+                // SAFETY: `new` checked the features the function needs; the row holds
+                // `blocks` blocks (asserted) and `out` one slot per block.
+                unsafe { f(row, out) }
+            }
             None => {
                 out.clear();
                 out.extend(super::ternary::block_scales::<super::tq2_0::Tq2_0>(row));
@@ -350,13 +356,13 @@ unsafe fn run_ternary<K: TernaryKernel>(row: TernaryRow, batch: &TernaryBatch, o
     }
     let mut t = 0;
     while t < batch.tokens() {
-        let n = (batch.tokens() - t).min(4);
+        let n = (batch.tokens() - t).min(TERNARY_TOKENS_PER_PASS);
         let mut toks = [Token {
             acts: std::ptr::null(),
             stride: 0,
             sums: std::ptr::null(),
             out: std::ptr::null_mut(),
-        }; 4];
+        }; TERNARY_TOKENS_PER_PASS];
         for (i, tok) in toks.iter_mut().enumerate().take(n) {
             let (acts, sums) = batch.token(t + i);
             let (p, stride) = acts.raw();

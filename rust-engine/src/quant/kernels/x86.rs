@@ -349,30 +349,24 @@ impl FloatActs<'_> {
     }
 }
 
-/// The tokens of one float matmul, widened once (exactly) for [`float_dots`]:
-/// - F16 weights times f16 activations: every product of two f16 values is exact in f32 (11
-///   significant bits each, exponents far inside f32's range), so the reference's rounded f32
-///   product is the exact product, and an f64 fused multiply-add of the widened values adds
-///   exactly that product to the sum. The activations are kept as f64.
+/// The tokens of one float matmul, widened once (exactly) to f32 for [`float_dots`] and
+/// [`f32_sum_dots`], token after token:
+/// - F16 weights times f16 activations (`exact`): every product of two f16 values is exact in
+///   f32 (11 significant bits each, exponents far inside f32's range), so the reference's
+///   rounded f32 product is the exact product, and an f64 fused multiply-add of the widened
+///   values adds exactly that product to the sum. Kept as f32 (exact for f16 values) and
+///   widened as they are loaded: half the bytes of f64, so a pass's tokens stay in L1.
 /// - Every other pair (F32 weights, F16 weights times f32 activations, BF16, whose products
-///   can round, underflow or overflow in f32): the activations are kept as f32, and the kernel
-///   rounds each product in f32 as the reference does before widening it to f64.
+///   can round, underflow or overflow in f32): the kernel rounds each product in f32 as the
+///   reference does before widening it to f64.
 #[derive(Clone, Debug)]
 pub struct FloatBatch {
     w: FloatType,
-    acts: BatchActs,
+    acts: Vec<f32>,
+    /// F16 x f16: exact products, fused in f64.
+    exact: bool,
     k: usize,
     tokens: usize,
-}
-
-#[derive(Clone, Debug)]
-enum BatchActs {
-    /// F16 x f16: exact products, fused in f64. The activations as f32 (exact for f16
-    /// values), widened as they are loaded: half the bytes of f64, so a pass's tokens stay in
-    /// L1 beside the row.
-    Exact(Vec<f32>),
-    /// Products rounded in f32 first.
-    Rounded(Vec<f32>),
 }
 
 impl FloatBatch {
@@ -386,40 +380,30 @@ impl FloatBatch {
         if tokens.iter().any(|x| x.len() != k) {
             return None;
         }
-        let acts = match w {
-            FloatType::F16 if tokens.iter().all(|x| matches!(x, FloatActs::F16(_))) => {
-                BatchActs::Exact(
-                    tokens
-                        .iter()
-                        .flat_map(|x| match x {
-                            FloatActs::F16(v) => v.iter().map(|h| h.to_f32()),
-                            _ => unreachable!("every token is f16 (checked above)"),
-                        })
-                        .collect(),
-                )
-            }
-            _ => {
-                let mut all = Vec::with_capacity(k * tokens.len());
-                for x in tokens {
-                    match (w, x) {
-                        (FloatType::F32 | FloatType::F16, FloatActs::F32(v)) => {
-                            all.extend_from_slice(v)
-                        }
-                        (FloatType::BF16, FloatActs::BF16(v)) => {
-                            all.extend(v.iter().map(|&b| f32::from_bits((b as u32) << 16)))
-                        }
-                        _ => return None,
-                    }
+        let mut acts = Vec::with_capacity(k * tokens.len());
+        for x in tokens {
+            match (w, x) {
+                (FloatType::F32 | FloatType::F16, FloatActs::F32(v)) => acts.extend_from_slice(v),
+                (FloatType::F16, FloatActs::F16(v)) => acts.extend(v.iter().map(|h| h.to_f32())),
+                (FloatType::BF16, FloatActs::BF16(v)) => {
+                    acts.extend(v.iter().map(|&b| f32::from_bits((b as u32) << 16)))
                 }
-                BatchActs::Rounded(all)
+                _ => return None,
             }
-        };
+        }
+        let exact = w == FloatType::F16 && tokens.iter().all(|x| matches!(x, FloatActs::F16(_)));
         Some(FloatBatch {
             w,
             acts,
+            exact,
             k,
             tokens: tokens.len(),
         })
+    }
+
+    /// Token `t`'s activations as f32 (the values the references multiply).
+    pub fn token(&self, t: usize) -> &[f32] {
+        &self.acts[t * self.k..][..self.k]
     }
 
     pub fn tokens(&self) -> usize {
@@ -433,15 +417,14 @@ impl FloatBatch {
 }
 
 /// The dots of tokens `tokens` of the batch with one float weight row, `out[t - tokens.start]`
-/// for token `t`, two tokens per pass
-/// over the row (so each weight is loaded and widened once for two tokens: a GEMM for
-/// prefill; four accumulators per token leave no registers for more): the reference's
-/// products ([`FloatBatch`] says which are exact), summed in f64 in sixteen lanes (four 4-lane
-/// accumulators, added pairwise at the end) instead of one after the other, the tail
-/// (`k % 16`) one after the other. Every token's sums are the same whatever the batch. An f64 sum of f32 products is exact until
-/// its partial sums need more than 53 bits, so the result is the reference's in nearly every
-/// case and otherwise within [`float_dot_bound`] of it (`tests/kernels_x86.rs`; docs/engine.md
-/// has the measured rate). `None` where the row's type or length is not the batch's or the
+/// for token `t`, two tokens per pass over the row (so each weight is loaded and widened once
+/// for two tokens: a GEMM for prefill; four accumulators per token leave no registers for
+/// more): the reference's products ([`FloatBatch`] says which are exact), summed in f64 in
+/// sixteen lanes (four 4-lane accumulators, added pairwise at the end) instead of one after the
+/// other, the tail (`k % 16`) one after the other. Every token's sums are the same whatever the
+/// batch. An f64 sum of f32 products is exact until its partial sums need more than 53 bits,
+/// so the result is the reference's in nearly every case and otherwise within
+/// [`float_dot_bound`] of it (`tests/kernels_x86.rs`; docs/engine.md has the measured rate). `None` where the row's type or length is not the batch's or the
 /// tokens are not in it.
 pub fn float_dots(
     w: FloatRow,
@@ -465,19 +448,13 @@ pub fn float_dots(
         // its type and every token `k` activations (checked above and in `new`), which is all
         // the kernels read; tokens `t..t + n` exist.
         unsafe {
-            match (&batch.acts, w) {
-                (BatchActs::Exact(x), _) => {
-                    let x = x.as_ptr().add(t * k);
-                    match n {
-                        1 => dots_exact::<1>(wp, x, k, o),
-                        _ => dots_exact::<2>(wp, x, k, o),
-                    }
-                }
-                (BatchActs::Rounded(x), FloatRow::F32(_)) => dots_rounded::<F32>(wp, x, t, n, k, o),
-                (BatchActs::Rounded(x), FloatRow::F16(_)) => dots_rounded::<F16>(wp, x, t, n, k, o),
-                (BatchActs::Rounded(x), FloatRow::BF16(_)) => {
-                    dots_rounded::<BF16>(wp, x, t, n, k, o)
-                }
+            let x = batch.acts.as_ptr().add(t * k);
+            match (batch.exact, w, n) {
+                (true, _, 1) => dots_exact::<1>(wp, x, k, o),
+                (true, _, _) => dots_exact::<2>(wp, x, k, o),
+                (false, FloatRow::F32(_), _) => dots_rounded::<F32>(wp, x, n, k, o),
+                (false, FloatRow::F16(_), _) => dots_rounded::<F16>(wp, x, n, k, o),
+                (false, FloatRow::BF16(_), _) => dots_rounded::<BF16>(wp, x, n, k, o),
             }
         }
         t += n;
@@ -485,20 +462,12 @@ pub fn float_dots(
     Some(())
 }
 
-/// [`dots_rounded_n`] for `n` (1 or 2) tokens starting at token `t` of `x`.
+/// [`dots_rounded_n`] for `n` (1 or 2) tokens.
 ///
 /// # Safety
-/// As [`dots_rounded_n`], for tokens `t..t + n`.
+/// As [`dots_rounded_n`], for `n` tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_rounded<W: Lanes>(
-    w: *const u8,
-    x: &[f32],
-    t: usize,
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-) {
-    let x = x.as_ptr().add(t * k);
+unsafe fn dots_rounded<W: Lanes>(w: *const u8, x: *const f32, n: usize, k: usize, out: &mut [f32]) {
     match n {
         1 => dots_rounded_n::<W, 1>(w, x, k, out),
         _ => dots_rounded_n::<W, 2>(w, x, k, out),
