@@ -107,10 +107,11 @@ proptest! {
 }
 
 /// Rows of 128-weight I2_S chunks that do not fill a 256-weight block (K = 384) under
-/// bitnet.cpp's int8 activations, several tokens at once.
+/// bitnet.cpp's int8 activations, several tokens at once; eleven rows: one group of eight by
+/// the fused kernel, three by the per-row one.
 #[test]
 fn batched_i2s_with_a_trailing_half_block_equals_scalar() {
-    let (k, m, n) = (384, 7, 6);
+    let (k, m, n) = (384, 11, 6);
     let trits: Vec<i8> = (0..k * m)
         .map(|i| ((i * 7 + i / 5) % 3) as i8 - 1)
         .collect();
@@ -126,11 +127,11 @@ fn batched_i2s_with_a_trailing_half_block_equals_scalar() {
 /// The extremes, K up to 16384: weights all -1, all 0, all +1 and alternating; activations all
 /// equal (quantized to -128 by Q8_K, whose scale takes the sign of the largest value, and to
 /// +127 by bitnet.cpp's int8 rows) and alternating +-1 (every product at its largest magnitude,
-/// both signs); one, four and five tokens.
+/// both signs); one, four and five tokens; nine rows (eight by the fused kernel, one alone).
 #[test]
 fn ternary_simd_equals_scalar_on_the_edges() {
     for k in [256usize, 512, 16384] {
-        let m = 3;
+        let m = 9;
         let alternating = |i: usize| if i % 2 == 0 { 1i8 } else { -1 };
         let weight_rows: [Vec<i8>; 4] = [
             vec![-1; k * m],

@@ -28,7 +28,7 @@ pub fn quantize_row_flip(x: &[f32], out: &mut ActI8, flip: bool) {
     out.q.clear();
     out.q.extend(
         x.iter()
-            .map(|&v| (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8),
+            .map(|&v| round_ties_even(v * scale).clamp(-128.0, 127.0) as i8),
     );
     if flip {
         let scaled: Vec<f32> = x.iter().map(|&v| v * scale).collect();
@@ -40,9 +40,60 @@ pub fn quantize_row_flip(x: &[f32], out: &mut ActI8, flip: bool) {
     out.scale = scale;
 }
 
+/// `x.round_ties_even()` up to the sign of a zero (which no int8 keeps). Below 2^22 in
+/// magnitude, adding and subtracting 1.5 * 2^23 rounds to an integer (half to even, the default
+/// rounding): two adds in place of the libm call `round_ties_even` becomes on x86-64 without
+/// SSE4.1 (3.5% of a 2B-4T I2_S prefill); anything else (large, infinite, NaN) takes the call.
+#[inline]
+fn round_ties_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
+}
+
 /// bitnet.cpp's epilogue: `(sum_codes_q - sum_q) / act_scale * w_scale`, where
 /// `sum_codes_q - sum_q` equals the exact integer dot of the ternary values with `q`.
 #[inline]
 pub fn epilogue(dot: i32, act_scale: f32, w_scale: f32) -> f32 {
     dot as f32 / act_scale * w_scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-add rounding equals `round_ties_even` (zeros compare equal whatever their sign)
+    /// on every half-integer tie and integer in [-300, 300], on both sides of the 2^22 cut-off,
+    /// on the specials, and on a spread of four million bit patterns across the whole range.
+    #[test]
+    fn fast_rounding_equals_round_ties_even() {
+        let same = |x: f32| {
+            let (a, b) = (round_ties_even(x), x.round_ties_even());
+            assert!(a == b || (a.is_nan() && b.is_nan()), "{x:e}: {a} vs {b}");
+        };
+        for i in -600..=600 {
+            same(i as f32 * 0.5);
+            same(i as f32 * 0.5 + f32::EPSILON);
+        }
+        for x in [4_194_303.5f32, 4_194_304.0, 4_194_305.0, 8_388_607.5, 1e30] {
+            same(x);
+            same(-x);
+        }
+        for x in [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+        ] {
+            same(x);
+        }
+        for bits in (0..u32::MAX).step_by(1021) {
+            same(f32::from_bits(bits));
+        }
+    }
 }

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
 use super::kernels::{
-    Kernel, TernaryActs, TernaryBatch, TernaryRow, TernaryRunner, TERNARY_TOKENS_PER_PASS,
+    Kernel, Sums8, TernaryActs, TernaryBatch, TernaryRow, TernaryRunner, TERNARY_TOKENS_PER_PASS,
 };
 use super::q8_k::{self, BlockQ8K};
 use super::ternary;
@@ -428,10 +428,36 @@ impl<'p> SimdTernary<'p> {
     ) {
         let n = self.prepared.len();
         let (dots, scales) = scratch;
+        let mut sums8 = [Sums8::I32([0; 8]); TERNARY_TOKENS_PER_PASS];
         for (g, batch) in self.groups.iter().enumerate() {
             let t0 = g * TERNARY_TOKENS_PER_PASS;
             let tokens = &self.prepared[t0..t0 + batch.tokens()];
-            for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
+            // Eight rows at a time by the set's fused kernel where it has one.
+            let mut fused = 0;
+            while fused + 8 <= out.len() / n {
+                let rows = std::array::from_fn(|j| {
+                    ternary_row(w, r0 + fused + j)
+                        .expect("a ternary kernel format (checked in new)")
+                });
+                let sums8 = &mut sums8[..batch.tokens()];
+                if !self.runner.rows8(&rows, batch, sums8) {
+                    break;
+                }
+                for (t, (s, a)) in sums8.iter().zip(tokens).enumerate() {
+                    for j in 0..8 {
+                        out[(fused + j) * n + t0 + t] = match (s, a) {
+                            (Sums8::F32(v), Prepared::I8(a)) => v[j] / a.scale,
+                            (Sums8::F32(v), _) => v[j],
+                            (Sums8::I32(v), Prepared::I8(a)) => i2s_i8_epilogue(w, a, v[j], i16),
+                            (Sums8::I32(_), _) => {
+                                unreachable!("integer sums only for int8 activations")
+                            }
+                        };
+                    }
+                }
+                fused += 8;
+            }
+            for (i, row_out) in out.chunks_exact_mut(n).enumerate().skip(fused) {
                 let r = r0 + i;
                 let row = ternary_row(w, r).expect("a ternary kernel format (checked in new)");
                 let blocks = row.blocks();
@@ -515,10 +541,15 @@ pub fn matmul_twin(
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
     // About sixteen tasks per thread: enough to balance, few enough that a decode step's small
     // matmuls are not mostly scheduling. Which rows a task gets changes no value.
+    // Both in whole eights of rows where they can be, for the fused eight-row kernels.
     let rows_per_task =
         w.m.div_ceil(rayon::current_num_threads() * 16)
-            .max(MIN_ROWS_PER_TASK);
-    let tile_rows = (TILE_BYTES / w.row(0).len().max(1)).clamp(1, rows_per_task);
+            .max(MIN_ROWS_PER_TASK)
+            .next_multiple_of(8);
+    let tile_rows = match (TILE_BYTES / w.row(0).len().max(1)).clamp(1, rows_per_task) {
+        t if t >= 8 => t / 8 * 8,
+        t => t,
+    };
     let mut by_row = vec![0f32; w.m * n];
     by_row
         .par_chunks_mut(rows_per_task * n)

@@ -278,10 +278,29 @@ pub fn ternary_block_dots(
 pub struct TernaryRunner {
     run: unsafe fn(TernaryRow, &TernaryBatch, &mut [i32]),
     scales: Option<ScalesFn>,
+    rows8: Option<Rows8Fn>,
 }
 
 /// A set's TQ2_0 block-scale conversion (see [`TernaryRunner::tq2_0_scales`]).
 type ScalesFn = unsafe fn(&[u8], &mut [f32]);
+
+/// A set's fused eight-row kernel (see [`TernaryRunner::rows8`]).
+type Rows8Fn = unsafe fn(&[TernaryRow; 8], &TernaryBatch, &mut [Sums8]);
+
+/// Eight weight rows' dots with one token, lane `i` for row `i`, as [`TernaryRunner::rows8`]
+/// leaves them: the reference epilogue's sum over blocks, or the integer dot it starts from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sums8 {
+    /// `sumf += sumi as f32 * (d_row * d_act)` block after block from 0, with `d_row` the
+    /// TQ2_0 block scale (1 for I2_S) and `d_act` the Q8_K block's `d` (1 for int8
+    /// activations): [`super::ternary::epilogue_q8_k`] and [`super::i2_s::epilogue_q8_k`]
+    /// exactly, and [`super::ternary::epilogue_i8`] before its division by the activation
+    /// scale.
+    F32([f32; 8]),
+    /// I2_S rows with int8 activations: the whole row's integer dot (bitnet.cpp's epilogue
+    /// takes it as one number).
+    I32([i32; 8]),
+}
 
 impl TernaryRunner {
     /// `None` where the set has no ternary kernel or this CPU cannot run it.
@@ -294,11 +313,13 @@ impl TernaryRunner {
             Kernel::Avx2 => Some(TernaryRunner {
                 run: run_ternary::<x86::Avx2>,
                 scales: x86::has_f16c().then_some(x86::tq2_0_scales_f16c as ScalesFn),
+                rows8: x86::has_f16c().then_some(x86::rows8 as Rows8Fn),
             }),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => Some(TernaryRunner {
                 run: run_ternary::<aarch64::Neon>,
                 scales: None,
+                rows8: None,
             }),
             _ => None,
         }
@@ -309,6 +330,28 @@ impl TernaryRunner {
         // SAFETY: `new` checked that this CPU runs the set, the one promise `run_ternary`
         // needs (it checks the row and `out` against the batch itself).
         unsafe { (self.run)(row, batch, out) }
+    }
+
+    /// Every token of `batch` against eight weight rows of one format at once, each block's
+    /// integer dots folded straight into the reference epilogue's sum ([`Sums8`]): `out[t]`
+    /// for token `t`, lane `i` for `rows[i]`, bit-identical to [`TernaryRunner::block_dots`]
+    /// followed by the reference's epilogue. `false` (nothing written) where the set has no
+    /// such kernel.
+    pub fn rows8(&self, rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &mut [Sums8]) -> bool {
+        let Some(f) = self.rows8 else {
+            return false;
+        };
+        let tq = matches!(rows[0], TernaryRow::Tq2_0(_));
+        assert!(
+            rows.iter()
+                .all(|r| matches!(r, TernaryRow::Tq2_0(_)) == tq && r.chunks() == batch.chunks()),
+            "eight rows of one format, each as long as the activations"
+        );
+        assert_eq!(out.len(), batch.tokens(), "one output per token");
+        // SAFETY: `new` checked the CPU features; the rows are of one kind and fit the batch
+        // (asserted).
+        unsafe { f(rows, batch, out) };
+        true
     }
 
     /// A TQ2_0 row's block scales into `out` (one per block), by the set where it converts f16

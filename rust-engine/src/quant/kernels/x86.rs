@@ -94,6 +94,222 @@ unsafe fn block_dots_in<const N: usize, const LSB: bool>(row: TernaryRow, toks: 
     }
 }
 
+/// The fused AVX2 ternary kernel ([`super::TernaryRunner::rows8`]): every token of `batch`
+/// against eight weight rows at once, each block's eight integer dots (one per row) reduced
+/// into one vector's lanes and folded straight into the reference epilogue's sums, lane `i`
+/// for row `i`. Each lane does the reference's operations in its order (`sumi as f32 *
+/// (d_row * d_act)` added block after block in f32, or the integer dots added), so the
+/// result is bit-identical to the per-row path; what it saves is the per-row glue: the
+/// integer dots' stores and reloads, the scalar epilogue, the call per row.
+///
+/// # Safety
+/// AVX2 and F16C; every row is of the kind of `rows[0]` and has the batch's chunks (the
+/// caller checks both).
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &mut [super::Sums8]) {
+    use super::TERNARY_TOKENS_PER_PASS as PASS;
+    /// The multiplier of every block for int8 activations (one scale per row, applied after).
+    static ONE: f32 = 1.0;
+    let tq = matches!(rows[0], TernaryRow::Tq2_0(_));
+    let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
+    let (code_stride, chunks) = (rows[0].raw().1, rows[0].chunks());
+    let mut t = 0;
+    while t < batch.tokens() {
+        let n = (batch.tokens() - t).min(PASS);
+        let mut toks = [Tok8 {
+            acts: std::ptr::null(),
+            stride: 0,
+            sums: std::ptr::null(),
+            yd: std::ptr::null(),
+            yd_stride: 0,
+        }; PASS];
+        let mut int = false;
+        for (i, tok) in toks.iter_mut().enumerate().take(n) {
+            let (acts, sums) = batch.token(t + i);
+            let (p, stride) = acts.raw();
+            let (yd, yd_stride) = match acts {
+                TernaryActs::Q8K(y) => (
+                    (y.as_ptr() as *const u8).wrapping_add(std::mem::offset_of!(BlockQ8K, d)),
+                    std::mem::size_of::<BlockQ8K>(),
+                ),
+                TernaryActs::I8(_) => {
+                    int = !tq;
+                    (&ONE as *const f32 as *const u8, 0)
+                }
+            };
+            *tok = Tok8 {
+                acts: p,
+                stride,
+                sums: sums.as_ptr(),
+                yd,
+                yd_stride,
+            };
+        }
+        let row_bytes = match rows[7] {
+            TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) => r.len(),
+        };
+        let k = Rows8 {
+            codes,
+            code_stride,
+            chunks,
+            next: codes[7].wrapping_add(row_bytes),
+            prefetch_lines: (8 * row_bytes).div_ceil(64 * chunks.div_ceil(2).max(1)),
+        };
+        let o = &mut out[t..t + n];
+        // SAFETY: the caller's promises; every token has `chunks` chunks and chunk sums
+        // (TernaryBatch::new checked them against each other, the caller against the rows).
+        unsafe {
+            match (tq, int) {
+                (true, _) => k.run::<true, false>(&toks[..n], o),
+                (false, false) => k.run::<false, false>(&toks[..n], o),
+                (false, true) => k.run::<false, true>(&toks[..n], o),
+            }
+        }
+        t += n;
+    }
+}
+
+/// One token of [`rows8`]: its activations, chunk sums and per-block activation multiplier
+/// (Q8_K's `d`, at `yd` plus `b * yd_stride` bytes; a stride of 0 reads one 1.0).
+#[derive(Clone, Copy)]
+struct Tok8 {
+    acts: *const i8,
+    stride: usize,
+    sums: *const i32,
+    yd: *const u8,
+    yd_stride: usize,
+}
+
+/// Eight weight rows of one format, by pointer, and the bytes after the last one (prefetched,
+/// `prefetch_lines` cache lines per block).
+struct Rows8 {
+    codes: [*const u8; 8],
+    code_stride: usize,
+    chunks: usize,
+    next: *const u8,
+    prefetch_lines: usize,
+}
+
+impl Rows8 {
+    /// [`rows8`] for up to four tokens and one layout (`LSB`: TQ2_0, whose block scales
+    /// multiply the sums; else I2_S), `INT`: the integer dots summed (I2_S with int8
+    /// activations, bitnet.cpp's epilogue applied once per row by the caller).
+    ///
+    /// # Safety
+    /// [`rows8`]'s, and `toks.len() == out.len() <= 4`.
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn run<const LSB: bool, const INT: bool>(
+        &self,
+        toks: &[Tok8],
+        out: &mut [super::Sums8],
+    ) {
+        match toks.len() {
+            1 => self.run_n::<1, LSB, INT>([toks[0]], out),
+            2 => self.run_n::<2, LSB, INT>([toks[0], toks[1]], out),
+            3 => self.run_n::<3, LSB, INT>([toks[0], toks[1], toks[2]], out),
+            _ => self.run_n::<4, LSB, INT>([toks[0], toks[1], toks[2], toks[3]], out),
+        }
+    }
+
+    /// [`Rows8::run`] for `N` tokens.
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn run_n<const N: usize, const LSB: bool, const INT: bool>(
+        &self,
+        toks: [Tok8; N],
+        out: &mut [super::Sums8],
+    ) {
+        use std::arch::x86_64::*;
+        let ones16 = _mm256_set1_epi16(1);
+        let rows: [RowPtrs<N>; 8] = std::array::from_fn(|i| RowPtrs {
+            codes: self.codes[i],
+            code_stride: self.code_stride,
+            chunks: self.chunks,
+            acts: std::array::from_fn(|t| (toks[t].acts, toks[t].stride)),
+        });
+        let mut acc_f = [_mm256_setzero_ps(); N];
+        let mut acc_i = [_mm256_setzero_si256(); N];
+        for b in 0..self.chunks.div_ceil(2) {
+            // Rows 0-3 and 4-7: after two rounds of pairwise adds each row's sum is split over
+            // the two 128-bit halves of `q[t][half]`.
+            let mut q = [[_mm256_setzero_si256(); 2]; N];
+            // Eight rows read side by side, block by block, are not a stream the hardware
+            // prefetcher follows: fetch the bytes after the last row (the next eight rows of a
+            // matrix) a share per block, in order. (A prefetch never faults.)
+            for j in 0..self.prefetch_lines {
+                let line = (b * self.prefetch_lines + j) * 64;
+                _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
+            }
+            for (half, rows) in rows.chunks_exact(4).enumerate() {
+                let mut h = [[_mm256_setzero_si256(); 2]; N];
+                for (pair, rows) in rows.chunks_exact(2).enumerate() {
+                    let a0 = rows[0].block_acc::<LSB>(b);
+                    let a1 = rows[1].block_acc::<LSB>(b);
+                    for t in 0..N {
+                        h[t][pair] = _mm256_hadd_epi32(
+                            _mm256_madd_epi16(a0[t], ones16),
+                            _mm256_madd_epi16(a1[t], ones16),
+                        );
+                    }
+                }
+                for t in 0..N {
+                    q[t][half] = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                }
+            }
+            let dx = if LSB {
+                // SAFETY: block `b` of each TQ2_0 row ends in its f16 scale.
+                let d = |i: usize| {
+                    (self.codes[i].add(b * self.code_stride + tq2_0::QS_BYTES) as *const i16)
+                        .read_unaligned()
+                };
+                _mm256_cvtph_ps(_mm_setr_epi16(
+                    d(0),
+                    d(1),
+                    d(2),
+                    d(3),
+                    d(4),
+                    d(5),
+                    d(6),
+                    d(7),
+                ))
+            } else {
+                _mm256_set1_ps(1.0)
+            };
+            let (c, two) = (2 * b, 2 * b + 1 < self.chunks);
+            for t in 0..N {
+                let s = _mm256_add_epi32(
+                    _mm256_permute2x128_si256::<0x20>(q[t][0], q[t][1]),
+                    _mm256_permute2x128_si256::<0x31>(q[t][0], q[t][1]),
+                );
+                // The codes are the ternary values plus one: subtract the chunks' sums.
+                let mut cs = *toks[t].sums.add(c);
+                if two {
+                    cs += *toks[t].sums.add(c + 1);
+                }
+                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(cs));
+                if INT {
+                    acc_i[t] = _mm256_add_epi32(acc_i[t], s);
+                } else {
+                    let yd = (toks[t].yd.add(b * toks[t].yd_stride) as *const f32).read_unaligned();
+                    // The reference's `sumf += sumi as f32 * (d_x * d_y)`, unfused.
+                    let m = _mm256_mul_ps(dx, _mm256_set1_ps(yd));
+                    acc_f[t] = _mm256_add_ps(acc_f[t], _mm256_mul_ps(_mm256_cvtepi32_ps(s), m));
+                }
+            }
+        }
+        for (t, o) in out.iter_mut().enumerate().take(N) {
+            *o = if INT {
+                let mut v = [0i32; 8];
+                _mm256_storeu_si256(v.as_mut_ptr() as *mut __m256i, acc_i[t]);
+                super::Sums8::I32(v)
+            } else {
+                let mut v = [0f32; 8];
+                _mm256_storeu_ps(v.as_mut_ptr(), acc_f[t]);
+                super::Sums8::F32(v)
+            };
+        }
+    }
+}
+
 /// One weight row and `N` tokens' activations as base pointers and per-block strides, so the
 /// kernel's loops do no enum matches and no bounds checks (every chunk they read exists: the
 /// caller's guarantee).
