@@ -144,7 +144,7 @@ pub(crate) fn prepare_model(path: &Path, reads_i2s: bool) -> Result<ModelInput> 
         });
     }
     let tmp = temp_gguf("xval-i2s-as-tq2_0-")?;
-    xval_engine::transcode::i2s_to_tq2_0(&file, &tmp).map_err(|e| Error::BadModel {
+    xval_engine::transcode::i2s_to_tq2_0_scratch(&file, &tmp).map_err(|e| Error::BadModel {
         path: label,
         reason: format!("cannot transcode I2_S for llama.cpp: {e}"),
     })?;

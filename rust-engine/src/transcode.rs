@@ -45,6 +45,23 @@ pub fn i2s_to_tq2_0(src: &GgufFile, dst: &Path) -> Result<TranscodeReport> {
     i2s_to_tq2_0_with(src, dst, i2_s::I2sLayout::default())
 }
 
+/// [`i2s_to_tq2_0`] into a scratch file the caller deletes after the run (an oracle's input):
+/// each tensor packed or copied straight into the file as it is written (no image of the
+/// whole model in memory: on a 1.2 GB model that was 1.2 GB more of peak memory and seconds of
+/// page clearing and copying), and not synced to disk ([`GgufWriter::write_scratch_file_with`]).
+pub fn i2s_to_tq2_0_scratch(src: &GgufFile, dst: &Path) -> Result<TranscodeReport> {
+    let (mut w, tensors, report) = plan(src, i2_s::I2sLayout::default(), ScaleTo::Tensor)?;
+    for t in &tensors {
+        w.declare_tensor(t.name.clone(), t.ty, &t.shape)?;
+    }
+    w.write_scratch_file_with(dst, |i, out| match &tensors[i].data {
+        Source::Borrowed(b) => out.write_all(b),
+        Source::Owned(v) => out.write_all(v),
+        Source::I2s128(codes) => out.write_all(&pack_tq2_0_from_i2s128(codes, f16::ONE)),
+    })?;
+    Ok(report)
+}
+
 /// [`i2s_to_tq2_0`] for a given I2_S block layout.
 pub fn i2s_to_tq2_0_with(
     src: &GgufFile,
@@ -81,6 +98,44 @@ pub fn transcode_to_writer_with(
     layout: i2_s::I2sLayout,
     to: ScaleTo,
 ) -> Result<(GgufWriter, TranscodeReport)> {
+    let (mut w, tensors, report) = plan(src, layout, to)?;
+    for t in tensors {
+        let data = match t.data {
+            Source::Borrowed(b) => b.to_vec(),
+            Source::Owned(v) => v,
+            Source::I2s128(codes) => pack_tq2_0_from_i2s128(codes, f16::ONE),
+        };
+        w.add_tensor(t.name, t.ty, &t.shape, data)?;
+    }
+    Ok((w, report))
+}
+
+/// Where a transcoded tensor's bytes come from.
+enum Source<'a> {
+    /// The source tensor's bytes, as they are.
+    Borrowed(&'a [u8]),
+    /// Computed already.
+    Owned(Vec<u8>),
+    /// Checked I2_S codes in the 128-weight layout, packed as TQ2_0 with d = 1.0 when written.
+    I2s128(&'a [u8]),
+}
+
+/// One tensor of the transcoded file.
+struct Planned<'a> {
+    name: String,
+    ty: GgmlType,
+    shape: Vec<u64>,
+    data: Source<'a>,
+}
+
+/// The transcoded file as a writer holding its metadata and, in file order, its tensors and
+/// where their bytes come from: every check made and every error found here, before a byte is
+/// written.
+fn plan<'a>(
+    src: &'a GgufFile,
+    layout: i2_s::I2sLayout,
+    to: ScaleTo,
+) -> Result<(GgufWriter, Vec<Planned<'a>>, TranscodeReport)> {
     let file = src.label();
     let i2s: Vec<&str> = src
         .tensors()
@@ -125,10 +180,19 @@ pub fn transcode_to_writer_with(
         transcoded: Vec::with_capacity(i2s.len()),
         copied: 0,
     };
+    let mut tensors = Vec::new();
+    let mut add = |name: &str, ty, shape: &[u64], data| {
+        tensors.push(Planned {
+            name: name.to_string(),
+            ty,
+            shape: shape.to_vec(),
+            data,
+        })
+    };
     for t in src.tensors() {
         let name = &t.info.name;
         if t.info.ty != GgmlType::I2_S {
-            w.add_tensor(name.clone(), t.info.ty, &t.info.shape, t.data.to_vec())?;
+            add(name, t.info.ty, &t.info.shape, Source::Borrowed(t.data));
             report.copied += 1;
             continue;
         }
@@ -147,7 +211,7 @@ pub fn transcode_to_writer_with(
         if to == ScaleTo::BlockD {
             let packed =
                 i2s_tensor_to_tq2_0_block_d(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
-            w.add_tensor(name.clone(), GgmlType::TQ2_0, &t.info.shape, packed)?;
+            add(name, GgmlType::TQ2_0, &t.info.shape, Source::Owned(packed));
             report.transcoded.push(name.clone());
             continue;
         }
@@ -163,19 +227,23 @@ pub fn transcode_to_writer_with(
                 "the file already has '{scale_name}', where the I2_S scale must go"
             )));
         }
-        // Rows are whole blocks (ne0 % 256 == 0), so the tensor packs block after block.
-        let (packed, scale) =
-            i2s_tensor_to_tq2_0(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
-        w.add_tensor(name.clone(), GgmlType::TQ2_0, &t.info.shape, packed)?;
-        w.add_tensor(
-            scale_name,
-            GgmlType::F32,
-            &[1],
-            scale.to_le_bytes().to_vec(),
-        )?;
+        // Rows are whole blocks (ne0 % 256 == 0), so the tensor packs block after block: in
+        // the 128-weight layout straight from the checked codes as it is written, in another
+        // layout here.
+        let (data, scale) = if layout == i2_s::I2sLayout::Block128 {
+            let (codes, scale) = codes_and_scale(t.data, n).map_err(|e| bad(e.to_string()))?;
+            (Source::I2s128(codes), scale)
+        } else {
+            let (packed, scale) =
+                i2s_tensor_to_tq2_0(t.data, n, layout).map_err(|e| bad(e.to_string()))?;
+            (Source::Owned(packed), scale)
+        };
+        add(name, GgmlType::TQ2_0, &t.info.shape, data);
+        let scale = Source::Owned(scale.to_le_bytes().to_vec());
+        add(&scale_name, GgmlType::F32, &[1], scale);
         report.transcoded.push(name.clone());
     }
-    Ok((w, report))
+    Ok((w, tensors, report))
 }
 
 /// The transcode of one I2_S tensor image of `n` weights (`n` a multiple of 256): its TQ2_0

@@ -159,6 +159,27 @@ fn transcode_file_is_lossless() {
     assert_lossless(&src, &dst, i2_s::I2sLayout::Block128);
 }
 
+/// The oracle's scratch transcode (each tensor packed as it is written, no sync) writes the
+/// same bytes as the durable one, and refuses what it refuses.
+#[test]
+fn scratch_transcode_writes_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src_path = dir.path().join("i2s.gguf");
+    i2s_model(7, i2_s::I2sLayout::Block128)
+        .write_file(&src_path)
+        .unwrap();
+    let src = GgufFile::open(&src_path).unwrap();
+    let (a, b) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"));
+    let ra = i2s_to_tq2_0(&src, &a).unwrap();
+    let rb = transcode::i2s_to_tq2_0_scratch(&src, &b).unwrap();
+    assert_eq!(ra, rb);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let no_i2s = dir.path().join("c.gguf");
+    let e = transcode::i2s_to_tq2_0_scratch(&GgufFile::open(&a).unwrap(), &no_i2s).unwrap_err();
+    assert!(e.to_string().contains("no I2_S tensor"), "{e}");
+    assert!(!no_i2s.exists(), "nothing written on an error");
+}
+
 #[test]
 fn transcode_block64_layout_is_lossless() {
     let layout = i2_s::I2sLayout::Block64;

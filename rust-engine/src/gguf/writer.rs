@@ -238,6 +238,28 @@ impl GgufWriter {
         })
     }
 
+    /// Write to `path` directly, neither synced to disk nor renamed into place: for a scratch
+    /// file that lives only as long as the run that reads it (an oracle's transcoded model),
+    /// where [`GgufWriter::write_file`]'s sync of a multi-GB file costs seconds and buys
+    /// nothing. Removes the file on an error.
+    /// The tensors' bytes as [`GgufWriter::write_file_with`] takes them.
+    pub fn write_scratch_file_with(
+        &self,
+        path: &Path,
+        mut fill: impl FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let written = (|| {
+            let f = std::fs::File::create(path)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            self.write_impl(&mut w, &mut fill)?;
+            w.into_inner().map_err(|e| e.into_error()).map(drop)
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            Error::io(path, e)
+        })
+    }
+
     /// Write to `path` atomically; `fill(i, w)` must write exactly the bytes of the `i`-th tensor
     /// (in insertion order) for every tensor added with [`GgufWriter::declare_tensor`]. Tensors
     /// are filled in file order, one at a time. On any error the temporary file is removed.
