@@ -50,8 +50,16 @@ fn round_ties_even(x: f32) -> f32 {
     if x.abs() < 4_194_304.0 {
         (x + MAGIC) - MAGIC
     } else {
-        x.round_ties_even()
+        rare(x)
     }
+}
+
+/// The libm call for what [`round_ties_even`] does not round itself, out of line: inline, the
+/// compiler computes both sides for every element and selects (the call stayed in profiles).
+#[cold]
+#[inline(never)]
+fn rare(x: f32) -> f32 {
+    x.round_ties_even()
 }
 
 /// bitnet.cpp's epilogue: `(sum_codes_q - sum_q) / act_scale * w_scale`, where
