@@ -63,6 +63,10 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let t_load = Instant::now();
         let model = req.engine.model(req.model)?;
+        // The file's digest for the receipt, while the oracle starts (its worker loads the
+        // model in its own process).
+        let file = model.shared_file();
+        let digest = std::thread::spawn(move || Provenance::model_sha256(&file));
         let tokenizer = model.tokenizer()?;
         let arch = model.hparams.arch_name.clone();
         let longest = longest(&tokenizer)?;
@@ -109,7 +113,10 @@ impl Session {
         let pairing = Pairing::new(engine.numerics(), &identity.kind, identity.numerics);
         let oracle_identity = serde_json::to_value(identity)?;
         let engine_identity = EngineIdentity::of_engine(&engine, git_commit());
-        let provenance = Provenance::of_model(req.model, engine.model(), &tokenizer);
+        let sha256 = digest
+            .join()
+            .map_err(|_| anyhow::anyhow!("hashing {} failed", req.model.display()))?;
+        let provenance = Provenance::of_model(req.model, engine.model(), &tokenizer, sha256);
         Ok(Session {
             engine,
             tokenizer,

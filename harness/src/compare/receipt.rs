@@ -9,6 +9,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use xval_engine::gguf::GgufFile;
 use xval_engine::model::{Engine, Model};
 use xval_engine::numerics::{KvType, Profile};
 use xval_engine::quant::kernels::{Backend, Kernel};
@@ -141,9 +142,16 @@ pub struct TokenizerIdentity {
 
 impl Provenance {
     /// Describe `model` (loaded from `path`): hashes the whole file.
-    pub fn of_model(path: &Path, model: &Model, tokenizer: &Tokenizer) -> Provenance {
+    /// `model_sha256`: [`Provenance::model_sha256`] of the model's file (computed by the
+    /// caller, which can overlap it with the oracle's start: a 1.2 GB file takes most of a
+    /// second).
+    pub fn of_model(
+        path: &Path,
+        model: &Model,
+        tokenizer: &Tokenizer,
+        model_sha256: String,
+    ) -> Provenance {
         let file = model.file();
-        let sha = Sha256::digest(file.bytes());
         let formats = model
             .formats()
             .into_iter()
@@ -151,7 +159,7 @@ impl Provenance {
             .collect();
         Provenance {
             model_path: path.display().to_string(),
-            model_sha256: hex(&sha),
+            model_sha256,
             architecture: model.hparams.arch_name.clone(),
             formats,
             tokenizer: TokenizerIdentity {
@@ -166,6 +174,13 @@ impl Provenance {
                 eos: tokenizer.eos(),
             },
         }
+    }
+}
+
+impl Provenance {
+    /// The SHA-256 of a model file's bytes, in hex.
+    pub fn model_sha256(file: &GgufFile) -> String {
+        hex(&Sha256::digest(file.bytes()))
     }
 }
 

@@ -335,6 +335,11 @@ impl Model {
         Ok(tok)
     }
 
+    /// The file, shared (for work on its bytes on another thread).
+    pub fn shared_file(&self) -> Arc<GgufFile> {
+        Arc::clone(&self.file)
+    }
+
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
