@@ -169,6 +169,47 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
     }
 }
 
+/// Two rows' block `b` for every token: each row's i16 sums widened to i32 (`madd` with ones)
+/// and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the
+/// second's).
+///
+/// # Safety
+/// AVX2; block `b` exists in both rows and every token.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn pair_sums<const N: usize, const LSB: bool>(
+    r0: &RowPtrs<N>,
+    r1: &RowPtrs<N>,
+    b: usize,
+    ones16: std::arch::x86_64::__m256i,
+) -> [std::arch::x86_64::__m256i; N] {
+    use std::arch::x86_64::*;
+    let (a0, a1) = (r0.block_acc::<LSB>(b), r1.block_acc::<LSB>(b));
+    let mut h = [_mm256_setzero_si256(); N];
+    for t in 0..N {
+        h[t] = _mm256_hadd_epi32(
+            _mm256_madd_epi16(a0[t], ones16),
+            _mm256_madd_epi16(a1[t], ones16),
+        );
+    }
+    h
+}
+
+/// `hadd` token by token.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hadd_n<const N: usize>(
+    a: [std::arch::x86_64::__m256i; N],
+    b: [std::arch::x86_64::__m256i; N],
+) -> [std::arch::x86_64::__m256i; N] {
+    use std::arch::x86_64::*;
+    let mut h = [_mm256_setzero_si256(); N];
+    for t in 0..N {
+        h[t] = _mm256_hadd_epi32(a[t], b[t]);
+    }
+    h
+}
+
 /// One token of [`rows8`]: its activations, chunk sums and per-block activation multiplier
 /// (Q8_K's `d`, at `yd` plus `b * yd_stride` bytes; a stride of 0 reads one 1.0).
 #[derive(Clone, Copy)]
@@ -229,9 +270,6 @@ impl Rows8 {
         let mut acc_f = [_mm256_setzero_ps(); N];
         let mut acc_i = [_mm256_setzero_si256(); N];
         for b in 0..self.chunks.div_ceil(2) {
-            // Rows 0-3 and 4-7: after two rounds of pairwise adds each row's sum is split over
-            // the two 128-bit halves of `q[t][half]`.
-            let mut q = [[_mm256_setzero_si256(); 2]; N];
             // Eight rows read side by side, block by block, are not a stream the hardware
             // prefetcher follows: fetch the bytes after the last row (the next eight rows of a
             // matrix) a share per block, in order. (A prefetch never faults.)
@@ -239,22 +277,17 @@ impl Rows8 {
                 let line = (b * self.prefetch_lines + j) * 64;
                 _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
             }
-            for (half, rows) in rows.chunks_exact(4).enumerate() {
-                let mut h = [[_mm256_setzero_si256(); 2]; N];
-                for (pair, rows) in rows.chunks_exact(2).enumerate() {
-                    let a0 = rows[0].block_acc::<LSB>(b);
-                    let a1 = rows[1].block_acc::<LSB>(b);
-                    for t in 0..N {
-                        h[t][pair] = _mm256_hadd_epi32(
-                            _mm256_madd_epi16(a0[t], ones16),
-                            _mm256_madd_epi16(a1[t], ones16),
-                        );
-                    }
-                }
-                for t in 0..N {
-                    q[t][half] = _mm256_hadd_epi32(h[t][0], h[t][1]);
-                }
-            }
+            // Rows 0-3 and 4-7: after two rounds of pairwise adds each row's sum is split over
+            // the two 128-bit halves of `q0` (rows 0-3) and `q1` (rows 4-7). Written out row
+            // pair by row pair, so that every partial stays in a register.
+            let q0 = hadd_n(
+                pair_sums::<N, LSB>(&rows[0], &rows[1], b, ones16),
+                pair_sums::<N, LSB>(&rows[2], &rows[3], b, ones16),
+            );
+            let q1 = hadd_n(
+                pair_sums::<N, LSB>(&rows[4], &rows[5], b, ones16),
+                pair_sums::<N, LSB>(&rows[6], &rows[7], b, ones16),
+            );
             let dx = if LSB {
                 // SAFETY: block `b` of each TQ2_0 row ends in its f16 scale.
                 let d = |i: usize| {
@@ -277,8 +310,8 @@ impl Rows8 {
             let (c, two) = (2 * b, 2 * b + 1 < self.chunks);
             for t in 0..N {
                 let s = _mm256_add_epi32(
-                    _mm256_permute2x128_si256::<0x20>(q[t][0], q[t][1]),
-                    _mm256_permute2x128_si256::<0x31>(q[t][0], q[t][1]),
+                    _mm256_permute2x128_si256::<0x20>(q0[t], q1[t]),
+                    _mm256_permute2x128_si256::<0x31>(q0[t], q1[t]),
                 );
                 // The codes are the ternary values plus one: subtract the chunks' sums.
                 let mut cs = *toks[t].sums.add(c);
