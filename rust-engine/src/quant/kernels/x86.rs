@@ -169,22 +169,25 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
     }
 }
 
-/// Two rows' block `b` for every token: each row's i16 sums widened to i32 (`madd` with ones)
+/// Two rows' block (codes at `c0`, `c1`; activations as [`block_acc_at`]) for every token: each row's i16 sums widened to i32 (`madd` with ones)
 /// and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the
 /// second's).
 ///
 /// # Safety
-/// AVX2; block `b` exists in both rows and every token.
+/// As [`block_acc_at`], for both rows.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn pair_sums<const N: usize, const LSB: bool>(
-    r0: &RowPtrs<N>,
-    r1: &RowPtrs<N>,
-    b: usize,
+    (c0, c1): (*const u8, *const u8),
+    q: &[*const i8; N],
+    two: bool,
     ones16: std::arch::x86_64::__m256i,
 ) -> [std::arch::x86_64::__m256i; N] {
     use std::arch::x86_64::*;
-    let (a0, a1) = (r0.block_acc::<LSB>(b), r1.block_acc::<LSB>(b));
+    let (a0, a1) = (
+        block_acc_at::<N, LSB>(c0, q, two),
+        block_acc_at::<N, LSB>(c1, q, two),
+    );
     let mut h = [_mm256_setzero_si256(); N];
     for t in 0..N {
         h[t] = _mm256_hadd_epi32(
@@ -261,12 +264,6 @@ impl Rows8 {
     ) {
         use std::arch::x86_64::*;
         let ones16 = _mm256_set1_epi16(1);
-        let rows: [RowPtrs<N>; 8] = std::array::from_fn(|i| RowPtrs {
-            codes: self.codes[i],
-            code_stride: self.code_stride,
-            chunks: self.chunks,
-            acts: std::array::from_fn(|t| (toks[t].acts, toks[t].stride)),
-        });
         let mut acc_f = [_mm256_setzero_ps(); N];
         let mut acc_i = [_mm256_setzero_si256(); N];
         for b in 0..self.chunks.div_ceil(2) {
@@ -280,13 +277,20 @@ impl Rows8 {
             // Rows 0-3 and 4-7: after two rounds of pairwise adds each row's sum is split over
             // the two 128-bit halves of `q0` (rows 0-3) and `q1` (rows 4-7). Written out row
             // pair by row pair, so that every partial stays in a register.
+            let (c, two) = (2 * b, 2 * b + 1 < self.chunks);
+            let mut q = [std::ptr::null(); N];
+            for (q, tok) in q.iter_mut().zip(toks.iter()) {
+                *q = tok.acts.add(b * tok.stride);
+            }
+            let at = b * self.code_stride;
+            let pair = |i: usize| (self.codes[i].add(at), self.codes[i + 1].add(at));
             let q0 = hadd_n(
-                pair_sums::<N, LSB>(&rows[0], &rows[1], b, ones16),
-                pair_sums::<N, LSB>(&rows[2], &rows[3], b, ones16),
+                pair_sums::<N, LSB>(pair(0), &q, two, ones16),
+                pair_sums::<N, LSB>(pair(2), &q, two, ones16),
             );
             let q1 = hadd_n(
-                pair_sums::<N, LSB>(&rows[4], &rows[5], b, ones16),
-                pair_sums::<N, LSB>(&rows[6], &rows[7], b, ones16),
+                pair_sums::<N, LSB>(pair(4), &q, two, ones16),
+                pair_sums::<N, LSB>(pair(6), &q, two, ones16),
             );
             let dx = if LSB {
                 // SAFETY: block `b` of each TQ2_0 row ends in its f16 scale.
@@ -307,7 +311,6 @@ impl Rows8 {
             } else {
                 _mm256_set1_ps(1.0)
             };
-            let (c, two) = (2 * b, 2 * b + 1 < self.chunks);
             for t in 0..N {
                 let s = _mm256_add_epi32(
                     _mm256_permute2x128_si256::<0x20>(q0[t], q1[t]),
@@ -376,56 +379,81 @@ impl<const N: usize> RowPtrs<N> {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn block_acc<const LSB: bool>(&self, b: usize) -> [std::arch::x86_64::__m256i; N] {
-        let mut acc = [std::arch::x86_64::_mm256_setzero_si256(); N];
-        self.chunk_acc::<LSB>(b, 0, &mut acc);
-        if 2 * b + 1 < self.chunks {
-            self.chunk_acc::<LSB>(b, 1, &mut acc);
+        let mut q = [std::ptr::null(); N];
+        for (q, &(base, stride)) in q.iter_mut().zip(self.acts.iter()) {
+            *q = base.add(b * stride);
         }
-        acc
+        block_acc_at::<N, LSB>(
+            self.codes.add(b * self.code_stride),
+            &q,
+            2 * b + 1 < self.chunks,
+        )
     }
+}
 
-    /// Adds half `h` (0 or 1) of block `b` to every token's accumulator.
-    ///
-    /// # Safety
-    /// AVX2; that chunk exists in the row and every token.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn chunk_acc<const LSB: bool>(
-        &self,
-        b: usize,
-        h: usize,
-        acc: &mut [std::arch::x86_64::__m256i; N],
-    ) {
-        use std::arch::x86_64::*;
-        let mask = _mm256_set1_epi8(3);
-        // SAFETY (loads): the chunk holds 32 code bytes and 128 activations per token, read
-        // unaligned.
-        let v = _mm256_loadu_si256(self.codes.add(b * self.code_stride + h * 32) as *const __m256i);
-        let (b0, b2, b4, b6) = (
-            _mm256_and_si256(v, mask),
-            _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
-            _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
+/// A block's i16 accumulators, one per token, from its codes at `codes` and each token's
+/// activations at `q[t]`: its first chunk, and its second where `two` (a row's trailing half
+/// block has one).
+///
+/// # Safety
+/// AVX2; the block's chunks exist at `codes` (32 bytes each) and every `q[t]` (128 each).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_acc_at<const N: usize, const LSB: bool>(
+    codes: *const u8,
+    q: &[*const i8; N],
+    two: bool,
+) -> [std::arch::x86_64::__m256i; N] {
+    let mut acc = [std::arch::x86_64::_mm256_setzero_si256(); N];
+    chunk_acc::<N, LSB>(codes, q, 0, &mut acc);
+    if two {
+        chunk_acc::<N, LSB>(codes.add(32), q, 128, &mut acc);
+    }
+    acc
+}
+
+/// Adds one chunk (32 code bytes at `codes`, each token's 128 activations at `q[t] + off`) to
+/// every token's accumulator.
+///
+/// # Safety
+/// AVX2; that chunk exists.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_acc<const N: usize, const LSB: bool>(
+    codes: *const u8,
+    q: &[*const i8; N],
+    off: usize,
+    acc: &mut [std::arch::x86_64::__m256i; N],
+) {
+    use std::arch::x86_64::*;
+    let mask = _mm256_set1_epi8(3);
+    // SAFETY (loads): the chunk holds 32 code bytes and 128 activations per token, read
+    // unaligned.
+    let v = _mm256_loadu_si256(codes as *const __m256i);
+    let (b0, b2, b4, b6) = (
+        _mm256_and_si256(v, mask),
+        _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
+        _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
+    );
+    // Group g's codes, in the layout's bit order.
+    let groups = if LSB {
+        [b0, b2, b4, b6]
+    } else {
+        [b6, b4, b2, b0]
+    };
+    for (acc, &q) in acc.iter_mut().zip(q.iter()) {
+        let q = q.add(off);
+        // Two independent sums per chunk, as ggml's kernel keeps them, joined at the end.
+        let p0 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(groups[0], _mm256_loadu_si256(q as *const __m256i)),
+            _mm256_maddubs_epi16(groups[1], _mm256_loadu_si256(q.add(32) as *const __m256i)),
         );
-        // Group g's codes, in the layout's bit order.
-        let groups = if LSB {
-            [b0, b2, b4, b6]
-        } else {
-            [b6, b4, b2, b0]
-        };
-        for (acc, &(base, stride)) in acc.iter_mut().zip(self.acts.iter()) {
-            let q = base.add(b * stride + h * 128);
-            // Two independent sums per chunk, as ggml's kernel keeps them, joined at the end.
-            let p0 = _mm256_add_epi16(
-                _mm256_maddubs_epi16(groups[0], _mm256_loadu_si256(q as *const __m256i)),
-                _mm256_maddubs_epi16(groups[1], _mm256_loadu_si256(q.add(32) as *const __m256i)),
-            );
-            let p1 = _mm256_add_epi16(
-                _mm256_maddubs_epi16(groups[2], _mm256_loadu_si256(q.add(64) as *const __m256i)),
-                _mm256_maddubs_epi16(groups[3], _mm256_loadu_si256(q.add(96) as *const __m256i)),
-            );
-            *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p0, p1));
-        }
+        let p1 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(groups[2], _mm256_loadu_si256(q.add(64) as *const __m256i)),
+            _mm256_maddubs_epi16(groups[3], _mm256_loadu_si256(q.add(96) as *const __m256i)),
+        );
+        *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p0, p1));
     }
 }
 
