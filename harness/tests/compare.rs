@@ -116,7 +116,12 @@ fn settings(c: &Case, eng: &Engine) -> CompareSettings {
     };
     CompareSettings {
         mode: Mode::self_check(),
-        provenance: Provenance::of_model(&model_path(c.model), eng.model(), &tokenizer),
+        provenance: Provenance::of_model(
+            &model_path(c.model),
+            eng.model(),
+            &tokenizer,
+            Provenance::model_sha256(eng.model().file()),
+        ),
         engine: EngineIdentity::of_engine(eng, None),
         oracle: serde_json::json!({
             "kind": "engine",
