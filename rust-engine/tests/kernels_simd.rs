@@ -11,7 +11,7 @@ use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::{self, I2sLayout};
 use xval_engine::quant::kernels::Kernel;
 use xval_engine::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix};
-use xval_engine::quant::tq2_0;
+use xval_engine::quant::{tq1_0, tq2_0};
 
 /// The SIMD set this target's parity tests check.
 fn simd() -> Kernel {
@@ -58,8 +58,8 @@ fn both(w: &WeightMatrix, x: &[f32], n: usize, profile: Profile, i16_sums: bool)
     })
 }
 
-/// A weight matrix's bytes: `m` rows of `k` ternary weights as TQ2_0 (block scales `d`) or
-/// I2_S (the 128-weight layout with its trailer).
+/// A weight matrix's bytes: `m` rows of `k` ternary weights as TQ2_0 or TQ1_0 (block scales
+/// `d`) or I2_S (the 128-weight layout with its trailer).
 fn weights(ty: GgmlType, trits: &[i8], d: &[f32], m: usize) -> Vec<u8> {
     let k = trits.len() / m;
     match ty {
@@ -68,6 +68,13 @@ fn weights(ty: GgmlType, trits: &[i8], d: &[f32], m: usize) -> Vec<u8> {
             .zip(d.chunks_exact(k / 256))
             .flat_map(|(t, d)| tq2_row(t, d))
             .collect(),
+        GgmlType::TQ1_0 => {
+            let mut out = Vec::new();
+            for (t, &s) in trits.chunks_exact(256).zip(d) {
+                tq1_0::pack_block(t, half::f16::from_f32(s), &mut out);
+            }
+            out
+        }
         _ => i2_s::pack(trits, 0.75, I2sLayout::Block128).unwrap(),
     }
 }
@@ -93,7 +100,7 @@ proptest! {
         )
     ) {
         let k = blocks * 256;
-        for ty in [GgmlType::TQ2_0, GgmlType::I2_S] {
+        for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::I2_S] {
             let data = weights(ty, &trits, &d, m);
             let w = WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
             for profile in [Profile::Ggml, Profile::BitnetCpp] {
@@ -145,7 +152,7 @@ fn ternary_simd_equals_scalar_on_the_edges() {
                     vec![1.0f32; k * n],
                     (0..k * n).map(|i| alternating(i) as f32).collect(),
                 ] {
-                    for ty in [GgmlType::TQ2_0, GgmlType::I2_S] {
+                    for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::I2_S] {
                         let data = weights(ty, trits, &vec![1.0; k / 256 * m], m);
                         let w =
                             WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();

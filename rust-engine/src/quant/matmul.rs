@@ -463,17 +463,23 @@ impl<'p> SimdTernary<'p> {
                 let blocks = row.blocks();
                 dots.resize(blocks * batch.tokens(), 0);
                 self.runner.block_dots(row, batch, dots);
-                if w.ty == GgmlType::TQ2_0 {
-                    self.runner.tq2_0_scales(w.row(r), scales);
+                match w.ty {
+                    GgmlType::TQ2_0 => self.runner.tq2_0_scales(w.row(r), scales),
+                    GgmlType::TQ1_0 => {
+                        scales.clear();
+                        scales.extend(ternary::block_scales::<tq1_0::Tq1_0>(w.row(r)));
+                    }
+                    _ => {}
                 }
                 let outs = row_out[t0..t0 + batch.tokens()].iter_mut();
                 for ((o, a), d) in outs.zip(tokens).zip(dots.chunks_exact(blocks)) {
                     let (d, s) = (d.iter().copied(), scales.iter().copied());
-                    *o = match (a, w.ty) {
-                        (Prepared::Q8K(y), GgmlType::TQ2_0) => ternary::epilogue_q8_k(s, y, d),
-                        (Prepared::Q8K(y), _) => i2_s::epilogue_q8_k(y, d),
-                        (Prepared::I8(a), GgmlType::TQ2_0) => ternary::epilogue_i8(s, a.scale, d),
-                        (Prepared::I8(a), _) => i2s_i8_epilogue(w, a, d.sum(), i16),
+                    let tq = matches!(w.ty, GgmlType::TQ2_0 | GgmlType::TQ1_0);
+                    *o = match (a, tq) {
+                        (Prepared::Q8K(y), true) => ternary::epilogue_q8_k(s, y, d),
+                        (Prepared::Q8K(y), false) => i2_s::epilogue_q8_k(y, d),
+                        (Prepared::I8(a), true) => ternary::epilogue_i8(s, a.scale, d),
+                        (Prepared::I8(a), false) => i2s_i8_epilogue(w, a, d.sum(), i16),
                         _ => unreachable!("SimdTernary::new takes only Q8_K and int8 activations"),
                     };
                 }
@@ -486,6 +492,7 @@ impl<'p> SimdTernary<'p> {
 fn ternary_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<TernaryRow<'a>> {
     match w.ty {
         GgmlType::TQ2_0 => Some(TernaryRow::Tq2_0(w.row(r))),
+        GgmlType::TQ1_0 => Some(TernaryRow::Tq1_0(w.row(r))),
         GgmlType::I2_S if w.i2s_layout == I2sLayout::Block128 => Some(TernaryRow::I2s(w.row(r))),
         _ => None,
     }

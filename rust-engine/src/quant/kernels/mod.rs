@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::q8_k::BlockQ8K;
-use super::tq2_0;
+use super::{tq1_0, tq2_0};
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
@@ -111,6 +111,10 @@ pub enum TernaryRow<'a> {
     /// I2_S codes in the 128-weight layout; group `g` in bits `6 - 2g` (`ggml_vec_dot_i2_i8_s`
     /// in bitnet.cpp's ggml-bitnet-mad.cpp).
     I2s(&'a [u8]),
+    /// TQ1_0 blocks (base-3 digits, then the f16 scale; `ggml_vec_dot_tq1_0_q8_K`): only the
+    /// eight-row kernel unpacks them ([`TernaryRunner::rows8`]); one row at a time they take
+    /// the scalar reference's block dots.
+    Tq1_0(&'a [u8]),
 }
 
 impl<'a> TernaryRow<'a> {
@@ -119,6 +123,7 @@ impl<'a> TernaryRow<'a> {
         match self {
             TernaryRow::Tq2_0(r) => r.len() / tq2_0::BLOCK_BYTES * 2,
             TernaryRow::I2s(c) => c.len() / 32,
+            TernaryRow::Tq1_0(r) => r.len() / tq1_0::BLOCK_BYTES * 2,
         }
     }
 
@@ -128,6 +133,7 @@ impl<'a> TernaryRow<'a> {
         match self {
             TernaryRow::Tq2_0(r) => (r.as_ptr(), tq2_0::BLOCK_BYTES),
             TernaryRow::I2s(codes) => (codes.as_ptr(), 64),
+            TernaryRow::Tq1_0(r) => (r.as_ptr(), tq1_0::BLOCK_BYTES),
         }
     }
 
@@ -341,10 +347,10 @@ impl TernaryRunner {
         let Some(f) = self.rows8 else {
             return false;
         };
-        let tq = matches!(rows[0], TernaryRow::Tq2_0(_));
+        let kind = std::mem::discriminant(&rows[0]);
         assert!(
             rows.iter()
-                .all(|r| matches!(r, TernaryRow::Tq2_0(_)) == tq && r.chunks() == batch.chunks()),
+                .all(|r| std::mem::discriminant(r) == kind && r.chunks() == batch.chunks()),
             "eight rows of one format, each as long as the activations"
         );
         assert_eq!(out.len(), batch.tokens(), "one output per token");
@@ -395,6 +401,24 @@ unsafe fn run_ternary<K: TernaryKernel>(row: TernaryRow, batch: &TernaryBatch, o
         "one output per token and block"
     );
     if blocks == 0 {
+        return;
+    }
+    if let TernaryRow::Tq1_0(r) = row {
+        // No per-row kernel unpacks base-3 digits: the reference's exact block dots.
+        for t in 0..batch.tokens() {
+            let (acts, _) = batch.token(t);
+            for (b, (blk, o)) in r
+                .chunks_exact(tq1_0::BLOCK_BYTES)
+                .zip(&mut out[t * blocks..(t + 1) * blocks])
+                .enumerate()
+            {
+                let q = match acts {
+                    TernaryActs::I8(q) => &q[b * tq1_0::BLOCK..(b + 1) * tq1_0::BLOCK],
+                    TernaryActs::Q8K(y) => &y[b].qs[..],
+                };
+                *o = tq1_0::block_dot_i8(blk, q);
+            }
+        }
         return;
     }
     let mut t = 0;

@@ -12,6 +12,7 @@ use super::{
 use crate::quant::i2_s::{self, I2sLayout};
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::ternary;
+use crate::quant::tq1_0;
 use crate::quant::tq2_0::{self, Tq2_0};
 
 /// Whether this CPU runs the AVX2 kernels.
@@ -110,7 +111,11 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
     use super::TERNARY_TOKENS_PER_PASS as PASS;
     /// The multiplier of every block for int8 activations (one scale per row, applied after).
     static ONE: f32 = 1.0;
-    let tq = matches!(rows[0], TernaryRow::Tq2_0(_));
+    let fmt = match rows[0] {
+        TernaryRow::Tq2_0(_) => FMT_TQ2_0,
+        TernaryRow::I2s(_) => FMT_I2S,
+        TernaryRow::Tq1_0(_) => FMT_TQ1_0,
+    };
     let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
     let (code_stride, chunks) = (rows[0].raw().1, rows[0].chunks());
     let mut t = 0;
@@ -133,7 +138,7 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
                     std::mem::size_of::<BlockQ8K>(),
                 ),
                 TernaryActs::I8(_) => {
-                    int = !tq;
+                    int = fmt == FMT_I2S;
                     (&ONE as *const f32 as *const u8, 0)
                 }
             };
@@ -146,7 +151,7 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
             };
         }
         let row_bytes = match rows[7] {
-            TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) => r.len(),
+            TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
         };
         let k = Rows8 {
             codes,
@@ -159,10 +164,11 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
         // SAFETY: the caller's promises; every token has `chunks` chunks and chunk sums
         // (TernaryBatch::new checked them against each other, the caller against the rows).
         unsafe {
-            match (tq, int) {
-                (true, _) => k.run::<true, false>(&toks[..n], o),
-                (false, false) => k.run::<false, false>(&toks[..n], o),
-                (false, true) => k.run::<false, true>(&toks[..n], o),
+            match (fmt, int) {
+                (FMT_TQ2_0, _) => k.run::<FMT_TQ2_0, false>(&toks[..n], o),
+                (FMT_TQ1_0, _) => k.run::<FMT_TQ1_0, false>(&toks[..n], o),
+                (_, false) => k.run::<FMT_I2S, false>(&toks[..n], o),
+                (_, true) => k.run::<FMT_I2S, true>(&toks[..n], o),
             }
         }
         t += n;
@@ -177,7 +183,7 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
 /// As [`block_acc_at`], for both rows.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn pair_sums<const N: usize, const LSB: bool>(
+unsafe fn pair_sums<const N: usize, const FMT: u8>(
     (c0, c1): (*const u8, *const u8),
     q: &[*const i8; N],
     two: bool,
@@ -185,8 +191,8 @@ unsafe fn pair_sums<const N: usize, const LSB: bool>(
 ) -> [std::arch::x86_64::__m256i; N] {
     use std::arch::x86_64::*;
     let (a0, a1) = (
-        block_acc_at::<N, LSB>(c0, q, two),
-        block_acc_at::<N, LSB>(c1, q, two),
+        block_acc_fmt::<N, FMT>(c0, q, two),
+        block_acc_fmt::<N, FMT>(c1, q, two),
     );
     let mut h = [_mm256_setzero_si256(); N];
     for t in 0..N {
@@ -196,6 +202,116 @@ unsafe fn pair_sums<const N: usize, const LSB: bool>(
         );
     }
     h
+}
+
+/// The row formats of [`rows8`], as a constant parameter of its loops.
+const FMT_TQ2_0: u8 = 0;
+const FMT_I2S: u8 = 1;
+const FMT_TQ1_0: u8 = 2;
+
+/// A block's i16 accumulators, one per token, in format `FMT` ([`block_acc_at`] for the 2-bit
+/// layouts, [`block_acc_tq1_0`] for TQ1_0, whose blocks always have both halves).
+///
+/// # Safety
+/// As [`block_acc_at`] (a whole 54-byte block at `codes` for TQ1_0).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_acc_fmt<const N: usize, const FMT: u8>(
+    codes: *const u8,
+    q: &[*const i8; N],
+    two: bool,
+) -> [std::arch::x86_64::__m256i; N] {
+    match FMT {
+        FMT_TQ2_0 => block_acc_at::<N, true>(codes, q, two),
+        FMT_I2S => block_acc_at::<N, false>(codes, q, two),
+        _ => block_acc_tq1_0::<N>(codes, q),
+    }
+}
+
+/// Base-3 digit `n` of every byte, as `ggml_vec_dot_tq1_0_q8_K` (AVX2) extracts it from the
+/// byte already multiplied by `3^n`: `(q * 3) >> 8` (`tq1_0::extract`) as a saturating
+/// decrement, two averages and a shift, since AVX2 has no 8-bit multiply.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tq1_0_digits(x: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let x = _mm256_subs_epu8(x, _mm256_set1_epi8(1));
+    let x = _mm256_avg_epu8(x, _mm256_avg_epu8(x, _mm256_setzero_si256()));
+    _mm256_and_si256(_mm256_srli_epi16::<6>(x), _mm256_set1_epi8(3))
+}
+
+/// `x * 9` per byte, modulo 256 (`ggml_vec_dot_tq1_0_q8_K`'s shift, mask and add).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn times9(x: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    _mm256_add_epi8(
+        _mm256_and_si256(_mm256_slli_epi16::<3>(x), _mm256_set1_epi8(-8)),
+        x,
+    )
+}
+
+/// One TQ1_0 block's i16 accumulators, one per token: its 256 codes (ternary value plus one)
+/// unpacked as `ggml_vec_dot_tq1_0_q8_K` (AVX2) does (the first 32 bytes hold five digits for
+/// weights `32n + j`, the next 16 five for `160 + 16n + j`, the last 4 four for `240 + 4n + j`),
+/// each group `maddubs` with its 32 activations and added in i16: eight pair sums in
+/// [-512, 508] per lane, within [-4096, 4064].
+///
+/// # Safety
+/// AVX2; a whole block at `codes` and 256 activations at every `q[t]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_acc_tq1_0<const N: usize>(
+    codes: *const u8,
+    q: &[*const i8; N],
+) -> [std::arch::x86_64::__m256i; N] {
+    use std::arch::x86_64::*;
+    let x0 = _mm256_loadu_si256(codes as *const __m256i);
+    let x1 = _mm256_add_epi8(x0, _mm256_add_epi8(x0, x0));
+    let (x2, x3) = (times9(x0), times9(x1));
+    let x4 = times9(x2);
+    let lo = _mm256_castsi128_si256(_mm_loadu_si128(codes.add(32) as *const __m128i));
+    let lo3 = _mm256_add_epi8(lo, _mm256_add_epi8(lo, lo));
+    let (lo9, lo27) = (times9(lo), times9(lo3));
+    let lo81 = times9(lo9);
+    let qh = (codes.add(tq1_0::QS_BYTES) as *const i32).read_unaligned();
+    let h = _mm256_mullo_epi16(
+        _mm256_cvtepu8_epi16(_mm_set1_epi32(qh)),
+        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
+    );
+    let h = _mm256_and_si256(h, _mm256_set1_epi16(0xFF));
+    let h = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let groups = [
+        tq1_0_digits(x0),
+        tq1_0_digits(x1),
+        tq1_0_digits(x2),
+        tq1_0_digits(x3),
+        tq1_0_digits(x4),
+        tq1_0_digits(_mm256_set_m128i(
+            _mm256_castsi256_si128(lo3),
+            _mm256_castsi256_si128(lo),
+        )),
+        tq1_0_digits(_mm256_set_m128i(
+            _mm256_castsi256_si128(lo27),
+            _mm256_castsi256_si128(lo9),
+        )),
+        tq1_0_digits(_mm256_set_m128i(h, _mm256_castsi256_si128(lo81))),
+    ];
+    let mut acc = [_mm256_setzero_si256(); N];
+    for (acc, &q) in acc.iter_mut().zip(q.iter()) {
+        let mut p = [_mm256_setzero_si256(); 8];
+        for (g, p) in p.iter_mut().enumerate() {
+            *p = _mm256_maddubs_epi16(
+                groups[g],
+                _mm256_loadu_si256(q.add(32 * g) as *const __m256i),
+            );
+        }
+        *acc = _mm256_add_epi16(
+            _mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),
+            _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7])),
+        );
+    }
+    acc
 }
 
 /// `hadd` token by token.
@@ -235,29 +351,25 @@ struct Rows8 {
 }
 
 impl Rows8 {
-    /// [`rows8`] for up to four tokens and one layout (`LSB`: TQ2_0, whose block scales
-    /// multiply the sums; else I2_S), `INT`: the integer dots summed (I2_S with int8
+    /// [`rows8`] for up to four tokens and one format (`FMT`: TQ2_0 and TQ1_0, whose block
+    /// scales multiply the sums, or I2_S), `INT`: the integer dots summed (I2_S with int8
     /// activations, bitnet.cpp's epilogue applied once per row by the caller).
     ///
     /// # Safety
     /// [`rows8`]'s, and `toks.len() == out.len() <= 4`.
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn run<const LSB: bool, const INT: bool>(
-        &self,
-        toks: &[Tok8],
-        out: &mut [super::Sums8],
-    ) {
+    unsafe fn run<const FMT: u8, const INT: bool>(&self, toks: &[Tok8], out: &mut [super::Sums8]) {
         match toks.len() {
-            1 => self.run_n::<1, LSB, INT>([toks[0]], out),
-            2 => self.run_n::<2, LSB, INT>([toks[0], toks[1]], out),
-            3 => self.run_n::<3, LSB, INT>([toks[0], toks[1], toks[2]], out),
-            _ => self.run_n::<4, LSB, INT>([toks[0], toks[1], toks[2], toks[3]], out),
+            1 => self.run_n::<1, FMT, INT>([toks[0]], out),
+            2 => self.run_n::<2, FMT, INT>([toks[0], toks[1]], out),
+            3 => self.run_n::<3, FMT, INT>([toks[0], toks[1], toks[2]], out),
+            _ => self.run_n::<4, FMT, INT>([toks[0], toks[1], toks[2], toks[3]], out),
         }
     }
 
     /// [`Rows8::run`] for `N` tokens.
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn run_n<const N: usize, const LSB: bool, const INT: bool>(
+    unsafe fn run_n<const N: usize, const FMT: u8, const INT: bool>(
         &self,
         toks: [Tok8; N],
         out: &mut [super::Sums8],
@@ -285,18 +397,22 @@ impl Rows8 {
             let at = b * self.code_stride;
             let pair = |i: usize| (self.codes[i].add(at), self.codes[i + 1].add(at));
             let q0 = hadd_n(
-                pair_sums::<N, LSB>(pair(0), &q, two, ones16),
-                pair_sums::<N, LSB>(pair(2), &q, two, ones16),
+                pair_sums::<N, FMT>(pair(0), &q, two, ones16),
+                pair_sums::<N, FMT>(pair(2), &q, two, ones16),
             );
             let q1 = hadd_n(
-                pair_sums::<N, LSB>(pair(4), &q, two, ones16),
-                pair_sums::<N, LSB>(pair(6), &q, two, ones16),
+                pair_sums::<N, FMT>(pair(4), &q, two, ones16),
+                pair_sums::<N, FMT>(pair(6), &q, two, ones16),
             );
-            let dx = if LSB {
-                // SAFETY: block `b` of each TQ2_0 row ends in its f16 scale.
+            let dx = if FMT != FMT_I2S {
+                // SAFETY: block `b` of each TQ row holds its f16 scale at `d_at`.
+                let d_at = if FMT == FMT_TQ2_0 {
+                    tq2_0::QS_BYTES
+                } else {
+                    tq1_0::QS_BYTES + tq1_0::QH_BYTES
+                };
                 let d = |i: usize| {
-                    (self.codes[i].add(b * self.code_stride + tq2_0::QS_BYTES) as *const i16)
-                        .read_unaligned()
+                    (self.codes[i].add(b * self.code_stride + d_at) as *const i16).read_unaligned()
                 };
                 _mm256_cvtph_ps(_mm_setr_epi16(
                     d(0),
