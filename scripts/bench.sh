@@ -31,9 +31,12 @@ models=(
     --heads 8 --kv-heads 2 --seed 4242 >/dev/null
 "$h" fixtures gen --out "$work/fresh-i2_s.gguf" --format i2_s --layers 8 --n-embd 1024 --n-ff 2816 \
     --heads 8 --kv-heads 2 --seed 4243 >/dev/null
+"$h" fixtures gen --out "$work/fresh-tq1_0.gguf" --format tq1_0 --layers 8 --n-embd 1024 --n-ff 2816 \
+    --heads 8 --kv-heads 2 --seed 4244 >/dev/null
 models+=(
     "$work/fresh-tq2_0.gguf|generated here, 8 layers, 1024/2816, GQA 8/2, TQ2_0"
     "$work/fresh-i2_s.gguf|generated here, 8 layers, 1024/2816, GQA 8/2, I2_S"
+    "$work/fresh-tq1_0.gguf|generated here, 8 layers, 1024/2816, GQA 8/2, TQ1_0"
 )
 if [[ "${BENCH_2B4T:-0}" == 1 ]]; then
     for f in tq2_0 i2_s; do
