@@ -215,3 +215,33 @@ fn the_engine_with_simd_kernels_is_bit_identical_to_scalar() {
         }
     }
 }
+
+/// TQ1_0 rows of arbitrary bytes (every value 0-255 in every digit position, not only the 243
+/// a packer writes: a self-test misread or a damaged file can hold any) through the eight-row
+/// kernel and the scalar reference: bit-identical, both profiles, one and five tokens.
+#[test]
+fn tq1_0_simd_equals_scalar_on_every_byte_value() {
+    // 259 rows of two blocks: byte `i` of row `r` is `(r + 37 i + 101 b) % 256`, so every value
+    // shows up in each of the 52 code positions of both blocks (and 3 rows are left to the
+    // per-row path).
+    let (k, m) = (512, 259);
+    let mut data = Vec::new();
+    for r in 0..m {
+        for b in 0..k / 256 {
+            for i in 0..tq1_0::QS_BYTES + tq1_0::QH_BYTES {
+                data.push(((r + i * 37 + b * 101) % 256) as u8);
+            }
+            data.extend_from_slice(&half::f16::from_f32(0.5 + (r % 8) as f32 / 8.0).to_le_bytes());
+        }
+    }
+    let w = WeightMatrix::new("w", GgmlType::TQ1_0, k, m, &data, I2sLayout::Block128).unwrap();
+    for n in [1usize, 5] {
+        let x: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 211) as f32 - 105.0) / 9.0)
+            .collect();
+        for profile in [Profile::Ggml, Profile::BitnetCpp] {
+            let [s, v] = both(&w, &x, n, profile, false);
+            assert_eq!(s, v, "n {n} {profile:?}");
+        }
+    }
+}
