@@ -298,7 +298,7 @@ type Rows8Fn = unsafe fn(&[TernaryRow; 8], &TernaryBatch, &mut [Sums8]);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sums8 {
     /// `sumf += sumi as f32 * (d_row * d_act)` block after block from 0, with `d_row` the
-    /// TQ2_0 block scale (1 for I2_S) and `d_act` the Q8_K block's `d` (1 for int8
+    /// TQ2_0 or TQ1_0 block scale (1 for I2_S) and `d_act` the Q8_K block's `d` (1 for int8
     /// activations): [`super::ternary::epilogue_q8_k`] and [`super::i2_s::epilogue_q8_k`]
     /// exactly, and [`super::ternary::epilogue_i8`] before its division by the activation
     /// scale.
