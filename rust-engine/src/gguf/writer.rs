@@ -241,23 +241,15 @@ impl GgufWriter {
     /// Write to `path` directly, neither synced to disk nor renamed into place: for a scratch
     /// file that lives only as long as the run that reads it (an oracle's transcoded model),
     /// where [`GgufWriter::write_file`]'s sync of a multi-GB file costs seconds and buys
-    /// nothing. Removes the file on an error.
-    /// The tensors' bytes as [`GgufWriter::write_file_with`] takes them.
+    /// nothing. The tensors' bytes as [`GgufWriter::write_file_with`] takes them; the file is
+    /// removed on an error.
     pub fn write_scratch_file_with(
         &self,
         path: &Path,
         mut fill: impl FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
     ) -> Result<()> {
-        let written = (|| {
-            let f = std::fs::File::create(path)?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            self.write_impl(&mut w, &mut fill)?;
-            w.into_inner().map_err(|e| e.into_error()).map(drop)
-        })();
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(path);
-            Error::io(path, e)
-        })
+        self.write_path(path, &mut fill, false)
+            .map_err(|e| Error::io(path, e))
     }
 
     /// Write to `path` atomically; `fill(i, w)` must write exactly the bytes of the `i`-th tensor
@@ -273,17 +265,32 @@ impl GgufWriter {
             path.extension().and_then(|e| e.to_str()).unwrap_or("gguf")
         ));
         let io = |e| Error::io(path, e);
-        let written = (|| {
-            let f = std::fs::File::create(&tmp)?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            self.write_impl(&mut w, &mut fill)?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
+        self.write_path(&tmp, &mut fill, true).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The file written to `path` through a 1 MB buffer, synced to disk where `sync`; removed
+    /// again on any error.
+    fn write_path(
+        &self,
+        path: &Path,
+        fill: &mut dyn FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
+        sync: bool,
+    ) -> std::io::Result<()> {
+        let written = (|| {
+            let f = std::fs::File::create(path)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            self.write_impl(&mut w, fill)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            if sync {
+                f.sync_all()?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        written
     }
 }
 

@@ -463,18 +463,12 @@ impl<'p> SimdTernary<'p> {
                 let blocks = row.blocks();
                 dots.resize(blocks * batch.tokens(), 0);
                 self.runner.block_dots(row, batch, dots);
-                match w.ty {
-                    GgmlType::TQ2_0 => self.runner.tq2_0_scales(w.row(r), scales),
-                    GgmlType::TQ1_0 => {
-                        scales.clear();
-                        scales.extend(ternary::block_scales::<tq1_0::Tq1_0>(w.row(r)));
-                    }
-                    _ => {}
-                }
+                self.runner.block_scales(row, scales);
+                // TQ2_0 and TQ1_0 take per-block scales; I2_S the tensor's.
+                let tq = !matches!(row, TernaryRow::I2s(_));
                 let outs = row_out[t0..t0 + batch.tokens()].iter_mut();
                 for ((o, a), d) in outs.zip(tokens).zip(dots.chunks_exact(blocks)) {
                     let (d, s) = (d.iter().copied(), scales.iter().copied());
-                    let tq = matches!(w.ty, GgmlType::TQ2_0 | GgmlType::TQ1_0);
                     *o = match (a, tq) {
                         (Prepared::Q8K(y), true) => ternary::epilogue_q8_k(s, y, d),
                         (Prepared::Q8K(y), false) => i2_s::epilogue_q8_k(y, d),

@@ -279,7 +279,7 @@ pub fn ternary_block_dots(
 
 /// A kernel set's ternary kernel resolved once for a matmul (its CPU features checked here), so
 /// that the call per weight row checks only the row: [`TernaryRunner::block_dots`] is
-/// [`ternary_block_dots`], [`TernaryRunner::tq2_0_scales`] the row's block scales.
+/// [`ternary_block_dots`], [`TernaryRunner::block_scales`] the row's block scales.
 #[derive(Clone, Copy)]
 pub struct TernaryRunner {
     run: unsafe fn(TernaryRow, &TernaryBatch, &mut [i32]),
@@ -287,7 +287,7 @@ pub struct TernaryRunner {
     rows8: Option<Rows8Fn>,
 }
 
-/// A set's TQ2_0 block-scale conversion (see [`TernaryRunner::tq2_0_scales`]).
+/// A set's TQ2_0 block-scale conversion (see [`TernaryRunner::block_scales`]).
 type ScalesFn = unsafe fn(&[u8], &mut [f32]);
 
 /// A set's fused eight-row kernel (see [`TernaryRunner::rows8`]).
@@ -316,11 +316,15 @@ impl TernaryRunner {
         }
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => Some(TernaryRunner {
-                run: run_ternary::<x86::Avx2>,
-                scales: x86::has_f16c().then_some(x86::tq2_0_scales_f16c as ScalesFn),
-                rows8: x86::has_f16c().then_some(x86::rows8 as Rows8Fn),
-            }),
+            Kernel::Avx2 => {
+                // Both convert f16 scales with F16C (every AVX2 CPU made has it).
+                let f16c = x86::has_f16c();
+                Some(TernaryRunner {
+                    run: run_ternary::<x86::Avx2>,
+                    scales: f16c.then_some(x86::tq2_0_scales_f16c as ScalesFn),
+                    rows8: f16c.then_some(x86::rows8 as Rows8Fn),
+                })
+            }
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => Some(TernaryRunner {
                 run: run_ternary::<aarch64::Neon>,
@@ -360,23 +364,24 @@ impl TernaryRunner {
         true
     }
 
-    /// A TQ2_0 row's block scales into `out` (one per block), by the set where it converts f16
-    /// itself (the same values as the reference's: the conversion is exact), else by the
-    /// reference.
-    pub fn tq2_0_scales(&self, row: &[u8], out: &mut Vec<f32>) {
-        let blocks = row.len() / tq2_0::BLOCK_BYTES;
-        assert_eq!(row.len(), blocks * tq2_0::BLOCK_BYTES, "whole tq2_0 blocks");
-        match self.scales {
-            Some(f) => {
+    /// A row's block scales into `out` (one per block; none for I2_S, whose scale is the
+    /// tensor's): TQ2_0's by the set where it converts f16 itself (the same values as the
+    /// reference's: the conversion is exact), else by the reference.
+    pub fn block_scales(&self, row: TernaryRow, out: &mut Vec<f32>) {
+        use super::ternary::block_scales;
+        out.clear();
+        match (row, self.scales) {
+            (TernaryRow::Tq2_0(r), Some(f)) => {
+                let blocks = r.len() / tq2_0::BLOCK_BYTES;
+                assert_eq!(r.len(), blocks * tq2_0::BLOCK_BYTES, "whole tq2_0 blocks");
                 out.resize(blocks, 0.0);
                 // SAFETY: `new` checked the features the function needs; the row holds
                 // `blocks` blocks (asserted) and `out` one slot per block.
-                unsafe { f(row, out) }
+                unsafe { f(r, out) }
             }
-            None => {
-                out.clear();
-                out.extend(super::ternary::block_scales::<super::tq2_0::Tq2_0>(row));
-            }
+            (TernaryRow::Tq2_0(r), None) => out.extend(block_scales::<tq2_0::Tq2_0>(r)),
+            (TernaryRow::Tq1_0(r), _) => out.extend(block_scales::<tq1_0::Tq1_0>(r)),
+            (TernaryRow::I2s(_), _) => {}
         }
     }
 }

@@ -1127,7 +1127,7 @@ pub fn has_f16c() -> bool {
 
 /// TQ2_0 block scales of a row into `out` with F16C (one per block: the values of
 /// `ternary::block_scales::<Tq2_0>`, as an f16 to f32 conversion is exact however it is
-/// done), one instruction each, for [`super::TernaryRunner::tq2_0_scales`].
+/// done), one instruction each, for [`super::TernaryRunner::block_scales`].
 ///
 /// # Safety
 /// F16C; `row` holds `out.len()` TQ2_0 blocks.
