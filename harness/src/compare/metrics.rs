@@ -255,8 +255,8 @@ fn rank_order(x: &[f32], i: u32, j: u32) -> std::cmp::Ordering {
         .then(i.cmp(&j))
 }
 
-/// The first `m` token ids in [`rank_order`]: selected, then only they sorted (a whole
-/// vocabulary sorted twice per position was a fifth of judging a 128K-vocabulary comparison).
+/// The first `m` token ids in [`rank_order`]: selected, then only they sorted (the whole
+/// vocabulary sorted twice per position made judging a 2B-4T comparison 3.6 s; this, 1.7 s).
 fn top_ranked(x: &[f32], m: usize) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..x.len() as u32).collect();
     let m = m.min(idx.len());
