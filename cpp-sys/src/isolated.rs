@@ -393,6 +393,12 @@ impl Oracle for IsolatedOracle {
             taps: taps.spec(),
         })
     }
+
+    fn evaluate_last(&mut self, tokens: &[TokenId]) -> Result<Evaluation> {
+        self.evaluation(Request::EvaluateLast {
+            tokens: tokens.to_vec(),
+        })
+    }
 }
 
 impl Drop for Worker {

@@ -310,10 +310,28 @@ pub(crate) fn next_position(
     Ok(pos)
 }
 
-/// One decode of `tokens` at positions `start..start + n`, every position an output, with the
-/// taps `taps` selects captured into `capture`: `decode()` runs llama.cpp's decode and returns
-/// its status, `logits_row(i)` is `llama_get_logits_ith(ctx, i)`, `log()` what llama.cpp said
-/// last (for the error).
+/// Which batch entries of a decode are outputs (`llama_batch.logits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outputs {
+    /// Every position: logits for each, the taps the filter selects.
+    All,
+    /// The last position only, as `llama-bench` and `llama-cli` decode a prompt (llama.cpp
+    /// then keeps that row alone from the last layer on); no taps.
+    Last,
+}
+
+impl Outputs {
+    /// Whether batch entry `i` of `n` is an output.
+    pub(crate) fn wants(self, i: usize, n: usize) -> bool {
+        self == Outputs::All || i + 1 == n
+    }
+}
+
+/// One decode of `tokens` at positions `start..start + n`, the `outputs` positions outputs, with
+/// the taps `taps` selects captured into `capture`: `decode()` runs llama.cpp's decode and
+/// returns its status, `logits_row(i)` is `llama_get_logits_ith(ctx, i)`, `log()` what llama.cpp
+/// said last (for the error). With [`Outputs::Last`] the evaluation is of the last position
+/// alone.
 ///
 /// # Safety
 /// `capture` must be the `Capture` the context's `cb_eval` writes to, referenced nowhere else
@@ -327,11 +345,14 @@ pub(crate) unsafe fn decode_with_taps(
     tokens: &[TokenId],
     start: usize,
     n_vocab: usize,
+    outputs: Outputs,
     decode: impl FnOnce() -> i32,
     mut logits_row: impl FnMut(i32) -> *const f32,
     log: impl FnOnce() -> String,
 ) -> Result<Evaluation> {
     let n = tokens.len();
+    let none = TapFilter::none();
+    let taps = if outputs == Outputs::All { taps } else { &none };
     let wanted = wanted_names(n_layer, taps);
     // SAFETY (caller): no decode is running; this is the only live reference to the capture.
     unsafe { (*capture).reset(wanted, n) };
@@ -348,8 +369,13 @@ pub(crate) unsafe fn decode_with_taps(
     if let Some(e) = capture.error.take() {
         return Err(Error::Capture(e));
     }
-    let mut logits = Vec::with_capacity(n * n_vocab);
-    for i in 0..n {
+    let first = if outputs == Outputs::All {
+        0
+    } else {
+        n.saturating_sub(1)
+    };
+    let mut logits = Vec::with_capacity((n - first) * n_vocab);
+    for i in first..n {
         let row = logits_row(i as i32);
         if row.is_null() {
             return Err(Error::Llama(format!("no logits for batch entry {i}")));
@@ -359,8 +385,8 @@ pub(crate) unsafe fn decode_with_taps(
     }
     let (taps, tap_sources, graph) = capture.finish();
     Ok(Evaluation {
-        start_pos: start,
-        tokens: tokens.to_vec(),
+        start_pos: start + first,
+        tokens: tokens[first..].to_vec(),
         n_vocab,
         logits,
         taps,
@@ -384,6 +410,13 @@ pub(crate) fn log_summary(log: &[u8], n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_mark_the_batch_entries() {
+        let marks = |o: Outputs| (0..4).map(|i| o.wants(i, 4)).collect::<Vec<_>>();
+        assert_eq!(marks(Outputs::All), [true; 4]);
+        assert_eq!(marks(Outputs::Last), [false, false, false, true]);
+    }
 
     #[test]
     fn atoi_reads_like_c() {

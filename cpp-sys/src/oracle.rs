@@ -270,6 +270,21 @@ impl Evaluation {
         &self.logits[i * self.n_vocab..(i + 1) * self.n_vocab]
     }
 
+    /// The evaluation of the last position alone (its token and logits; no taps).
+    pub fn last_only(mut self) -> Evaluation {
+        let before = self.n_tokens().saturating_sub(1);
+        self.logits.drain(..before * self.n_vocab);
+        Evaluation {
+            start_pos: self.start_pos + before,
+            tokens: self.tokens.split_off(before),
+            n_vocab: self.n_vocab,
+            logits: self.logits,
+            taps: Vec::new(),
+            tap_sources: Vec::new(),
+            graph: Vec::new(),
+        }
+    }
+
     pub fn tap(&self, name: &str) -> Option<&Tap> {
         self.taps.iter().find(|t| t.name == name)
     }
@@ -308,4 +323,15 @@ pub trait Oracle {
 
     /// Continue the current sequence by one token at the next position, through the KV cache.
     fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation>;
+
+    /// Evaluate `tokens` at positions `0..n` in a fresh sequence with the last position the only
+    /// output, as llama.cpp's own tools evaluate a prompt (`llama-bench`, `llama-cli`): the
+    /// evaluation of that position alone (its token and logits, no taps), every position in
+    /// the KV cache for the steps that follow. Oracles that can cut their outputs do (the
+    /// output projection then multiplies one row); the default evaluates every position and
+    /// keeps the last.
+    fn evaluate_last(&mut self, tokens: &[TokenId]) -> Result<Evaluation> {
+        let all = self.evaluate(tokens, &TapFilter::none())?;
+        Ok(all.last_only())
+    }
 }

@@ -62,6 +62,10 @@ pub enum Request {
         token: TokenId,
         taps: String,
     },
+    /// [`Oracle::evaluate_last`](crate::oracle::Oracle::evaluate_last).
+    EvaluateLast {
+        tokens: Vec<TokenId>,
+    },
     Shutdown,
 }
 
@@ -75,6 +79,7 @@ impl Request {
             Request::TokenPiece { .. } => "token_piece",
             Request::Evaluate { .. } => "evaluate",
             Request::DecodeStep { .. } => "decode_step",
+            Request::EvaluateLast { .. } => "evaluate_last",
             Request::Shutdown => "shutdown",
         }
     }

@@ -173,6 +173,7 @@ fn answer<W: Write>(output: &mut W, o: &mut dyn Oracle, request: Request) -> Res
         Request::DecodeStep { token, taps } => o
             .decode_step(token, &TapFilter::parse(&taps))
             .map(|e| encode_evaluation(&e)),
+        Request::EvaluateLast { tokens } => o.evaluate_last(&tokens).map(|e| encode_evaluation(&e)),
         Request::Load { .. } | Request::Shutdown => unreachable!("handled by serve"),
     };
     match result {

@@ -33,6 +33,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Which prompt positions a timed prefill gives logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillOutputs {
+    /// The last only, as `llama-bench` and `llama-cli` evaluate a prompt (the output projection
+    /// multiplies one row).
+    Last,
+    /// Every position, as a comparison evaluates one.
+    All,
+}
+
+impl PrefillOutputs {
+    pub fn name(self) -> &'static str {
+        match self {
+            PrefillOutputs::Last => "last",
+            PrefillOutputs::All => "all",
+        }
+    }
+}
+
 /// What [`measure`] asks a side to evaluate.
 enum Eval<'a> {
     /// A fresh sequence: these prompt ids from an empty KV cache.
@@ -70,20 +89,27 @@ fn measure(
 pub fn engine_speed(
     engine: &Engine,
     prompt: &[u32],
+    outputs: PrefillOutputs,
     steps: usize,
     repeats: usize,
 ) -> Result<Speed> {
     let none = TapFilter::none();
     let mut cache = engine.new_cache();
-    measure(prompt, steps, repeats, |e| {
-        let f = match e {
-            Eval::Prompt(ids) => {
-                cache = engine.new_cache();
-                engine.forward(&mut cache, ids, &none)?
+    measure(prompt, steps, repeats, |e| match e {
+        Eval::Prompt(ids) => {
+            cache = engine.new_cache();
+            match outputs {
+                PrefillOutputs::Last => Ok(engine.forward_last(&mut cache, ids)?),
+                PrefillOutputs::All => Ok(engine
+                    .forward(&mut cache, ids, &none)?
+                    .last_logits()
+                    .to_vec()),
             }
-            Eval::Step(id) => engine.forward(&mut cache, &[id], &none)?,
-        };
-        Ok(f.last_logits().to_vec())
+        }
+        Eval::Step(id) => Ok(engine
+            .forward(&mut cache, &[id], &none)?
+            .last_logits()
+            .to_vec()),
     })
 }
 
@@ -92,13 +118,17 @@ pub fn engine_speed(
 pub fn oracle_speed(
     oracle: &mut dyn Oracle,
     prompt: &[u32],
+    outputs: PrefillOutputs,
     steps: usize,
     repeats: usize,
 ) -> Result<Speed> {
     let none = TapFilter::none();
     measure(prompt, steps, repeats, |e| {
         let out = match e {
-            Eval::Prompt(ids) => oracle.evaluate(ids, &none)?,
+            Eval::Prompt(ids) => match outputs {
+                PrefillOutputs::Last => oracle.evaluate_last(ids)?,
+                PrefillOutputs::All => oracle.evaluate(ids, &none)?,
+            },
             Eval::Step(id) => oracle.decode_step(id, &none)?,
         };
         Ok(out.logits_row(out.n_tokens() - 1).to_vec())

@@ -64,12 +64,15 @@ fn json_has_the_contract_fields_and_consistent_ratios() {
         (v["threads"].as_u64(), v["prompt_tokens"].as_u64()),
         (Some(1), Some(8))
     );
+    // As llama-bench times a prompt: the last position the only output.
+    assert_eq!(v["prefill_outputs"], "last");
 }
 
 #[test]
 fn without_a_peer_the_peer_and_ratio_are_null() {
-    let v = bench_json(&["--vs", "none", "--kernel", "auto"]);
+    let v = bench_json(&["--vs", "none", "--kernel", "auto", "--all-logits"]);
     assert!(v["peer"].is_null() && v["ratio"].is_null(), "{v}");
+    assert_eq!(v["prefill_outputs"], "all");
     positive(&v, "/engine/tg_tok_s");
 }
 

@@ -184,6 +184,14 @@ mod builtin_tree {
             same(&a, &b, &format!("decode step {step}"));
             next = argmax(a.logits_row(0));
         }
+        // The last position the only output: the same bits, and the steps after it.
+        let a = ext.evaluate_last(&prompt).unwrap();
+        let b = builtin.evaluate_last(&prompt).unwrap();
+        same(&a, &b, "prompt, last output only");
+        assert_eq!(a.tokens, prompt[prompt.len() - 1..]);
+        let a = ext.decode_step(next, &all).unwrap();
+        let b = builtin.decode_step(next, &all).unwrap();
+        same(&a, &b, "decode step after the last-only prompt");
         // A second prompt in the same oracle starts from a cleared cache.
         let again = ext.evaluate(&prompt, &all).unwrap();
         assert_eq!(

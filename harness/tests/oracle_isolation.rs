@@ -37,6 +37,39 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// A prompt with the last position the only output (`evaluate_last`, what `harness bench` times):
+/// the worker gives the in-process bits; the logits are those of a full evaluation's last row
+/// (this model's output is not F16, so one row computes as a batch does) and the KV cache left
+/// behind is the same.
+#[test]
+fn evaluate_last_is_the_last_row_in_and_out_of_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_model(dir.path(), Weights::Tq2Scaled, 21);
+    let settings = OracleSettings::default();
+    let mut iso = IsolatedOracle::spawn(worker(None), &path, &settings, limits(120)).unwrap();
+    let mut local = LlamaCppOracle::load(&path, &settings).unwrap();
+    let a = iso.evaluate_last(&PROMPT).unwrap();
+    let b = local.evaluate_last(&PROMPT).unwrap();
+    assert_eq!(bits(&a.logits), bits(&b.logits));
+    assert_eq!((a.start_pos, a.tokens.as_slice()), (4, &PROMPT[4..]));
+    assert!(a.taps.is_empty());
+    let step_after_last = local.decode_step(7, &TapFilter::none()).unwrap();
+    let full = local.evaluate(&PROMPT, &TapFilter::none()).unwrap();
+    assert_eq!(bits(&b.logits), bits(full.logits_row(4)));
+    let step_after_full = local.decode_step(7, &TapFilter::none()).unwrap();
+    assert_eq!(bits(&step_after_last.logits), bits(&step_after_full.logits));
+    assert_eq!(
+        bits(&iso.decode_step(7, &TapFilter::none()).unwrap().logits),
+        bits(&step_after_full.logits)
+    );
+    // Checked like `evaluate`.
+    assert!(iso.evaluate_last(&[]).unwrap_err().is_bad_input());
+    assert!(local
+        .evaluate_last(&[n_vocab() as u32])
+        .unwrap_err()
+        .is_bad_input());
+}
+
 #[test]
 fn isolated_oracle_gives_the_in_process_bits() {
     let dir = tempfile::tempdir().unwrap();

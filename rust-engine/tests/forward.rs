@@ -114,6 +114,61 @@ fn f32_batches_round_single_rows_only() {
     assert!(nmse < 1e-2, "NMSE {nmse}");
 }
 
+/// `forward_last` (the output rows cut to the last position, as llama.cpp's own tools evaluate a
+/// prompt) gives the last row of a full forward bit for bit wherever a one-row matmul computes
+/// as a batch does, and leaves the same KV cache behind.
+#[test]
+fn forward_last_equals_the_last_row_of_a_full_forward() {
+    for spec in specs() {
+        for profile in Profile::ALL {
+            let numerics = Numerics::new(profile).with_f16_activations(F16Activations::Round);
+            let e = engine(spec, numerics, 2);
+            let n_vocab = spec.n_vocab;
+            let mut full_cache = e.new_cache();
+            let full = e
+                .forward(&mut full_cache, &TOKENS, &TapFilter::none())
+                .unwrap()
+                .logits;
+            let mut cache = e.new_cache();
+            let last = e.forward_last(&mut cache, &TOKENS).unwrap();
+            let what = format!("{} {} {profile}", spec.arch, spec.proj);
+            assert_eq!(last.len(), n_vocab, "{what}");
+            assert!(
+                last == full[full.len() - n_vocab..],
+                "{what}: last row differs"
+            );
+            assert_eq!(cache.len(), TOKENS.len(), "{what}");
+            let step = |c: &mut _| e.forward(c, &[7], &TapFilter::none()).unwrap().logits;
+            assert!(
+                step(&mut cache) == step(&mut full_cache),
+                "{what}: the cache left behind differs"
+            );
+        }
+    }
+    // bitnet.cpp's fork keeps f32 activations for F16 matmuls of two or more rows only: cut to
+    // one row, the F16 output rounds them to f16, as the fork's one-row matmul does (this
+    // model's output is F16).
+    let spec = Spec::b158();
+    let e = engine(spec, Numerics::new(Profile::BitnetCpp), 2);
+    let full = prefill(&e, &TOKENS);
+    let last = e.forward_last(&mut e.new_cache(), &TOKENS).unwrap();
+    let want = &full[full.len() - spec.n_vocab..];
+    assert!(
+        last != want,
+        "an F16 output under f32-batches should round one row"
+    );
+    let (cos, rel) = agreement(&last, &want.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    assert!(
+        cos > 1.0 - 1e-6 && rel < 1e-2,
+        "cos {cos}, rel max diff {rel}"
+    );
+    // Errors as `forward`'s.
+    assert!(e.forward_last(&mut e.new_cache(), &[]).is_err());
+    assert!(e
+        .forward_last(&mut e.new_cache(), &[spec.n_vocab as u32])
+        .is_err());
+}
+
 #[test]
 fn decode_steps_equal_one_prefill() {
     for spec in specs() {

@@ -73,7 +73,7 @@ pub(super) struct Shim {
     pub has_detokenize: unsafe extern "C" fn() -> i32,
     pub detokenize:
         unsafe extern "C" fn(*const c_void, *const i32, i32, *mut c_char, i32, bool, bool) -> i32,
-    pub eval: unsafe extern "C" fn(*mut c_void, *const i32, i32, i32, bool) -> i32,
+    pub eval: unsafe extern "C" fn(*mut c_void, *const i32, i32, i32, bool, bool) -> i32,
     pub logits_ith: unsafe extern "C" fn(*mut c_void, i32) -> *const f32,
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::llama_common::{
     check_prompt, check_settings, clamp_len, decode_with_taps, detokenize_with, fusion_mismatch,
     grow_call, latch_fusion, next_position, path_to_cstring, piece_with, prepare_model,
-    tokenize_with, FUSION_ENV,
+    tokenize_with, Outputs, FUSION_ENV,
 };
 use crate::oracle::{
     Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings, ReferenceKernels,
@@ -146,6 +146,7 @@ impl ExternalOracle {
         tokens: &[TokenId],
         start: usize,
         clear: bool,
+        outputs: Outputs,
         taps: &TapFilter,
     ) -> Result<Evaluation> {
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
@@ -161,9 +162,13 @@ impl ExternalOracle {
                 tokens,
                 start,
                 self.n_vocab,
+                outputs,
                 // SAFETY: valid handle; ids holds the tokens, checked against the vocabulary.
-                || (shim.eval)(h, ids.as_ptr(), ids.len() as i32, start as i32, clear),
-                // SAFETY: valid handle; every position was an output.
+                || {
+                    let all = outputs == Outputs::All;
+                    (shim.eval)(h, ids.as_ptr(), ids.len() as i32, start as i32, clear, all)
+                },
+                // SAFETY: valid handle; asked for outputs only.
                 |i| (shim.logits_ith)(h, i),
                 || shim.recent_log(3),
             )
@@ -240,12 +245,17 @@ impl Oracle for ExternalOracle {
     fn evaluate(&mut self, tokens: &[TokenId], taps: &TapFilter) -> Result<Evaluation> {
         check_prompt(tokens, self.n_ubatch, self.n_vocab)?;
         // A fresh sequence: the shim clears the KV cache first.
-        self.run(tokens, 0, true, taps)
+        self.run(tokens, 0, true, Outputs::All, taps)
     }
 
     fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation> {
         let pos = next_position(self.n_past, self.n_ctx, token, self.n_vocab)?;
-        self.run(&[token], pos, false, taps)
+        self.run(&[token], pos, false, Outputs::All, taps)
+    }
+
+    fn evaluate_last(&mut self, tokens: &[TokenId]) -> Result<Evaluation> {
+        check_prompt(tokens, self.n_ubatch, self.n_vocab)?;
+        self.run(tokens, 0, true, Outputs::Last, &TapFilter::none())
     }
 }
 

@@ -402,8 +402,9 @@ XVAL_EXPORT int32_t xval_detokenize(const struct xval_oracle * o, const int32_t 
 #endif
 }
 
-/* Decode tokens at start_pos.. with every position an output; clear empties the KV cache first. */
-XVAL_EXPORT int32_t xval_eval(struct xval_oracle * o, const int32_t * tokens, int32_t n, int32_t start_pos, bool clear) {
+/* Decode tokens at start_pos.. with every position an output (all_outputs) or the last one only
+   (as llama-bench and llama-cli decode a prompt); clear empties the KV cache first. */
+XVAL_EXPORT int32_t xval_eval(struct xval_oracle * o, const int32_t * tokens, int32_t n, int32_t start_pos, bool clear, bool all_outputs) {
     if (clear) {
 #if XVAL_MEMORY == 1
         llama_memory_clear(llama_get_memory(o->ctx), true);
@@ -419,7 +420,7 @@ XVAL_EXPORT int32_t xval_eval(struct xval_oracle * o, const int32_t * tokens, in
         b.pos[i] = start_pos + i;
         b.n_seq_id[i] = 1;
         b.seq_id[i][0] = 0;
-        b.logits[i] = 1;
+        b.logits[i] = all_outputs || i == n - 1;
     }
     b.n_tokens = n;
     int32_t rc = llama_decode(o->ctx, b);

@@ -31,7 +31,7 @@ use xval_engine::taps::TapFilter;
 use crate::error::{Error, Result};
 use crate::llama_common::{
     check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion,
-    mainline_numerics, next_position, path_to_cstring, prepare_model,
+    mainline_numerics, next_position, path_to_cstring, prepare_model, Outputs,
 };
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
@@ -386,8 +386,14 @@ impl LlamaCppOracle {
         })
     }
 
-    /// Decode `tokens` at positions `start..start + n` with every position an output.
-    fn run(&mut self, tokens: &[TokenId], start: usize, taps: &TapFilter) -> Result<Evaluation> {
+    /// Decode `tokens` at positions `start..start + n` with the `outputs` positions outputs.
+    fn run(
+        &mut self,
+        tokens: &[TokenId],
+        start: usize,
+        outputs: Outputs,
+        taps: &TapFilter,
+    ) -> Result<Evaluation> {
         let n = tokens.len();
         // SAFETY: llama_batch_init allocates n entries of each array (one seq id each);
         // every entry is written below before llama_decode reads it.
@@ -398,7 +404,7 @@ impl LlamaCppOracle {
                 *b.0.pos.add(i) = (start + i) as sys::llama_pos;
                 *b.0.n_seq_id.add(i) = 1;
                 **b.0.seq_id.add(i) = 0;
-                *b.0.logits.add(i) = 1;
+                *b.0.logits.add(i) = i8::from(outputs.wants(i, n));
             }
             b
         };
@@ -416,6 +422,7 @@ impl LlamaCppOracle {
                 tokens,
                 start,
                 self.n_vocab,
+                outputs,
                 || {
                     // SAFETY: valid context and a fully initialised batch; then wait for the
                     // backend.
@@ -423,7 +430,7 @@ impl LlamaCppOracle {
                     sys::llama_synchronize(ctx);
                     rc
                 },
-                // SAFETY: every batch entry was an output; returns n_vocab floats or null.
+                // SAFETY: asked for outputs only; returns n_vocab floats or null.
                 |i| sys::llama_get_logits_ith(ctx, i),
                 || recent_log(3),
             )
@@ -497,12 +504,19 @@ impl Oracle for LlamaCppOracle {
         // A fresh sequence: forget every cached position.
         // SAFETY: valid context; clears its KV cache (data too).
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
-        self.run(tokens, 0, taps)
+        self.run(tokens, 0, Outputs::All, taps)
     }
 
     fn decode_step(&mut self, token: TokenId, taps: &TapFilter) -> Result<Evaluation> {
         let pos = next_position(self.n_past, self.n_ctx, token, self.n_vocab)?;
-        self.run(&[token], pos, taps)
+        self.run(&[token], pos, Outputs::All, taps)
+    }
+
+    fn evaluate_last(&mut self, tokens: &[TokenId]) -> Result<Evaluation> {
+        check_prompt(tokens, self.n_ubatch, self.n_vocab)?;
+        // SAFETY: valid context; clears its KV cache (data too).
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx.as_ptr()), true) };
+        self.run(tokens, 0, Outputs::Last, &TapFilter::none())
     }
 }
 

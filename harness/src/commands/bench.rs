@@ -11,7 +11,7 @@ use serde::Serialize;
 use xval_cpp_sys::{Limits, Oracle, OracleKind, OracleSettings};
 use xval_engine::numerics::KvType;
 
-use crate::bench::{engine_speed, oracle_speed, prompt_ids, read_bandwidth, Speed};
+use crate::bench::{engine_speed, oracle_speed, prompt_ids, read_bandwidth, PrefillOutputs, Speed};
 use crate::engine_args::EngineArgs;
 use crate::error::Error;
 use crate::exit::Exit;
@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Runs of each measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Give every prompt position logits on both sides (what a comparison needs), instead of
+    /// the last one only (what `llama-bench` and `llama-cli` do, the default).
+    #[arg(long)]
+    pub all_logits: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Print one JSON object: engine {pp_tok_s, tg_tok_s, kernel}, peer {name, pp_tok_s,
@@ -82,6 +86,8 @@ struct BenchReport {
     model: String,
     threads: usize,
     prompt_tokens: usize,
+    /// Which prompt positions got logits: `last` or `all`.
+    prefill_outputs: &'static str,
     steps: usize,
     repeats: usize,
     engine: EngineSpeed,
@@ -109,7 +115,12 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
     }
     let threads = engine.threads();
     let prompt = prompt_ids(args.prompt_tokens, hp.n_vocab);
-    let mine = engine_speed(&engine, &prompt, args.steps, args.repeats)?;
+    let outputs = if args.all_logits {
+        PrefillOutputs::All
+    } else {
+        PrefillOutputs::Last
+    };
+    let mine = engine_speed(&engine, &prompt, outputs, args.steps, args.repeats)?;
 
     let peer = match &args.vs.0 {
         None => None,
@@ -134,7 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
             };
             let limits = Limits::each(Duration::from_secs(3600));
             let mut oracle = spawn_oracle(kind, &args.model, &settings, limits)?;
-            let speed = oracle_speed(&mut oracle, &prompt, args.steps, args.repeats)?;
+            let speed = oracle_speed(&mut oracle, &prompt, outputs, args.steps, args.repeats)?;
             Some(PeerSpeed {
                 name: format!("{} ({})", oracle.identity().version, kind.label()),
                 speed,
@@ -147,6 +158,7 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
         model: args.model.display().to_string(),
         threads,
         prompt_tokens: args.prompt_tokens,
+        prefill_outputs: outputs.name(),
         steps: args.steps,
         repeats: args.repeats.max(1),
         engine: EngineSpeed {

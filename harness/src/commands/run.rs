@@ -61,9 +61,9 @@ pub fn run(args: &RunArgs) -> Result<Exit> {
     let none = TapFilter::none();
     let mut cache = engine.new_cache();
     let t0 = Instant::now();
-    let first = engine.forward(&mut cache, &prompt, &none)?;
+    // The prompt's last position is the only output, as llama.cpp's own CLI evaluates it.
+    let last_logits = engine.forward_last(&mut cache, &prompt)?;
     let prefill_s = t0.elapsed().as_secs_f64();
-    let last_logits = first.last_logits().to_vec();
 
     let mut generated = Vec::with_capacity(args.n);
     let mut next = argmax(&last_logits);

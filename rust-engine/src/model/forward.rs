@@ -47,6 +47,13 @@ pub struct Engine {
     misread: HashMap<String, Vec<Vec<u8>>>,
 }
 
+/// Which positions of a batch get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outputs {
+    All,
+    Last,
+}
+
 /// The result of evaluating a batch of tokens.
 #[derive(Clone, Debug)]
 pub struct Forward {
@@ -200,6 +207,32 @@ impl Engine {
         tokens: &[u32],
         taps: &TapFilter,
     ) -> Result<Forward> {
+        self.check_tokens(cache, tokens)?;
+        cache.reserve(tokens.len())?;
+        self.pool
+            .install(|| self.run(cache, tokens, taps, Outputs::All))
+    }
+
+    /// Evaluate `tokens` as [`Engine::forward`] does but compute the output norm and the output
+    /// projection for the last position only, as llama.cpp's own tools do with a prompt
+    /// (`llama-cli`, `llama-bench`: only the last batch entry is an output, and the graph keeps
+    /// that row alone before `result_norm`). Returns that position's logits. The projection is a
+    /// matmul of one row, so it takes one row's numerics (an F16 output under `f32-batches`
+    /// rounds its activations to f16, as the oracle's one-row matmul does); otherwise the logits
+    /// are bit-identical to the last row of [`Engine::forward`]'s. No taps.
+    pub fn forward_last(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.check_tokens(cache, tokens)?;
+        cache.reserve(tokens.len())?;
+        let none = TapFilter::none();
+        let f = self
+            .pool
+            .install(|| self.run(cache, tokens, &none, Outputs::Last))?;
+        Ok(f.logits)
+    }
+
+    /// What [`Engine::forward`] refuses: no tokens, a cache of another KV type, an id outside
+    /// the vocabulary.
+    fn check_tokens(&self, cache: &KvCache, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Invalid("no tokens to evaluate".into()));
         }
@@ -216,8 +249,7 @@ impl Engine {
                 "token id {bad} is outside the vocabulary of {n_vocab}"
             )));
         }
-        cache.reserve(tokens.len())?;
-        self.pool.install(|| self.run(cache, tokens, taps))
+        Ok(())
     }
 
     /// `x` (n rows) times the weight matrix `m`: the one place every matmul of the forward pass
@@ -439,7 +471,13 @@ impl Engine {
         }
     }
 
-    fn run(&self, cache: &mut KvCache, tokens: &[u32], filter: &TapFilter) -> Result<Forward> {
+    fn run(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        filter: &TapFilter,
+        outputs: Outputs,
+    ) -> Result<Forward> {
         let hp = &self.model.hparams;
         let (n, d, hd) = (tokens.len(), hp.n_embd, hp.head_dim);
         let start = cache.len();
@@ -509,14 +547,26 @@ impl Engine {
         }
         cache.advance(n);
 
+        // The output rows: every position, or the last alone (llama.cpp's `inp_out_ids`
+        // selects the output rows before the output norm, so the projection is a matmul of
+        // that many rows).
+        let (at, rows) = match outputs {
+            Outputs::All => (start, n),
+            Outputs::Last => {
+                x.drain(..(n - 1) * d);
+                (start + n - 1, 1)
+            }
+        };
         let mut cur = self.norm(NormSite::Output, None, &x, &self.model.output_norm);
-        out!("result_norm", None, &[d], cur);
-        let mut logits = self.mat(self.output(), &cur, n, start)?;
-        out!("result_output", None, &[hp.n_vocab], logits);
+        self.jit("result_norm", None, at, rows, &mut cur);
+        sink.put("result_norm", None, &[d], rows, &cur);
+        let mut logits = self.mat(self.output(), &cur, rows, at)?;
+        self.jit("result_output", None, at, rows, &mut logits);
+        sink.put("result_output", None, &[hp.n_vocab], rows, &logits);
         Ok(Forward {
             logits,
             n_vocab: hp.n_vocab,
-            n_tokens: n,
+            n_tokens: rows,
             taps: sink.taps,
         })
     }
