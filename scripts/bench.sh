@@ -56,9 +56,17 @@ for entry in "${models[@]}"; do
     for peer in "${peers[@]}"; do
         sets=$kernels
         [[ "$model" == */2b4t-* ]] && sets=$kernels_2b4t
+        # The prompt's outputs: the last position (as llama-bench), and on the 2B-4T shape
+        # against the built-in llama.cpp also every position (as a comparison evaluates).
+        outs="last"
+        [[ "$model" == */2b4t-* && "$peer" == builtin ]] && outs="last all"
         for kernel in $sets; do
-            echo "bench.sh: $model vs $peer, kernel $kernel" >&2
-            json=$("$h" bench "$model" --vs "$peer" --threads "$threads" --kernel "$kernel" --json) || {
+          for out in $outs; do
+            echo "bench.sh: $model vs $peer, kernel $kernel, prompt outputs $out" >&2
+            extra=()
+            [[ "$out" == all ]] && extra=(--all-logits)
+            json=$("$h" bench "$model" --vs "$peer" --threads "$threads" --kernel "$kernel" \
+                "${extra[@]}" --json) || {
                 echo "bench.sh: $model vs $peer failed" >&2
                 continue
             }
@@ -66,12 +74,13 @@ for entry in "${models[@]}"; do
 import json, sys
 j, what, peer = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 e, p, r = j["engine"], j["peer"], j["ratio"]
-print(f"| {what} | {e['kernel']} ({e['profile']}) | {e['pp_tok_s']:.1f} | {e['tg_tok_s']:.1f} | "
+print(f"| {what} | {e['kernel']} ({e['profile']}) | {j['prefill_outputs']} | {e['pp_tok_s']:.1f} | {e['tg_tok_s']:.1f} | "
       f"{p['name'].replace('|', '/')} | {p['pp_tok_s']:.1f} | {p['tg_tok_s']:.1f} | "
       f"{r['pp']:.2f}x | {r['tg']:.2f}x | {j['decode_gb_s']:.2f} of {j['bandwidth_gb_s']:.1f} "
       f"({100 * j['decode_gb_s'] / j['bandwidth_gb_s']:.0f}%) |")
 EOF
 )")
+          done
         done
     done
 done
@@ -141,8 +150,10 @@ edit by hand. Machine: ${cpu}, $(nproc) cores, ${flags% }; ${threads} threads fo
 
 Each row is one \`harness bench MODEL --vs PEER --threads ${threads} --kernel K --json\`: the engine and
 the peer run the same 64 prompt ids (one batch) and 16 greedy decode steps, no taps, medians of
-3 runs, in one process and one sitting. Both sides compute the logits of every prompt position
-(what a comparison needs; \`llama-bench\` computes only the last). The peer runs in the harness's
+3 runs, in one process and one sitting. Prompt outputs \`last\`: both sides compute the logits
+of the last prompt position only, as \`llama-bench\` and \`llama-cli\` do (the output projection
+multiplies one row); \`all\` (\`--all-logits\`): of every position, as a comparison needs. The
+peer runs in the harness's
 isolated worker with llama.cpp's speed defaults (fused ops where the tree's ggml has them,
 which bitnet.cpp's fork does not; F16 KV cache); the built-in
 llama.cpp is compiled for x86-64-v3, so a natively built tree (\`--vs dir:PATH\`) can be faster.
@@ -151,8 +162,8 @@ embedding row) times the decode rate, against the read bandwidth \`harness bench
 the same threads (best of 5 passes over 1 GiB). Kernels: \`${kernels}\`; on the 2B-4T shape
 only \`${kernels_2b4t}\` (the scalar engine needs minutes per run there).
 
-| model | engine kernel (profile) | engine pp tok/s | engine tg tok/s | peer | peer pp tok/s | peer tg tok/s | pp ratio | tg ratio | decode GB/s of read bandwidth |
-|---|---|---:|---:|---|---:|---:|---:|---:|---|
+| model | engine kernel (profile) | prompt outputs | engine pp tok/s | engine tg tok/s | peer | peer pp tok/s | peer tg tok/s | pp ratio | tg ratio | decode GB/s of read bandwidth |
+|---|---|---|---:|---:|---|---:|---:|---:|---:|---|
 EOF
     printf '%s\n' "${rows[@]}"
     if ((${#costs[@]})); then
