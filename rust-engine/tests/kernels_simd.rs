@@ -184,6 +184,7 @@ fn the_engine_with_simd_kernels_is_bit_identical_to_scalar() {
         ("models/bitnet-tq2_0.gguf", Profile::Ggml),
         ("trained/bitnet-tq2_0.gguf", Profile::Ggml),
         ("trained/bitnet-tq2_0.gguf", Profile::BitnetCpp),
+        ("trained/bitnet-i2_s.gguf", Profile::F32),
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../fixtures")

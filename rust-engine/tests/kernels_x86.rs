@@ -315,3 +315,79 @@ fn spread_values(seed: u64, spread: i32) -> impl FnMut() -> f32 {
         }
     }
 }
+
+/// A value of magnitude 2^-30 to 2^20 (products then span far more than f64's 53 bits, so a
+/// reordered sum would show), or now and then an f32 that overflows when multiplied, or zero of
+/// either sign.
+fn attn_value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        8 => (-1.0f32..1.0, -30i32..=20).prop_map(|(m, e)| m * 2f32.powi(e)),
+        1 => prop_oneof![Just(3e38f32), Just(-3e38f32), Just(0.0f32), Just(-0.0f32)],
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Attention's scores and weighted sums with AVX2 against the scalar reference, every way
+    /// of summing: bit for bit (each lane keeps one element's order), for every head size up to
+    /// 80 (whole and partial 8-dimension groups, 32-dimension blocks) and position count up to
+    /// 40 (16- and 8-position blocks and every tail), rows packed or apart.
+    #[test]
+    fn attention_sums_with_avx2_equal_scalar_bit_for_bit(
+        (q, k, window, pad) in (1usize..=80, 1usize..=40, 0usize..=3).prop_flat_map(|(hd, len, pad)| (
+            proptest::collection::vec(attn_value(), hd),
+            proptest::collection::vec(attn_value(), (hd + pad) * len),
+            1..=len,
+            Just(pad),
+        ))
+    ) {
+        use xval_engine::quant::kernels::attn::{self, AttnSums};
+        use xval_engine::quant::kernels::Kernel;
+        // Rows of `hd` values `hd + pad` apart, as a head's keys sit in the cache.
+        let (hd, stride) = (q.len(), q.len() + pad);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for sums in [AttnSums::F64, AttnSums::F32, AttnSums::Exact] {
+            let (mut a, mut b) = (vec![0f32; window], vec![0f32; window]);
+            attn::scores(Kernel::Scalar, sums, &q, &k, stride, &mut a);
+            attn::scores(Kernel::Avx2, sums, &q, &k, stride, &mut b);
+            prop_assert_eq!(bits(&a), bits(&b), "scores {:?}", sums);
+            // The keys as values, the query's entries as weights.
+            let p: Vec<f32> = (0..window).map(|j| q[j % hd]).collect();
+            let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+            attn::mix(Kernel::Scalar, sums, &p, &k, stride, &mut a);
+            attn::mix(Kernel::Avx2, sums, &p, &k, stride, &mut b);
+            prop_assert_eq!(bits(&a), bits(&b), "weighted sums {:?}", sums);
+        }
+    }
+}
+
+/// Attention sums whose every term is a signed zero: the f64 sums start at `-0.0` as the
+/// reference's (`Iterator::sum`'s), so an all-`-0.0` score stays `-0.0`; the f32 fold and the
+/// weighted sums start at `+0.0`.
+#[test]
+fn attention_sums_of_signed_zeros_keep_the_reference_sign() {
+    use xval_engine::quant::kernels::attn::{self, AttnSums};
+    use xval_engine::quant::kernels::Kernel;
+    for (hd, len) in [(1, 1), (8, 7), (13, 16), (128, 33)] {
+        for (qz, kz) in [(-0.0f32, 0.0f32), (0.0, 0.0), (-0.0, -0.0)] {
+            let (q, k) = (vec![qz; hd], vec![kz; hd * len]);
+            for sums in [AttnSums::F64, AttnSums::F32, AttnSums::Exact] {
+                let (mut a, mut b) = (vec![1f32; len], vec![1f32; len]);
+                attn::scores(Kernel::Scalar, sums, &q, &k, hd, &mut a);
+                attn::scores(Kernel::Avx2, sums, &q, &k, hd, &mut b);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "scores {sums:?} {hd}x{len} {qz} {kz}");
+                let p = vec![qz; len];
+                let (mut a, mut b) = (vec![1f32; hd], vec![1f32; hd]);
+                attn::mix(Kernel::Scalar, sums, &p, &k, hd, &mut a);
+                attn::mix(Kernel::Avx2, sums, &p, &k, hd, &mut b);
+                assert_eq!(
+                    bits(&a),
+                    bits(&b),
+                    "weighted sums {sums:?} {hd}x{len} {qz} {kz}"
+                );
+            }
+        }
+    }
+}

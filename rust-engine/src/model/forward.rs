@@ -14,6 +14,7 @@ use super::{Activation, Linear, Mat, Model};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::numerics::{KvType, Numerics, Profile};
+use crate::quant::kernels::attn::{self, AttnSums};
 use crate::quant::kernels::{Backend, Kernel};
 use crate::quant::matmul::{matmul_twin, TwinRounding, WeightMatrix, PLAIN};
 use crate::taps::{tap_name, Tap, TapFilter};
@@ -618,7 +619,26 @@ impl Engine {
         let one_short = decode && self.bug(FaultKind::KvOneShort, l);
         let stale = decode && self.bug(FaultKind::KvStale, l);
         let window = |pos: usize| if one_short { pos } else { pos + 1 };
-        let slot = |j: usize| if stale && j == start { j - 1 } else { j };
+        // Every position's keys and values as f32, position-major as the cache holds them
+        // (one conversion per layer from an F16 cache, not one per query head and position);
+        // the stale-entry fault's slot copied in.
+        let (len, w) = (start + n, hp.n_embd_kv());
+        let (mut keys, mut values) = (vec![0f32; len * w], vec![0f32; len * w]);
+        cache.read(il, false, 0, 0, &mut keys);
+        cache.read(il, true, 0, 0, &mut values);
+        if stale {
+            let prev = (start - 1) * w..start * w;
+            keys.copy_within(prev.clone(), start * w);
+            values.copy_within(prev, start * w);
+        }
+        let sums = if exact {
+            AttnSums::Exact
+        } else if f32_sums {
+            AttnSums::F32
+        } else {
+            AttnSums::F64
+        };
+        let kernel = self.kernel;
         let mut out = vec![0f32; n * hp.n_embd];
         out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
             let (t, h) = (i / n_head, i % n_head);
@@ -632,41 +652,15 @@ impl Engine {
                 .iter()
                 .map(|&x| round_q(x))
                 .collect();
-            let mut kv = vec![0f32; hd];
-            let mut scores = Vec::with_capacity(pos + 1);
-            for j in 0..window(pos) {
-                cache.read(il, false, slot(j), kvh * hd, &mut kv);
-                let s: f64 = if exact {
-                    qh.iter().zip(&kv).map(|(&a, &b)| a as f64 * b as f64).sum()
-                } else if f32_sums {
-                    qh.iter().zip(&kv).fold(0f32, |s, (&a, &b)| s + a * b) as f64
-                } else {
-                    qh.iter().zip(&kv).map(|(&a, &b)| (a * b) as f64).sum()
-                };
-                scores.push(s as f32);
-            }
+            let mut scores = vec![0f32; window(pos)];
+            attn::scores(kernel, sums, &qh, &keys[kvh * hd..], w, &mut scores);
             if exact {
                 ops::softmax_scaled_f64(&mut scores, scale);
             } else {
                 ops::softmax_scaled(&mut scores, scale);
             }
-            let mut acc = vec![0f64; hd];
-            for (j, &p) in scores.iter().enumerate() {
-                cache.read(il, true, slot(j), kvh * hd, &mut kv);
-                let p = round_p(p);
-                for (a, &v) in acc.iter_mut().zip(&kv) {
-                    *a = if exact {
-                        *a + p as f64 * v as f64
-                    } else if f32_sums {
-                        (*a as f32 + p * v) as f64
-                    } else {
-                        *a + (p * v) as f64
-                    };
-                }
-            }
-            for (o, a) in o.iter_mut().zip(acc) {
-                *o = a as f32;
-            }
+            scores.iter_mut().for_each(|p| *p = round_p(*p));
+            attn::mix(kernel, sums, &scores, &values[kvh * hd..], w, o);
         });
         out
     }

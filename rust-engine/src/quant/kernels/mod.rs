@@ -13,6 +13,7 @@ use super::{tq1_0, tq2_0};
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

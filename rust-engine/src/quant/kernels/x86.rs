@@ -6,6 +6,7 @@
 //! every case and otherwise within [`float_dot_bound`]. Reached through the safe wrappers
 //! below, which decline (`None`) where the CPU or the layout does not fit.
 
+use super::attn::AttnSums;
 use super::{
     ternary_block_dots, Kernel, TernaryActs, TernaryBatch, TernaryKernel, TernaryRow, Token,
 };
@@ -1150,4 +1151,205 @@ unsafe fn hsum_epi32(v: std::arch::x86_64::__m256i) -> i32 {
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
     _mm_cvtsi128_si32(s)
+}
+
+/// [`AttnSums`] as a constant parameter of the attention kernels' loops.
+const SUM_F64: u8 = 0;
+const SUM_F32: u8 = 1;
+const SUM_EXACT: u8 = 2;
+
+/// [`super::attn::scores`] with AVX2: sixteen positions at a time (then eight), each lane one
+/// position's sum over the dimensions in the reference's order, so bit-identical to
+/// [`super::attn::scores_ref`], which takes the last positions. Eight keys are loaded eight
+/// dimensions at a time and transposed in registers, so that a vector holds one dimension of
+/// eight positions; two such groups keep the adds' latency hidden (a single dot's sum is one
+/// dependent chain).
+pub(crate) fn attn_scores(sums: AttnSums, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    assert!(has_avx2(), "attn_scores needs AVX2");
+    super::attn::check(k, q.len(), stride, out.len());
+    let mut j = 0;
+    // SAFETY: AVX2 is present (asserted); every block reads `q.len()` values of positions
+    // `j..j + 8 * V`, all below `out.len()`, which `k` holds (checked).
+    unsafe {
+        while j + 16 <= out.len() {
+            let (k, o) = (k.as_ptr().add(j * stride), &mut out[j..j + 16]);
+            match sums {
+                AttnSums::F64 => scores_block::<2, SUM_F64>(q, k, stride, o),
+                AttnSums::F32 => scores_block::<2, SUM_F32>(q, k, stride, o),
+                AttnSums::Exact => scores_block::<2, SUM_EXACT>(q, k, stride, o),
+            }
+            j += 16;
+        }
+        while j + 8 <= out.len() {
+            let (k, o) = (k.as_ptr().add(j * stride), &mut out[j..j + 8]);
+            match sums {
+                AttnSums::F64 => scores_block::<1, SUM_F64>(q, k, stride, o),
+                AttnSums::F32 => scores_block::<1, SUM_F32>(q, k, stride, o),
+                AttnSums::Exact => scores_block::<1, SUM_EXACT>(q, k, stride, o),
+            }
+            j += 8;
+        }
+    }
+    let tail = &mut out[j..];
+    super::attn::scores_ref(sums, q, k, stride, j, tail);
+}
+
+/// Scores of the `8 * V` positions whose keys start at `k` (see [`attn_scores`]).
+///
+/// # Safety
+/// AVX2; `8 * V` rows of `q.len()` values, `stride` apart, at `k`; `out` has `8 * V`.
+#[target_feature(enable = "avx2")]
+unsafe fn scores_block<const V: usize, const S: u8>(
+    q: &[f32],
+    k: *const f32,
+    stride: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let hd = q.len();
+    // `-0.0` starts each f64 sum, as the reference's; the f32 fold starts at 0.
+    let mut wide = [[_mm256_set1_pd(-0.0); 2]; V];
+    let mut narrow = [_mm256_setzero_ps(); V];
+    let mut d = 0;
+    while d < hd {
+        // Dimensions d..d + 8 of each group's eight keys, one dimension per vector (the last
+        // dimensions, fewer than eight, gathered one by one).
+        let width = (hd - d).min(8);
+        let mut cols = [[_mm256_setzero_ps(); 8]; V];
+        for (g, cols) in cols.iter_mut().enumerate() {
+            let base = k.add(8 * g * stride + d);
+            if width == 8 {
+                let mut rows = [_mm256_setzero_ps(); 8];
+                for (r, row) in rows.iter_mut().enumerate() {
+                    *row = _mm256_loadu_ps(base.add(r * stride));
+                }
+                *cols = transpose8(rows);
+            } else {
+                for (e, col) in cols.iter_mut().enumerate().take(width) {
+                    let at = |r: usize| *base.add(r * stride + e);
+                    *col = _mm256_setr_ps(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7));
+                }
+            }
+        }
+        for e in 0..width {
+            let qd = q[d + e];
+            let (qs, qw) = (_mm256_set1_ps(qd), _mm256_set1_pd(qd as f64));
+            for g in 0..V {
+                let kv = cols[g][e];
+                match S {
+                    SUM_F64 => {
+                        // The product rounded to f32, then widened.
+                        let p = _mm256_mul_ps(qs, kv);
+                        wide[g][0] =
+                            _mm256_add_pd(wide[g][0], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+                        wide[g][1] = _mm256_add_pd(
+                            wide[g][1],
+                            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p)),
+                        );
+                    }
+                    SUM_EXACT => {
+                        // Both factors widened, the product taken in f64.
+                        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(kv));
+                        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(kv));
+                        wide[g][0] = _mm256_add_pd(wide[g][0], _mm256_mul_pd(qw, lo));
+                        wide[g][1] = _mm256_add_pd(wide[g][1], _mm256_mul_pd(qw, hi));
+                    }
+                    // Unfused, as the reference's `s + a * b`.
+                    _ => narrow[g] = _mm256_add_ps(narrow[g], _mm256_mul_ps(qs, kv)),
+                }
+            }
+        }
+        d += width;
+    }
+    for g in 0..V {
+        let o = out.as_mut_ptr().add(8 * g);
+        if S == SUM_F32 {
+            _mm256_storeu_ps(o, narrow[g]);
+        } else {
+            _mm_storeu_ps(o, _mm256_cvtpd_ps(wide[g][0]));
+            _mm_storeu_ps(o.add(4), _mm256_cvtpd_ps(wide[g][1]));
+        }
+    }
+}
+
+/// [`super::attn::mix`] with AVX2: 32 dimensions at a time (then 8), each lane one
+/// dimension's sum over the positions in the reference's order, so bit-identical to
+/// [`super::attn::mix_ref`], which takes the last dimensions.
+pub(crate) fn attn_mix(sums: AttnSums, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    assert!(has_avx2(), "attn_mix needs AVX2");
+    super::attn::check(v, out.len(), stride, p.len());
+    let hd = out.len();
+    let mut d = 0;
+    // SAFETY: AVX2 is present (asserted); every block reads dimensions `d..d + 8 * V <= hd` of
+    // positions `0..p.len()`, which `v` holds (checked).
+    unsafe {
+        while d + 32 <= hd {
+            let (v, o) = (v.as_ptr().add(d), &mut out[d..d + 32]);
+            match sums {
+                AttnSums::F64 => mix_block::<4, SUM_F64>(p, v, stride, o),
+                AttnSums::F32 => mix_block::<4, SUM_F32>(p, v, stride, o),
+                AttnSums::Exact => mix_block::<4, SUM_EXACT>(p, v, stride, o),
+            }
+            d += 32;
+        }
+        while d + 8 <= hd {
+            let (v, o) = (v.as_ptr().add(d), &mut out[d..d + 8]);
+            match sums {
+                AttnSums::F64 => mix_block::<1, SUM_F64>(p, v, stride, o),
+                AttnSums::F32 => mix_block::<1, SUM_F32>(p, v, stride, o),
+                AttnSums::Exact => mix_block::<1, SUM_EXACT>(p, v, stride, o),
+            }
+            d += 8;
+        }
+    }
+    let tail = &mut out[d..];
+    super::attn::mix_ref(sums, p, v, stride, d, tail);
+}
+
+/// Weighted sums of the `8 * V` dimensions starting at `v` (see [`attn_mix`]).
+///
+/// # Safety
+/// AVX2; `p.len()` rows of at least `8 * V` values, `stride` apart, at `v`; `out` has `8 * V`.
+#[target_feature(enable = "avx2")]
+unsafe fn mix_block<const V: usize, const S: u8>(
+    p: &[f32],
+    v: *const f32,
+    stride: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let mut wide = [[_mm256_setzero_pd(); 2]; V];
+    let mut narrow = [_mm256_setzero_ps(); V];
+    for (j, &pj) in p.iter().enumerate() {
+        let row = v.add(j * stride);
+        let (ps, pw) = (_mm256_set1_ps(pj), _mm256_set1_pd(pj as f64));
+        for b in 0..V {
+            let x = _mm256_loadu_ps(row.add(8 * b));
+            match S {
+                SUM_F64 => {
+                    let t = _mm256_mul_ps(ps, x);
+                    wide[b][0] =
+                        _mm256_add_pd(wide[b][0], _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+                    wide[b][1] =
+                        _mm256_add_pd(wide[b][1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t)));
+                }
+                SUM_EXACT => {
+                    let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+                    let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x));
+                    wide[b][0] = _mm256_add_pd(wide[b][0], _mm256_mul_pd(pw, lo));
+                    wide[b][1] = _mm256_add_pd(wide[b][1], _mm256_mul_pd(pw, hi));
+                }
+                _ => narrow[b] = _mm256_add_ps(narrow[b], _mm256_mul_ps(ps, x)),
+            }
+        }
+    }
+    for b in 0..V {
+        let o = out.as_mut_ptr().add(8 * b);
+        if S == SUM_F32 {
+            _mm256_storeu_ps(o, narrow[b]);
+        } else {
+            _mm_storeu_ps(o, _mm256_cvtpd_ps(wide[b][0]));
+            _mm_storeu_ps(o.add(4), _mm256_cvtpd_ps(wide[b][1]));
+        }
+    }
 }
