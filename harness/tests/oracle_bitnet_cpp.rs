@@ -110,7 +110,7 @@ fn faults_are_caught_against_bitnet_cpp_where_they_sit() {
 #[test]
 fn a_prompt_with_one_output_matches_bitnet_cpp() {
     use std::sync::Arc;
-    use xval_cpp_sys::{Oracle, OracleKind, OracleSettings};
+    use xval_cpp_sys::{OracleKind, OracleSettings};
     use xval_engine::gguf::GgufFile;
     use xval_engine::model::{Engine, Model};
     use xval_engine::numerics::{Numerics, Profile};

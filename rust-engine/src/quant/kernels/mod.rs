@@ -48,7 +48,8 @@ pub enum Kernel {
     /// (I2_S and TQ2_0 with int8 or Q8_K activations, up to four tokens per unpacked weight
     /// chunk; bit-exact against scalar) and, with F16C and FMA, the float dots of F32/F16/BF16
     /// weights (the reference's products summed in f64 in sixteen lanes, two tokens per pass:
-    /// bit-exact in nearly every row, otherwise within `x86::float_dot_bound`).
+    /// bit-exact in nearly every row, otherwise within `x86::float_dot_bound`); attention's
+    /// scores and weighted sums over the KV cache ([`attn`]: one element per lane, bit-exact).
     Avx2,
     /// NEON (aarch64) for the ternary dots (I2_S in the 128-weight layout and TQ2_0, int8 or
     /// Q8_K activations; bit-exact against scalar), the scalar reference for everything else.
