@@ -37,17 +37,24 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// The test model in a temporary directory (kept while the oracles run), opened by the built-in
+/// oracle in a worker process and in this one.
+fn both_sides() -> (tempfile::TempDir, IsolatedOracle, LlamaCppOracle) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_model(dir.path(), Weights::Tq2Scaled, 21);
+    let settings = OracleSettings::default();
+    let iso = IsolatedOracle::spawn(worker(None), &path, &settings, limits(120)).unwrap();
+    let local = LlamaCppOracle::load(&path, &settings).unwrap();
+    (dir, iso, local)
+}
+
 /// A prompt with the last position the only output (`evaluate_last`, what `harness bench` times):
 /// the worker gives the in-process bits; the logits are those of a full evaluation's last row
 /// (this model's output is not F16, so one row computes as a batch does) and the KV cache left
 /// behind is the same.
 #[test]
 fn evaluate_last_is_the_last_row_in_and_out_of_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_model(dir.path(), Weights::Tq2Scaled, 21);
-    let settings = OracleSettings::default();
-    let mut iso = IsolatedOracle::spawn(worker(None), &path, &settings, limits(120)).unwrap();
-    let mut local = LlamaCppOracle::load(&path, &settings).unwrap();
+    let (_dir, mut iso, mut local) = both_sides();
     let a = iso.evaluate_last(&PROMPT).unwrap();
     let b = local.evaluate_last(&PROMPT).unwrap();
     assert_eq!(bits(&a.logits), bits(&b.logits));
@@ -72,11 +79,7 @@ fn evaluate_last_is_the_last_row_in_and_out_of_process() {
 
 #[test]
 fn isolated_oracle_gives_the_in_process_bits() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_model(dir.path(), Weights::Tq2Scaled, 21);
-    let settings = OracleSettings::default();
-    let mut iso = IsolatedOracle::spawn(worker(None), &path, &settings, limits(120)).unwrap();
-    let mut local = LlamaCppOracle::load(&path, &settings).unwrap();
+    let (_dir, mut iso, mut local) = both_sides();
     assert_eq!(iso.identity(), local.identity());
     assert_eq!(iso.model(), local.model());
 
