@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use xval_engine::gguf::{GgmlType, GgufFile};
+use xval_engine::model::Outputs;
 use xval_engine::numerics::{F16Activations, Numerics, Profile};
 use xval_engine::taps::TapFilter;
 
@@ -310,25 +311,6 @@ pub(crate) fn next_position(
     Ok(pos)
 }
 
-/// Which batch entries of a decode are outputs (`llama_batch.logits`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outputs {
-    /// Every position: logits for each, the taps the filter selects.
-    All,
-    /// The last position only, as `llama-bench` and `llama-cli` decode a prompt (llama.cpp
-    /// then keeps that row alone from the last layer on); no taps.
-    Last,
-}
-
-impl Outputs {
-    /// Whether batch entry `i` of `n` is an output (the built-in oracle marks its batch with
-    /// it; an external tree's shim marks its own).
-    #[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
-    pub(crate) fn wants(self, i: usize, n: usize) -> bool {
-        self == Outputs::All || i + 1 == n
-    }
-}
-
 /// One decode of `tokens` at positions `start..start + n`, the `outputs` positions outputs, with
 /// the taps `taps` selects captured into `capture`: `decode()` runs llama.cpp's decode and
 /// returns its status, `logits_row(i)` is `llama_get_logits_ith(ctx, i)`, `log()` what llama.cpp
@@ -415,7 +397,7 @@ mod tests {
 
     #[test]
     fn outputs_mark_the_batch_entries() {
-        let marks = |o: Outputs| (0..4).map(|i| o.wants(i, 4)).collect::<Vec<_>>();
+        let marks = |o: Outputs| (0..4).map(|i| o.is_output(i, 4)).collect::<Vec<_>>();
         assert_eq!(marks(Outputs::All), [true; 4]);
         assert_eq!(marks(Outputs::Last), [false, false, false, true]);
     }

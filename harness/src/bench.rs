@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use xval_cpp_sys::Oracle;
-use xval_engine::model::Engine;
+use xval_engine::model::{Engine, Outputs};
 use xval_engine::sampling::argmax;
 use xval_engine::taps::TapFilter;
 
@@ -31,25 +31,6 @@ pub fn prompt_ids(n: usize, n_vocab: usize) -> Vec<u32> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Which prompt positions a timed prefill gives logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrefillOutputs {
-    /// The last only, as `llama-bench` and `llama-cli` evaluate a prompt (the output projection
-    /// multiplies one row).
-    Last,
-    /// Every position, as a comparison evaluates one.
-    All,
-}
-
-impl PrefillOutputs {
-    pub fn name(self) -> &'static str {
-        match self {
-            PrefillOutputs::Last => "last",
-            PrefillOutputs::All => "all",
-        }
-    }
 }
 
 /// What [`measure`] asks a side to evaluate.
@@ -89,7 +70,7 @@ fn measure(
 pub fn engine_speed(
     engine: &Engine,
     prompt: &[u32],
-    outputs: PrefillOutputs,
+    outputs: Outputs,
     steps: usize,
     repeats: usize,
 ) -> Result<Speed> {
@@ -99,8 +80,8 @@ pub fn engine_speed(
         Eval::Prompt(ids) => {
             cache = engine.new_cache();
             match outputs {
-                PrefillOutputs::Last => Ok(engine.forward_last(&mut cache, ids)?),
-                PrefillOutputs::All => Ok(engine
+                Outputs::Last => Ok(engine.forward_last(&mut cache, ids)?),
+                Outputs::All => Ok(engine
                     .forward(&mut cache, ids, &none)?
                     .last_logits()
                     .to_vec()),
@@ -118,7 +99,7 @@ pub fn engine_speed(
 pub fn oracle_speed(
     oracle: &mut dyn Oracle,
     prompt: &[u32],
-    outputs: PrefillOutputs,
+    outputs: Outputs,
     steps: usize,
     repeats: usize,
 ) -> Result<Speed> {
@@ -126,8 +107,8 @@ pub fn oracle_speed(
     measure(prompt, steps, repeats, |e| {
         let out = match e {
             Eval::Prompt(ids) => match outputs {
-                PrefillOutputs::Last => oracle.evaluate_last(ids)?,
-                PrefillOutputs::All => oracle.evaluate(ids, &none)?,
+                Outputs::Last => oracle.evaluate_last(ids)?,
+                Outputs::All => oracle.evaluate(ids, &none)?,
             },
             Eval::Step(id) => oracle.decode_step(id, &none)?,
         };

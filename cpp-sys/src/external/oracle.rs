@@ -5,6 +5,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
+use xval_engine::model::Outputs;
 use xval_engine::numerics::Numerics;
 use xval_engine::taps::TapFilter;
 
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::llama_common::{
     check_prompt, check_settings, clamp_len, decode_with_taps, detokenize_with, fusion_mismatch,
     grow_call, latch_fusion, next_position, path_to_cstring, piece_with, prepare_model,
-    tokenize_with, Outputs, FUSION_ENV,
+    tokenize_with, FUSION_ENV,
 };
 use crate::oracle::{
     Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings, ReferenceKernels,

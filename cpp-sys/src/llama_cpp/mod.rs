@@ -26,12 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use llama_cpp_sys_2 as sys;
+use xval_engine::model::Outputs;
 use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::llama_common::{
     check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion,
-    mainline_numerics, next_position, path_to_cstring, prepare_model, Outputs,
+    mainline_numerics, next_position, path_to_cstring, prepare_model,
 };
 use crate::oracle::{
     BuildIdentity, Evaluation, KvType, ModelInfo, Oracle, OracleIdentity, OracleSettings,
@@ -404,7 +405,7 @@ impl LlamaCppOracle {
                 *b.0.pos.add(i) = (start + i) as sys::llama_pos;
                 *b.0.n_seq_id.add(i) = 1;
                 **b.0.seq_id.add(i) = 0;
-                *b.0.logits.add(i) = i8::from(outputs.wants(i, n));
+                *b.0.logits.add(i) = i8::from(outputs.is_output(i, n));
             }
             b
         };

@@ -9,9 +9,10 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use xval_cpp_sys::{Limits, Oracle, OracleKind, OracleSettings};
+use xval_engine::model::Outputs;
 use xval_engine::numerics::KvType;
 
-use crate::bench::{engine_speed, oracle_speed, prompt_ids, read_bandwidth, PrefillOutputs, Speed};
+use crate::bench::{engine_speed, oracle_speed, prompt_ids, read_bandwidth, Speed};
 use crate::engine_args::EngineArgs;
 use crate::error::Error;
 use crate::exit::Exit;
@@ -116,9 +117,9 @@ pub fn run(args: &BenchArgs) -> Result<Exit> {
     let threads = engine.threads();
     let prompt = prompt_ids(args.prompt_tokens, hp.n_vocab);
     let outputs = if args.all_logits {
-        PrefillOutputs::All
+        Outputs::All
     } else {
-        PrefillOutputs::Last
+        Outputs::Last
     };
     let mine = engine_speed(&engine, &prompt, outputs, args.steps, args.repeats)?;
 

@@ -48,11 +48,30 @@ pub struct Engine {
     misread: HashMap<String, Vec<Vec<u8>>>,
 }
 
-/// Which positions of a batch get logits.
+/// Which positions of an evaluated batch are outputs (get logits): the engine's
+/// [`Engine::forward`] / [`Engine::forward_last`], an oracle's `llama_batch.logits`, the
+/// prompt `harness bench` times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outputs {
+pub enum Outputs {
+    /// Every position, as a comparison evaluates a prompt.
     All,
+    /// The last position only, as llama.cpp's own tools (`llama-bench`, `llama-cli`) evaluate
+    /// a prompt: llama.cpp then keeps that row alone from the last layer on.
     Last,
+}
+
+impl Outputs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outputs::All => "all",
+            Outputs::Last => "last",
+        }
+    }
+
+    /// Whether entry `i` of a batch of `n` is an output.
+    pub fn is_output(self, i: usize, n: usize) -> bool {
+        self == Outputs::All || i + 1 == n
+    }
 }
 
 /// The result of evaluating a batch of tokens.
@@ -208,10 +227,7 @@ impl Engine {
         tokens: &[u32],
         taps: &TapFilter,
     ) -> Result<Forward> {
-        self.check_tokens(cache, tokens)?;
-        cache.reserve(tokens.len())?;
-        self.pool
-            .install(|| self.run(cache, tokens, taps, Outputs::All))
+        self.evaluate(cache, tokens, taps, Outputs::All)
     }
 
     /// Evaluate `tokens` as [`Engine::forward`] does but compute the output norm and the output
@@ -222,18 +238,19 @@ impl Engine {
     /// rounds its activations to f16, as the oracle's one-row matmul does); otherwise the logits
     /// are bit-identical to the last row of [`Engine::forward`]'s. No taps.
     pub fn forward_last(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.check_tokens(cache, tokens)?;
-        cache.reserve(tokens.len())?;
         let none = TapFilter::none();
-        let f = self
-            .pool
-            .install(|| self.run(cache, tokens, &none, Outputs::Last))?;
-        Ok(f.logits)
+        Ok(self.evaluate(cache, tokens, &none, Outputs::Last)?.logits)
     }
 
-    /// What [`Engine::forward`] refuses: no tokens, a cache of another KV type, an id outside
-    /// the vocabulary.
-    fn check_tokens(&self, cache: &KvCache, tokens: &[u32]) -> Result<()> {
+    /// [`Engine::forward`] with the `outputs` positions outputs. Refuses no tokens, a cache of
+    /// another KV type, an id outside the vocabulary, more positions than the cache holds.
+    fn evaluate(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        taps: &TapFilter,
+        outputs: Outputs,
+    ) -> Result<Forward> {
         if tokens.is_empty() {
             return Err(Error::Invalid("no tokens to evaluate".into()));
         }
@@ -250,7 +267,8 @@ impl Engine {
                 "token id {bad} is outside the vocabulary of {n_vocab}"
             )));
         }
-        Ok(())
+        cache.reserve(tokens.len())?;
+        self.pool.install(|| self.run(cache, tokens, taps, outputs))
     }
 
     /// `x` (n rows) times the weight matrix `m`: the one place every matmul of the forward pass

@@ -176,8 +176,8 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
     }
 }
 
-/// Two rows' block (codes at `c0`, `c1`; activations as [`block_acc_at`]) for every token: each row's i16 sums widened to i32 (`madd` with ones)
-/// and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the
+/// Two rows' block (codes at `c0`, `c1`; activations as [`block_acc_at`]) for every token:
+/// each row's i16 sums widened to i32 (`madd` with ones) and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the
 /// second's).
 ///
 /// # Safety
@@ -1167,31 +1167,40 @@ const SUM_EXACT: u8 = 2;
 pub(crate) fn attn_scores(sums: AttnSums, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     assert!(has_avx2(), "attn_scores needs AVX2");
     super::attn::check(k, q.len(), stride, out.len());
-    let mut j = 0;
-    // SAFETY: AVX2 is present (asserted); every block reads `q.len()` values of positions
-    // `j..j + 8 * V`, all below `out.len()`, which `k` holds (checked).
-    unsafe {
-        while j + 16 <= out.len() {
-            let (k, o) = (k.as_ptr().add(j * stride), &mut out[j..j + 16]);
-            match sums {
-                AttnSums::F64 => scores_block::<2, SUM_F64>(q, k, stride, o),
-                AttnSums::F32 => scores_block::<2, SUM_F32>(q, k, stride, o),
-                AttnSums::Exact => scores_block::<2, SUM_EXACT>(q, k, stride, o),
-            }
-            j += 16;
+    // SAFETY: AVX2 is present (asserted); `k` holds every position of `out` (checked).
+    let j = unsafe {
+        match sums {
+            AttnSums::F64 => scores_blocks::<SUM_F64>(q, k, stride, out),
+            AttnSums::F32 => scores_blocks::<SUM_F32>(q, k, stride, out),
+            AttnSums::Exact => scores_blocks::<SUM_EXACT>(q, k, stride, out),
         }
-        while j + 8 <= out.len() {
-            let (k, o) = (k.as_ptr().add(j * stride), &mut out[j..j + 8]);
-            match sums {
-                AttnSums::F64 => scores_block::<1, SUM_F64>(q, k, stride, o),
-                AttnSums::F32 => scores_block::<1, SUM_F32>(q, k, stride, o),
-                AttnSums::Exact => scores_block::<1, SUM_EXACT>(q, k, stride, o),
-            }
-            j += 8;
-        }
-    }
+    };
     let tail = &mut out[j..];
     super::attn::scores_ref(sums, q, k, stride, j, tail);
+}
+
+/// Every whole group of sixteen, then eight, positions of [`attn_scores`], summing as `S`;
+/// returns how many positions it scored.
+///
+/// # Safety
+/// AVX2; `k` holds `out.len()` rows of `q.len()` values, `stride` apart.
+#[target_feature(enable = "avx2")]
+unsafe fn scores_blocks<const S: u8>(
+    q: &[f32],
+    k: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    let mut j = 0;
+    while j + 16 <= out.len() {
+        scores_block::<2, S>(q, k.as_ptr().add(j * stride), stride, &mut out[j..j + 16]);
+        j += 16;
+    }
+    while j + 8 <= out.len() {
+        scores_block::<1, S>(q, k.as_ptr().add(j * stride), stride, &mut out[j..j + 8]);
+        j += 8;
+    }
+    j
 }
 
 /// Scores of the `8 * V` positions whose keys start at `k` (see [`attn_scores`]).
@@ -1278,32 +1287,36 @@ unsafe fn scores_block<const V: usize, const S: u8>(
 pub(crate) fn attn_mix(sums: AttnSums, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     assert!(has_avx2(), "attn_mix needs AVX2");
     super::attn::check(v, out.len(), stride, p.len());
-    let hd = out.len();
-    let mut d = 0;
-    // SAFETY: AVX2 is present (asserted); every block reads dimensions `d..d + 8 * V <= hd` of
-    // positions `0..p.len()`, which `v` holds (checked).
-    unsafe {
-        while d + 32 <= hd {
-            let (v, o) = (v.as_ptr().add(d), &mut out[d..d + 32]);
-            match sums {
-                AttnSums::F64 => mix_block::<4, SUM_F64>(p, v, stride, o),
-                AttnSums::F32 => mix_block::<4, SUM_F32>(p, v, stride, o),
-                AttnSums::Exact => mix_block::<4, SUM_EXACT>(p, v, stride, o),
-            }
-            d += 32;
+    // SAFETY: AVX2 is present (asserted); `v` holds `out.len()` dimensions of every position
+    // of `p` (checked).
+    let d = unsafe {
+        match sums {
+            AttnSums::F64 => mix_blocks::<SUM_F64>(p, v, stride, out),
+            AttnSums::F32 => mix_blocks::<SUM_F32>(p, v, stride, out),
+            AttnSums::Exact => mix_blocks::<SUM_EXACT>(p, v, stride, out),
         }
-        while d + 8 <= hd {
-            let (v, o) = (v.as_ptr().add(d), &mut out[d..d + 8]);
-            match sums {
-                AttnSums::F64 => mix_block::<1, SUM_F64>(p, v, stride, o),
-                AttnSums::F32 => mix_block::<1, SUM_F32>(p, v, stride, o),
-                AttnSums::Exact => mix_block::<1, SUM_EXACT>(p, v, stride, o),
-            }
-            d += 8;
-        }
-    }
+    };
     let tail = &mut out[d..];
     super::attn::mix_ref(sums, p, v, stride, d, tail);
+}
+
+/// Every whole group of 32, then eight, dimensions of [`attn_mix`], summing as `S`; returns
+/// how many dimensions it summed.
+///
+/// # Safety
+/// AVX2; `v` holds `p.len()` rows of `out.len()` values, `stride` apart.
+#[target_feature(enable = "avx2")]
+unsafe fn mix_blocks<const S: u8>(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) -> usize {
+    let mut d = 0;
+    while d + 32 <= out.len() {
+        mix_block::<4, S>(p, v.as_ptr().add(d), stride, &mut out[d..d + 32]);
+        d += 32;
+    }
+    while d + 8 <= out.len() {
+        mix_block::<1, S>(p, v.as_ptr().add(d), stride, &mut out[d..d + 8]);
+        d += 8;
+    }
+    d
 }
 
 /// Weighted sums of the `8 * V` dimensions starting at `v` (see [`attn_mix`]).
