@@ -9,13 +9,18 @@
 //!   prompt and for every decode step (attention over the oracle's keys and values of every
 //!   earlier position).
 //!
+//! The engine under test decodes one token at a time, as it would in use. The twin and the
+//! replays know every step's token beforehand (the oracle chose them), so their steps run
+//! together, every weight matrix read once for all of them, each row on one row's numerics
+//! ([`Rows::Steps`]): bit for bit what step after step would give.
+//!
 //! What comes out is plain data for [`crate::compare::compare_core`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use xval_cpp_sys::{Evaluation, Oracle};
-use xval_engine::model::{Engine, Forward, KvHistory, Plan, ReplayInputs};
+use xval_engine::model::{Engine, Forward, KvHistory, Plan, ReplayInputs, Rows};
 use xval_engine::sampling::argmax;
 use xval_engine::taps::{tap_name, Tap, TapFilter};
 
@@ -222,15 +227,17 @@ pub fn run_twin(
     })?;
     let mut cache = twin.new_cache();
     let prefill = SideEval::of_engine(ids, twin.forward(&mut cache, ids, taps)?);
-    let decode = decode
-        .iter()
-        .map(|&t| {
-            Ok(SideEval::of_engine(
-                &[t],
-                twin.forward(&mut cache, &[t], taps)?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    // The steps' tokens are known (the oracle chose them): evaluated together, each weight
+    // matrix read once for all, bit for bit the one-token steps (`Engine::forward_steps`).
+    let decode = if decode.is_empty() {
+        Vec::new()
+    } else {
+        twin.forward_steps(&mut cache, decode, taps)?
+            .into_iter()
+            .zip(decode)
+            .map(|(f, &t)| SideEval::of_engine(&[t], f))
+            .collect()
+    };
     Ok(Twin {
         seed: TWIN_SEED,
         prefill,
@@ -259,28 +266,49 @@ pub fn replay_all(
     let mut history = Some(KvHistory::default());
     let prompt = replay_evaluation(
         engine,
-        &engine_prefill.tokens,
-        0,
-        &engine_prefill.taps,
-        &oracle_prefill.taps,
-        history.as_ref(),
+        (&engine_prefill.tokens, 0),
+        (&engine_prefill.taps, &oracle_prefill.taps),
+        (history.as_ref(), Rows::Batch),
         None,
+        &|_| true,
         &mut errors,
     );
     extend_history(&mut history, &oracle_prefill.taps, n_layer);
-    let mut pos = engine_prefill.tokens.len();
-    let mut steps = Vec::new();
-    for (i, (e, o)) in engine_steps.iter().zip(oracle_steps).enumerate() {
-        steps.push(replay_evaluation(
-            engine,
-            &e.tokens,
-            pos,
-            &e.taps,
-            &o.taps,
-            history.as_ref(),
-            Some(i),
-            &mut errors,
-        ));
+    let pos = engine_prefill.tokens.len();
+    let pairs: Vec<(&SideEval, &SideEval)> = engine_steps.iter().zip(oracle_steps).collect();
+    let together = replay_steps_together(engine, pos, &pairs, history.as_ref());
+    // What could not be replayed together (an input missing from a step, an error), step by
+    // step: each step over the history of every position before it, its errors its own.
+    let mut steps = Vec::with_capacity(pairs.len());
+    let mut pos = pos;
+    for (i, (e, o)) in pairs.iter().enumerate() {
+        let alone = |name: &str| !together.contains_key(name);
+        let mut alone = if e.taps.iter().any(|t| alone(&t.name)) {
+            replay_evaluation(
+                engine,
+                (&e.tokens, pos),
+                (&e.taps, &o.taps),
+                (history.as_ref(), Rows::Batch),
+                Some(i),
+                &alone,
+                &mut errors,
+            )
+        } else {
+            Vec::new()
+        }
+        .into_iter();
+        // Every step's replays in the order of its taps, as one evaluation's are.
+        let mut next_alone = alone.next();
+        let mut out = Vec::with_capacity(e.taps.len());
+        for t in &e.taps {
+            if let Some(rows) = together.get(&t.name) {
+                out.push(Tap::new(t.name.clone(), t.shape.clone(), rows[i].clone()));
+            } else if next_alone.as_ref().is_some_and(|a| a.name == t.name) {
+                out.extend(next_alone.take());
+                next_alone = alone.next();
+            }
+        }
+        steps.push(out);
         extend_history(&mut history, &o.taps, n_layer);
         pos += e.tokens.len();
     }
@@ -289,6 +317,84 @@ pub fn replay_all(
         steps,
         errors,
     }
+}
+
+/// The decode steps' replays computed together, per tap name: every step's tokens as one
+/// evaluation from `start` (the oracle's inputs of each step joined in order, attention over
+/// the prompt's history and the steps' own keys and values), each row with one row's numerics
+/// ([`Rows::Steps`]), so each weight matrix is read once for all steps and every row is bit for
+/// bit its step's own replay. Only taps whose inputs every step has (one token each, the same
+/// lengths) and whose replay succeeds with every step's length; the rest is for
+/// [`replay_evaluation`] step by step.
+fn replay_steps_together(
+    engine: &Engine,
+    start: usize,
+    steps: &[(&SideEval, &SideEval)],
+    history: Option<&KvHistory>,
+) -> HashMap<String, Vec<Vec<f32>>> {
+    let mut out = HashMap::new();
+    let Some((first, _)) = steps.first() else {
+        return out;
+    };
+    if steps.len() < 2 || steps.iter().any(|(e, _)| e.tokens.len() != 1) {
+        return out;
+    }
+    let per_step: Vec<HashMap<&str, &[f32]>> = steps
+        .iter()
+        .map(|(e, o)| {
+            align(&e.taps, &o.taps)
+                .pairs
+                .iter()
+                .map(|p| (p.engine.name.as_str(), &p.oracle.data[..]))
+                .collect()
+        })
+        .collect();
+    let joined: HashMap<&str, Vec<f32>> = per_step[0]
+        .iter()
+        .filter_map(|(&name, first)| {
+            let parts: Option<Vec<&[f32]>> =
+                per_step.iter().map(|m| m.get(name).copied()).collect();
+            let parts = parts?;
+            parts
+                .iter()
+                .all(|p| p.len() == first.len())
+                .then(|| (name, parts.concat()))
+        })
+        .collect();
+    let get = |name: &str| joined.get(name).map(|v| &v[..]);
+    let tokens: Vec<u32> = steps.iter().map(|(e, _)| e.tokens[0]).collect();
+    let inp = ReplayInputs {
+        tokens: &tokens,
+        start,
+        get: &get,
+        history,
+        rows: Rows::Steps,
+    };
+    for t in &first.taps {
+        let lens: Option<Vec<usize>> = steps
+            .iter()
+            .map(|(e, _)| {
+                e.taps
+                    .iter()
+                    .find(|x| x.name == t.name)
+                    .map(|x| x.data.len())
+            })
+            .collect();
+        let Some(lens) = lens.filter(|l| l.iter().all(|&n| n == l[0])) else {
+            continue;
+        };
+        if let Ok(Some(data)) = engine.replay(&t.name, &inp) {
+            if data.len() == lens[0] * steps.len() {
+                out.insert(
+                    t.name.clone(),
+                    data.chunks_exact(lens[0].max(1))
+                        .map(<[f32]>::to_vec)
+                        .collect(),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Append an evaluation's keys and values (the oracle's `Kcur-L`/`Vcur-L` of every layer) to
@@ -321,16 +427,15 @@ fn extend_history(history: &mut Option<KvHistory>, taps: &[Tap], n_layer: usize)
 /// engine name (through the I2_S `_s` alias where it applies) serves as that name's input;
 /// `history` holds the oracle's keys and values of the positions before `start`. An op whose
 /// inputs were not captured is left out; a replay that fails, or gives the wrong number of
-/// values, is recorded in `errors` (the comparison fails on it).
-#[allow(clippy::too_many_arguments)]
-pub fn replay_evaluation(
+/// values, is recorded in `errors` (the comparison fails on it). Only the taps `wanted` names
+/// are replayed (the inputs come from every tap).
+fn replay_evaluation(
     engine: &Engine,
-    tokens: &[u32],
-    start: usize,
-    engine_taps: &[Tap],
-    oracle_taps: &[Tap],
-    history: Option<&KvHistory>,
+    (tokens, start): (&[u32], usize),
+    (engine_taps, oracle_taps): (&[Tap], &[Tap]),
+    (history, rows): (Option<&KvHistory>, Rows),
     step: Option<usize>,
+    wanted: &dyn Fn(&str) -> bool,
     errors: &mut Vec<ReplayError>,
 ) -> Vec<Tap> {
     let aligned = align(engine_taps, oracle_taps);
@@ -345,9 +450,10 @@ pub fn replay_evaluation(
         start,
         get: &get,
         history,
+        rows,
     };
     let mut out = Vec::new();
-    for t in engine_taps {
+    for t in engine_taps.iter().filter(|t| wanted(&t.name)) {
         match engine.replay(&t.name, &inp) {
             Ok(None) => {}
             Ok(Some(data)) if data.len() == t.data.len() => {

@@ -368,3 +368,53 @@ fn kernel_all_compares_every_set_in_one_receipt() {
         assert!(text(&o.stderr).contains("--kernel all"), "{cmd}");
     }
 }
+
+/// An I2_S model reaches the built-in llama.cpp through a transcoded copy in the scratch
+/// directory (`XVAL_SCRATCH_DIR`, else `/dev/shm` where memory allows, else the temporary
+/// directory): the comparison passes, and the copy is gone as soon as the oracle has loaded it,
+/// so even a worker that dies after loading (no destructor runs) leaves nothing behind; a
+/// scratch directory that does not exist is named in the error.
+#[test]
+fn the_transcoded_copy_lives_in_the_scratch_directory_only_while_it_loads() {
+    let scratch = tempfile::tempdir().unwrap();
+    let receipt = scratch.path().join("receipt.json");
+    let run = |dir: &std::path::Path, fault: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+        if let Some(f) = fault {
+            c.env("XVAL_ORACLE_WORKER_FAULT", f);
+        }
+        c.args([
+            "compare",
+            &fixture("bitnet-i2_s.gguf"),
+            "--oracle",
+            "builtin",
+            "--steps",
+            "2",
+            "--out",
+            receipt.to_str().unwrap(),
+        ])
+        .env("XVAL_SCRATCH_DIR", dir)
+        .output()
+        .unwrap()
+    };
+    let copies = tempfile::tempdir().unwrap();
+    let left = || std::fs::read_dir(copies.path()).unwrap().count();
+    let out = run(copies.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: Receipt = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let oracle = serde_json::to_string(&r.oracle).unwrap();
+    assert!(oracle.contains("transcoded"), "{oracle}");
+    assert_eq!(left(), 0);
+    // The worker aborts at its first evaluation, after the load.
+    let out = run(copies.path(), Some("abort:evaluate"));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(left(), 0, "a killed worker left its copy behind");
+    let missing = scratch.path().join("no-such-dir");
+    let out = run(&missing, None);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no-such-dir"),
+        "{}",
+        text(&out.stderr)
+    );
+}

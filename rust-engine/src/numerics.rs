@@ -185,6 +185,16 @@ impl Numerics {
         self
     }
 
+    /// The numerics a one-row matmul runs, whatever the batch: what every row of decode steps
+    /// evaluated together takes ([`crate::model::Rows::Steps`]). Both oracles round a single
+    /// row's F16-weight activations to f16.
+    pub fn one_row(mut self) -> Self {
+        self.f16_activations = match self.f16_activations {
+            F16Activations::Round | F16Activations::F32Batches => F16Activations::Round,
+        };
+        self
+    }
+
     /// One line for reports: `ggml, kv f32, f16 activations round`.
     pub fn describe(self) -> String {
         format!(

@@ -5,8 +5,11 @@ mod common;
 
 use common::{agreement, open, reference_logits, weights, Spec};
 use xval_engine::gguf::{GgmlType, GgufFile, Value};
-use xval_engine::model::{Engine, Fault, FaultKind, KvHistory, Model, Plan, ReplayInputs};
+use xval_engine::model::{
+    Engine, Fault, FaultKind, Forward, KvHistory, Model, Plan, ReplayInputs, Rows,
+};
 use xval_engine::numerics::{F16Activations, KvType, Numerics, Profile};
+use xval_engine::quant::kernels::Kernel;
 use xval_engine::taps::{all_names, TapFilter};
 use xval_engine::Error;
 
@@ -421,6 +424,7 @@ fn replaying_every_op_on_the_engines_own_inputs_reproduces_its_taps_exactly() {
                 start: 0,
                 get: &get,
                 history: None,
+                rows: Rows::Batch,
             };
             for tap in &out.taps {
                 let replayed = e
@@ -485,6 +489,7 @@ fn replaying_a_decode_step_over_the_key_value_history_reproduces_it_exactly() {
                     start: 5 + i,
                     get: &get,
                     history: Some(&history),
+                    rows: Rows::Batch,
                 };
                 for tap in &step.taps {
                     let r = e.replay(&tap.name, &inp).unwrap().unwrap();
@@ -503,6 +508,152 @@ fn replaying_a_decode_step_over_the_key_value_history_reproduces_it_exactly() {
                 };
                 assert_eq!(e.replay("kqv_out-0", &bare).unwrap(), None);
                 push_history(&mut history, &step.taps, n_layer);
+            }
+        }
+    }
+}
+
+/// The engines `forward_steps` is tested on: every test model under every profile, each with no
+/// plan, the noise twin's plan (tie flips at the last prompt position, as the comparison's
+/// twin) and the two decode-step faults, on the scalar and the detected kernel set.
+fn step_engines(spec: Spec, profile: Profile, prompt: usize) -> Vec<(String, Engine)> {
+    let base = engine(spec, Numerics::new(profile), 2);
+    let plans = [
+        ("no plan", Plan::default()),
+        ("twin", Plan::twin(3, Some(prompt - 1))),
+        (
+            "kv-one-short",
+            Plan::fault(Fault::bug(FaultKind::KvOneShort)),
+        ),
+        ("kv-stale", Plan::fault(Fault::bug(FaultKind::KvStale))),
+    ];
+    let mut out = Vec::new();
+    for (what, plan) in plans {
+        for kernel in [Kernel::Scalar, Kernel::detect()] {
+            let e = base
+                .with_plan(plan.clone())
+                .unwrap()
+                .on_kernel(kernel)
+                .unwrap();
+            out.push((
+                format!("{} {} {profile} {what} {kernel}", spec.arch, spec.proj),
+                e,
+            ));
+        }
+    }
+    out
+}
+
+fn i2s_and_specs() -> Vec<Spec> {
+    let mut v = specs();
+    v.push(Spec::bitnet(GgmlType::I2_S));
+    v
+}
+
+/// Decode steps evaluated together (`forward_steps`, how the noise twin follows the oracle's
+/// tokens) are the one-token forwards bit for bit: logits, every tap with its shape, and the
+/// cache left behind; under every profile (an F16 output under f32-batches rounds one row as a
+/// step does), both kernel sets, the twin's plan and the decode-step faults.
+#[test]
+fn forward_steps_equal_one_token_forwards_bit_for_bit() {
+    let all = TapFilter::all();
+    let (prompt, steps) = TOKENS.split_at(4);
+    for spec in i2s_and_specs() {
+        for profile in Profile::ALL {
+            for (what, e) in step_engines(spec, profile, prompt.len()) {
+                let mut one = e.new_cache();
+                e.forward(&mut one, prompt, &all).unwrap();
+                let want: Vec<Forward> = steps
+                    .iter()
+                    .map(|&t| e.forward(&mut one, &[t], &all).unwrap())
+                    .collect();
+                let mut together = e.new_cache();
+                e.forward(&mut together, prompt, &all).unwrap();
+                let got = e.forward_steps(&mut together, steps, &all).unwrap();
+                assert_eq!(got.len(), want.len(), "{what}");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(g.logits == w.logits, "{what}: step {i}: logits differ");
+                    assert_eq!(g.n_tokens, 1, "{what}");
+                    assert_eq!(g.taps.len(), w.taps.len(), "{what}");
+                    for (a, b) in g.taps.iter().zip(&w.taps) {
+                        assert_eq!((&a.name, &a.shape), (&b.name, &b.shape), "{what}");
+                        assert!(a.data == b.data, "{what}: step {i}: {} differs", a.name);
+                    }
+                }
+                let next = |c: &mut _| e.forward(c, &[9], &all).unwrap().logits;
+                assert!(
+                    next(&mut together) == next(&mut one),
+                    "{what}: the cache left behind differs"
+                );
+            }
+        }
+    }
+    // The decode faults act at steps only: steps from position 0 start with a prompt of one.
+    let e = engine(Spec::b158(), Numerics::new(Profile::Ggml), 2)
+        .with_plan(Plan::fault(Fault::bug(FaultKind::KvStale)))
+        .unwrap();
+    let mut c = e.new_cache();
+    let got = e.forward_steps(&mut c, &TOKENS[..3], &all).unwrap();
+    let mut c = e.new_cache();
+    for (i, &t) in TOKENS[..3].iter().enumerate() {
+        let w = e.forward(&mut c, &[t], &all).unwrap();
+        assert!(got[i].logits == w.logits, "from position 0: step {i}");
+    }
+    // Errors as `forward`'s.
+    assert!(e.forward_steps(&mut e.new_cache(), &[], &all).is_err());
+}
+
+/// Decode steps replayed together (`Rows::Steps`, one row's numerics, the prompt's history)
+/// reproduce every step's taps, attention included, bit for bit (a replay recomputes the op,
+/// without the twin's jitter: the engines without it).
+#[test]
+fn replaying_decode_steps_together_reproduces_each_step() {
+    let all = TapFilter::all();
+    let (prompt, steps) = TOKENS.split_at(4);
+    for spec in i2s_and_specs() {
+        for profile in Profile::ALL {
+            let engines = step_engines(spec, profile, prompt.len());
+            for (what, e) in engines.into_iter().filter(|(w, _)| !w.contains(" twin ")) {
+                let n_layer = e.model().hparams.n_layer;
+                let mut cache = e.new_cache();
+                let pre = e.forward(&mut cache, prompt, &all).unwrap();
+                let mut history = KvHistory::default();
+                push_history(&mut history, &pre.taps, n_layer);
+                let outs: Vec<Forward> = steps
+                    .iter()
+                    .map(|&t| e.forward(&mut cache, &[t], &all).unwrap())
+                    .collect();
+                // Each tap's rows of every step, in order.
+                let joined: Vec<(String, Vec<f32>)> = outs[0]
+                    .taps
+                    .iter()
+                    .map(|t| {
+                        let data = outs
+                            .iter()
+                            .flat_map(|o| {
+                                o.taps
+                                    .iter()
+                                    .find(|x| x.name == t.name)
+                                    .unwrap()
+                                    .data
+                                    .clone()
+                            })
+                            .collect();
+                        (t.name.clone(), data)
+                    })
+                    .collect();
+                let get = |name: &str| joined.iter().find(|(n, _)| n == name).map(|(_, d)| &d[..]);
+                let inp = ReplayInputs {
+                    tokens: steps,
+                    start: prompt.len(),
+                    get: &get,
+                    history: Some(&history),
+                    rows: Rows::Steps,
+                };
+                for (name, want) in &joined {
+                    let r = e.replay(name, &inp).unwrap().unwrap();
+                    assert!(&r == want, "{what}: replay of {name} differs");
+                }
             }
         }
     }

@@ -265,10 +265,11 @@ proptest! {
     /// The noise twin's float dots (one sequential f32 sum per row and token) through `matmul`
     /// with AVX2 (eight rows side by side in one vector's lanes) equal the scalar fold bit for
     /// bit: every weight type and activation form, row counts that are and are not multiples of
-    /// eight, every tail length, several tokens, magnitudes that make the f32 sums round.
+    /// eight, every tail length, token counts that fill four-token passes and leave one to
+    /// three over, magnitudes that make the f32 sums round.
     #[test]
     fn twin_f32_sums_with_avx2_equal_the_scalar_fold(
-        (k, m, n, seed) in (1usize..=70, 1usize..=21, 1usize..=3, any::<u64>())
+        (k, m, n, seed) in (1usize..=70, 1usize..=21, 1usize..=9, any::<u64>())
     ) {
         use xval_engine::gguf::GgmlType;
         use xval_engine::numerics::{F16Activations, KvType, Numerics, Profile};

@@ -16,7 +16,7 @@ use super::{inspect, numerics, shim, tree, Inspected, LOG_ECHO, REFERENCE_KERNEL
 use crate::error::{Error, Result};
 use crate::llama_common::{
     check_prompt, check_settings, clamp_len, decode_with_taps, detokenize_with, fusion_mismatch,
-    grow_call, latch_fusion, next_position, path_to_cstring, piece_with, prepare_model,
+    grow_call, latch_fusion, loaded, next_position, path_to_cstring, piece_with, prepare_model,
     tokenize_with, FUSION_ENV,
 };
 use crate::oracle::{
@@ -137,7 +137,7 @@ impl ExternalOracle {
             n_ctx: info.n_ctx as usize,
             n_ubatch: info.n_ubatch.min(info.n_batch) as usize,
             n_past: None,
-            _transcoded: input.transcoded,
+            _transcoded: loaded(input.transcoded),
         })
     }
 

@@ -28,8 +28,8 @@ use xval_engine::taps::TapFilter;
 use crate::error::{Error, Result};
 use crate::ggml_rt::{self, Context, CpuBackend, Graph, GraphAllocator};
 use crate::llama_common::{
-    check_prompt, check_ranges, mainline_numerics, next_position, path_to_cstring, prepare_model,
-    temp_gguf,
+    check_prompt, check_ranges, loaded, mainline_numerics, next_position, path_to_cstring,
+    prepare_model, temp_gguf,
 };
 use crate::llama_cpp::vocab::Vocab;
 use crate::llama_cpp::{self as lc};
@@ -194,7 +194,7 @@ impl GgmlGraphOracle {
             identity,
             info,
             n_past: None,
-            _transcoded: input.transcoded,
+            _transcoded: loaded(input.transcoded),
             _vocab_file: vocab_file,
         })
     }

@@ -31,7 +31,7 @@ use xval_engine::taps::TapFilter;
 
 use crate::error::{Error, Result};
 use crate::llama_common::{
-    check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion,
+    check_prompt, check_settings, decode_with_taps, fusion_mismatch, latch_fusion, loaded,
     mainline_numerics, next_position, path_to_cstring, prepare_model,
 };
 use crate::oracle::{
@@ -383,7 +383,7 @@ impl LlamaCppOracle {
             n_ctx: eff_ctx,
             n_ubatch: eff_ubatch.min(eff_batch),
             n_past: None,
-            _transcoded: input.transcoded,
+            _transcoded: loaded(input.transcoded),
         })
     }
 

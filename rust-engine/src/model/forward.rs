@@ -74,6 +74,36 @@ impl Outputs {
     }
 }
 
+/// How the rows of an evaluated batch take the numerics that depend on the batch: as one
+/// batch (a prompt), or each as its own one-token evaluation (decode steps evaluated together,
+/// [`Engine::forward_steps`], and their op replays).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rows {
+    /// One batch: a matmul of `n` rows takes `n` rows' numerics (F16 activations under
+    /// `f32-batches` stay f32 from two rows on).
+    #[default]
+    Batch,
+    /// Each row a decode step of its own: one row's numerics ([`Numerics::one_row`]), and the
+    /// decode-step faults act at every row after position 0.
+    Steps,
+}
+
+impl Rows {
+    /// The numerics a matmul of these rows runs.
+    pub fn numerics(self, base: Numerics) -> Numerics {
+        match self {
+            Rows::Batch => base,
+            Rows::Steps => base.one_row(),
+        }
+    }
+
+    /// Whether the row at `pos` of a batch of `n` is a decode step (one new token after the
+    /// first position), where the KV-cache faults act.
+    fn decode_step(self, n: usize, pos: usize) -> bool {
+        (self == Rows::Steps || n == 1) && pos > 0
+    }
+}
+
 /// The result of evaluating a batch of tokens.
 #[derive(Clone, Debug)]
 pub struct Forward {
@@ -94,6 +124,35 @@ impl Forward {
     /// Logits of the last evaluated position.
     pub fn last_logits(&self) -> &[f32] {
         self.logits_at(self.n_tokens - 1)
+    }
+
+    /// One evaluation per position: its logits and each tap's row of it (taps are
+    /// position-major, the position count their last dimension).
+    fn split_rows(self) -> Vec<Forward> {
+        let n = self.n_tokens;
+        (0..n)
+            .map(|t| Forward {
+                logits: self.logits_at(t).to_vec(),
+                n_vocab: self.n_vocab,
+                n_tokens: 1,
+                taps: self
+                    .taps
+                    .iter()
+                    .map(|tap| {
+                        let w = tap.data.len() / n;
+                        let mut shape = tap.shape.clone();
+                        if let Some(last) = shape.last_mut() {
+                            *last = 1;
+                        }
+                        Tap::new(
+                            tap.name.clone(),
+                            shape,
+                            tap.data[t * w..(t + 1) * w].to_vec(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
 
@@ -227,7 +286,23 @@ impl Engine {
         tokens: &[u32],
         taps: &TapFilter,
     ) -> Result<Forward> {
-        self.evaluate(cache, tokens, taps, Outputs::All)
+        self.evaluate(cache, tokens, taps, Outputs::All, Rows::Batch)
+    }
+
+    /// `tokens` as decode steps, one [`Forward`] per token, bit for bit what calling
+    /// [`Engine::forward`] with each token in turn gives (logits, taps, the cache left behind),
+    /// but each weight matrix read once for all of them: every row takes one row's numerics
+    /// ([`Rows::Steps`]). For token ids known in advance (the noise twin following the oracle's
+    /// choices); the engine under test still decodes one token at a time.
+    pub fn forward_steps(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        taps: &TapFilter,
+    ) -> Result<Vec<Forward>> {
+        Ok(self
+            .evaluate(cache, tokens, taps, Outputs::All, Rows::Steps)?
+            .split_rows())
     }
 
     /// Evaluate `tokens` as [`Engine::forward`] does but compute the output norm and the output
@@ -239,7 +314,9 @@ impl Engine {
     /// are bit-identical to the last row of [`Engine::forward`]'s. No taps.
     pub fn forward_last(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
         let none = TapFilter::none();
-        Ok(self.evaluate(cache, tokens, &none, Outputs::Last)?.logits)
+        Ok(self
+            .evaluate(cache, tokens, &none, Outputs::Last, Rows::Batch)?
+            .logits)
     }
 
     /// [`Engine::forward`] with the `outputs` positions outputs. Refuses no tokens, a cache of
@@ -250,6 +327,7 @@ impl Engine {
         tokens: &[u32],
         taps: &TapFilter,
         outputs: Outputs,
+        rows: Rows,
     ) -> Result<Forward> {
         if tokens.is_empty() {
             return Err(Error::Invalid("no tokens to evaluate".into()));
@@ -268,25 +346,33 @@ impl Engine {
             )));
         }
         cache.reserve(tokens.len())?;
-        self.pool.install(|| self.run(cache, tokens, taps, outputs))
+        self.pool
+            .install(|| self.run(cache, tokens, taps, outputs, rows))
     }
 
     /// `x` (n rows) times the weight matrix `m`: the one place every matmul of the forward pass
     /// and of op replays goes through (a plan's weight, scale and activation-quantization faults
     /// act here). `start` is the absolute position of the first row (the twin's tie flips act at
-    /// one).
-    pub(super) fn mat(&self, m: &Mat, x: &[f32], n: usize, start: usize) -> Result<Vec<f32>> {
+    /// one); `rows` says whose numerics the rows take.
+    pub(super) fn mat(
+        &self,
+        m: &Mat,
+        x: &[f32],
+        n: usize,
+        start: usize,
+        rows: Rows,
+    ) -> Result<Vec<f32>> {
         let view = self.model.view_unchecked(m);
+        let mut numerics = rows.numerics(self.numerics);
         let Some(p) = self.plan.as_deref() else {
             let plain = TwinRounding {
                 kernel: self.kernel,
                 ..PLAIN
             };
-            return matmul_twin(&view, x, n, self.numerics, plain);
+            return matmul_twin(&view, x, n, numerics, plain);
         };
         let layer = layer_of(&m.name);
         let ternary = matches!(m.ty, GgmlType::I2_S | GgmlType::TQ1_0 | GgmlType::TQ2_0);
-        let mut numerics = self.numerics;
         if ternary && p.has(FaultKind::ActGranularity, layer) {
             numerics.profile = match numerics.profile {
                 Profile::BitnetCpp => Profile::Ggml,
@@ -333,8 +419,9 @@ impl Engine {
         x: &[f32],
         n: usize,
         start: usize,
+        rows: Rows,
     ) -> Result<Vec<f32>> {
-        let mut y = self.mat(&lin.w, x, n, start)?;
+        let mut y = self.mat(&lin.w, x, n, start, rows)?;
         if let Some(s) = self.scale_of(lin) {
             // ggml_mul by the one-element `.scale` tensor: a separate f32 multiply.
             y.iter_mut().for_each(|v| *v *= s);
@@ -496,6 +583,7 @@ impl Engine {
         tokens: &[u32],
         filter: &TapFilter,
         outputs: Outputs,
+        rows: Rows,
     ) -> Result<Forward> {
         let hp = &self.model.hparams;
         let (n, d, hd) = (tokens.len(), hp.n_embd, hp.head_dim);
@@ -521,9 +609,9 @@ impl Engine {
             let mut cur = self.norm(NormSite::Attn, l, &x, &layer.attn_norm);
             out!("attn_norm", l, &[d], cur);
 
-            let mut q = self.linear(&layer.wq, &cur, n, start)?;
-            let mut k = self.linear(&layer.wk, &cur, n, start)?;
-            let mut v = self.linear(&layer.wv, &cur, n, start)?;
+            let mut q = self.linear(&layer.wq, &cur, n, start, rows)?;
+            let mut k = self.linear(&layer.wk, &cur, n, start, rows)?;
+            let mut v = self.linear(&layer.wv, &cur, n, start, rows)?;
             self.rope(il, &mut q, d, n, start);
             self.rope(il, &mut k, hp.n_embd_kv(), n, start);
             out!("Qcur", l, &[hd, hp.n_head], q);
@@ -531,11 +619,11 @@ impl Engine {
             out!("Vcur", l, &[hd, hp.n_head_kv], v);
             cache.append(il, &k, &v);
 
-            let mut attn = self.attention(cache, il, &q, n, start);
+            let mut attn = self.attention(cache, il, &q, n, start, rows);
             out!("kqv_out", l, &[d], attn);
             let mut cur = self.norm(NormSite::AttnSub, l, &attn, &layer.attn_sub_norm);
             out!("attn_sub_norm", l, &[d], cur);
-            let mut o = self.linear(&layer.wo, &cur, n, start)?;
+            let mut o = self.linear(&layer.wo, &cur, n, start, rows)?;
             out!("attn_out", l, &[d], o);
 
             let mut ffn_inp = self.residual(il, &o, &x);
@@ -543,13 +631,13 @@ impl Engine {
             let mut cur = self.norm(NormSite::Ffn, l, &ffn_inp, &layer.ffn_norm);
             out!("ffn_norm", l, &[d], cur);
 
-            let mut up = self.mat(&layer.ffn_up.w, &cur, n, start)?;
+            let mut up = self.mat(&layer.ffn_up.w, &cur, n, start, rows)?;
             out!("ffn_up", l, &[hp.n_ff], up);
             if let Some(s) = self.scale_of(&layer.ffn_up) {
                 up.iter_mut().for_each(|v| *v *= s);
                 out!("ffn_up_s", l, &[hp.n_ff], up);
             }
-            let mut gate = self.mat(&layer.ffn_gate.w, &cur, n, start)?;
+            let mut gate = self.mat(&layer.ffn_gate.w, &cur, n, start, rows)?;
             out!("ffn_gate", l, &[hp.n_ff], gate);
             if let Some(s) = self.scale_of(&layer.ffn_gate) {
                 gate.iter_mut().for_each(|v| *v *= s);
@@ -559,7 +647,7 @@ impl Engine {
             out!("ffn_sub_out", l, &[hp.n_ff], act);
             let mut cur = self.norm(NormSite::FfnSub, l, &act, &layer.ffn_sub_norm);
             out!("ffn_sub_norm", l, &[hp.n_ff], cur);
-            let mut down = self.linear(&layer.ffn_down, &cur, n, start)?;
+            let mut down = self.linear(&layer.ffn_down, &cur, n, start, rows)?;
             out!("ffn_down", l, &[d], down);
             x = self.residual(il, &down, &ffn_inp);
             out!("l_out", l, &[d], x);
@@ -569,7 +657,7 @@ impl Engine {
         // The output rows: every position, or the last alone (llama.cpp's `inp_out_ids`
         // selects the output rows before the output norm, so the projection is a matmul of
         // that many rows).
-        let (at, rows) = match outputs {
+        let (at, out_rows) = match outputs {
             Outputs::All => (start, n),
             Outputs::Last => {
                 x.drain(..(n - 1) * d);
@@ -577,15 +665,15 @@ impl Engine {
             }
         };
         let mut cur = self.norm(NormSite::Output, None, &x, &self.model.output_norm);
-        self.jit("result_norm", None, at, rows, &mut cur);
-        sink.put("result_norm", None, &[d], rows, &cur);
-        let mut logits = self.mat(self.output(), &cur, rows, at)?;
-        self.jit("result_output", None, at, rows, &mut logits);
-        sink.put("result_output", None, &[hp.n_vocab], rows, &logits);
+        self.jit("result_norm", None, at, out_rows, &mut cur);
+        sink.put("result_norm", None, &[d], out_rows, &cur);
+        let mut logits = self.mat(self.output(), &cur, out_rows, at, rows)?;
+        self.jit("result_output", None, at, out_rows, &mut logits);
+        sink.put("result_output", None, &[hp.n_vocab], out_rows, &logits);
         Ok(Forward {
             logits,
             n_vocab: hp.n_vocab,
-            n_tokens: rows,
+            n_tokens: out_rows,
             taps: sink.taps,
         })
     }
@@ -602,6 +690,7 @@ impl Engine {
         q: &[f32],
         n: usize,
         start: usize,
+        rows: Rows,
     ) -> Vec<f32> {
         let hp = &self.model.hparams;
         let (hd, n_head) = (hp.head_dim, hp.n_head);
@@ -629,26 +718,40 @@ impl Engine {
         let round_q = round_to(f16);
         // The noise twin sums the f32 products in f32 (another valid order).
         let f32_sums = self.plan.as_ref().is_some_and(|p| p.f32_sums);
-        let round_p = round_to(f16 && self.numerics.f16_activations.rounds(n));
-        // Positions a query at `pos` attends to: `0..=pos`; one short with the KV fault, in
-        // decode (a single new token after the first position). The stale-entry fault reads
-        // the previous position's slot in place of the new token's.
-        let decode = n == 1 && start > 0;
-        let one_short = decode && self.bug(FaultKind::KvOneShort, l);
-        let stale = decode && self.bug(FaultKind::KvStale, l);
-        let window = |pos: usize| if one_short { pos } else { pos + 1 };
+        let round_p = round_to(f16 && rows.numerics(self.numerics).f16_activations.rounds(n));
+        // Positions a query at `pos` attends to: `0..=pos`; one short with the KV fault at a
+        // decode step (a single new token after the first position). The stale-entry fault
+        // reads the previous position's slot in place of the step's own.
+        let one_short = self.bug(FaultKind::KvOneShort, l);
+        let stale = self.bug(FaultKind::KvStale, l);
+        let window = |pos: usize| {
+            if one_short && rows.decode_step(n, pos) {
+                pos
+            } else {
+                pos + 1
+            }
+        };
         // Every position's keys and values as f32, position-major as the cache holds them
-        // (one conversion per layer from an F16 cache, not one per query head and position);
-        // the stale-entry fault's slot copied in.
+        // (one conversion per layer from an F16 cache, not one per query head and position).
         let (len, w) = (start + n, hp.n_embd_kv());
         let (mut keys, mut values) = (vec![0f32; len * w], vec![0f32; len * w]);
         cache.read(il, false, 0, 0, &mut keys);
         cache.read(il, true, 0, 0, &mut values);
-        if stale {
-            let prev = (start - 1) * w..start * w;
-            keys.copy_within(prev.clone(), start * w);
-            values.copy_within(prev, start * w);
-        }
+        // The stale-entry fault's view for a step at `pos`: the previous slot copied into its
+        // own (in place for a single step; a copy per step when steps are evaluated together).
+        let stale_view = |pos: usize| -> Option<(Vec<f32>, Vec<f32>)> {
+            if !(stale && rows.decode_step(n, pos)) {
+                return None;
+            }
+            let (mut k, mut v) = (
+                keys[..(pos + 1) * w].to_vec(),
+                values[..(pos + 1) * w].to_vec(),
+            );
+            k.copy_within((pos - 1) * w..pos * w, pos * w);
+            v.copy_within((pos - 1) * w..pos * w, pos * w);
+            Some((k, v))
+        };
+        let stale_views: Vec<Option<(Vec<f32>, Vec<f32>)>> = (start..len).map(stale_view).collect();
         let sums = if exact {
             AttnSums::Exact
         } else if f32_sums {
@@ -670,6 +773,10 @@ impl Engine {
                 .iter()
                 .map(|&x| round_q(x))
                 .collect();
+            let (keys, values) = match &stale_views[t] {
+                Some((k, v)) => (&k[..], &v[..]),
+                None => (&keys[..], &values[..]),
+            };
             let mut scores = vec![0f32; window(pos)];
             attn::scores(kernel, sums, &qh, &keys[kvh * hd..], w, &mut scores);
             if exact {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use faults::FaultKind;
-pub use forward::{Engine, Forward, Outputs};
+pub use forward::{Engine, Forward, Outputs, Rows};
 pub use kv_cache::KvCache;
 pub use plan::{Fault, Plan};
 pub use replay::{KvHistory, ReplayInputs, TapSource};

@@ -9,9 +9,12 @@
 //!
 //! Decode steps replay the same way: [`ReplayInputs::start`] is the step's position and
 //! [`ReplayInputs::history`] holds the oracle's keys and values of every earlier position, so
-//! attention at step `s` runs over the oracle's cache, not the engine's.
+//! attention at step `s` runs over the oracle's cache, not the engine's. Several steps replay as
+//! one evaluation with [`ReplayInputs::rows`] = [`Rows::Steps`]: their inputs joined in order,
+//! `start` the first step's position, the history that of the positions before it; every row
+//! takes one row's numerics and attends to the rows before it, as its step did.
 
-use super::forward::{Engine, NormSite};
+use super::forward::{Engine, NormSite, Rows};
 use super::kv_cache::KvCache;
 use super::Linear;
 use crate::error::{Error, Result};
@@ -38,6 +41,9 @@ pub struct ReplayInputs<'a> {
     pub get: &'a TapSource<'a>,
     /// Keys and values of positions `0..start` (needed for attention when `start > 0`).
     pub history: Option<&'a KvHistory>,
+    /// Whether the tokens are one batch (a prompt) or decode steps replayed together, each
+    /// row with one row's numerics, as the steps ran.
+    pub rows: Rows,
 }
 
 impl Engine {
@@ -47,7 +53,7 @@ impl Engine {
     /// `Err` when the inputs are there but do not fit.
     pub fn replay(&self, name: &str, inp: &ReplayInputs<'_>) -> Result<Option<Vec<f32>>> {
         let hp = &self.model().hparams;
-        let (tokens, start, get) = (inp.tokens, inp.start, inp.get);
+        let (tokens, start, get, rows) = (inp.tokens, inp.start, inp.get, inp.rows);
         let n = tokens.len();
         let (tag, layer) = split_name(name);
         let input = |tag: &str, l: Option<usize>| get(&tap_name(tag, l));
@@ -81,17 +87,17 @@ impl Engine {
                     return Ok(None);
                 };
                 check(x, d, "result_norm")?;
-                self.mat(self.output(), x, n, start)?
+                self.mat(self.output(), x, n, start, rows)?
             }
             (tag, Some(l)) if l < hp.n_layer => {
                 let ly = &self.model().layers[l];
                 let lin = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
                     check(x, width, what)?;
-                    self.linear(lin, x, n, start)
+                    self.linear(lin, x, n, start, rows)
                 };
                 let raw = |lin: &Linear, x: &[f32], width: usize, what: &str| -> Result<Vec<f32>> {
                     check(x, width, what)?;
-                    self.mat(&lin.w, x, n, start)
+                    self.mat(&lin.w, x, n, start, rows)
                 };
                 let scaled = |lin: &Linear, pre: &str| -> Result<Option<Vec<f32>>> {
                     let (Some(s), Some(x)) = (self.scale_of(lin), input(pre, Some(l))) else {
@@ -159,7 +165,7 @@ impl Engine {
                         cache.reserve(n)?;
                         cache.append(l, k, v);
                         cache.advance(n);
-                        self.attention(&cache, l, q, n, start)
+                        self.attention(&cache, l, q, n, start, rows)
                     }
                     "attn_sub_norm" => {
                         let x = need!("kqv_out");

@@ -322,20 +322,30 @@ impl SimdFloat {
     fn rows(&self, w: &WeightMatrix, r0: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::kernels::x86::{f32_sum_dots, float_dots};
+            use super::kernels::x86::{f32_sum_dots, float_dots, F32_SUM_TOKENS};
             let n = self.batch.tokens();
             let row = |r| float_row(w, r).expect("a float weight type (checked in new)");
             if self.f32_sums {
-                let mut sums = [0f32; 8];
+                let mut sums = [0f32; 8 * F32_SUM_TOKENS];
                 for (i0, tile_out) in out.chunks_mut(8 * n).enumerate().map(|(c, o)| (8 * c, o)) {
                     let views: Vec<_> = (0..tile_out.len() / n).map(|i| row(r0 + i0 + i)).collect();
-                    let sums = &mut sums[..views.len()];
-                    for t in 0..n {
-                        f32_sum_dots(&views, self.batch.token(t), sums)
-                            .expect("the rows fit the batch (checked in new)");
-                        for (j, &v) in sums.iter().enumerate() {
-                            tile_out[j * n + t] = v;
+                    let m = views.len();
+                    let mut t0 = 0;
+                    while t0 < n {
+                        let tn = (n - t0).min(F32_SUM_TOKENS);
+                        let mut xs = [&[][..]; F32_SUM_TOKENS];
+                        for (t, x) in xs.iter_mut().enumerate().take(tn) {
+                            *x = self.batch.token(t0 + t);
                         }
+                        let sums = &mut sums[..tn * m];
+                        f32_sum_dots(&views, &xs[..tn], sums)
+                            .expect("the rows fit the batch (checked in new)");
+                        for t in 0..tn {
+                            for j in 0..m {
+                                tile_out[j * n + t0 + t] = sums[t * m + j];
+                            }
+                        }
+                        t0 += tn;
                     }
                 }
                 return;

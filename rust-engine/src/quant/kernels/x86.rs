@@ -1017,20 +1017,28 @@ unsafe fn dots_rounded_n<W: Lanes, const N: usize>(
     }
 }
 
+/// Tokens one pass of [`f32_sum_dots`] serves: each token's fold is its own chain of dependent
+/// adds, so four run side by side, and each transposed block of weights serves all four.
+pub const F32_SUM_TOKENS: usize = 4;
+
 /// The noise twin's float dots (`TwinRounding::f32_sums`) of up to eight weight rows of one
-/// type with one token's f32 activations: per row `s = s + w[i] * x[i]` in f32, `i` in order,
-/// exactly the scalar fold of `quant::matmul` (each product rounded, then the sum; no FMA), so
-/// bit-identical to it. The eight rows run side by side in the eight lanes of one vector (each
-/// lane its own sequential sum), which is what makes a dependent chain fast: the rows' weights
-/// are loaded eight at a time and transposed. `out[j]` for `rows[j]`; `None` where the CPU
-/// lacks AVX2, FMA or F16C, the rows differ in type or length from `x`, or there are more than
-/// eight.
-pub fn f32_sum_dots(rows: &[FloatRow], x: &[f32], out: &mut [f32]) -> Option<()> {
-    let k = x.len();
+/// type with up to [`F32_SUM_TOKENS`] tokens' f32 activations (`xs`): per row and token
+/// `s = s + w[i] * x[i]` in f32, `i` in order, exactly the scalar fold of `quant::matmul` (each
+/// product rounded, then the sum; no FMA), so bit-identical to it. The eight rows run side by
+/// side in the eight lanes of one vector (each lane its own sequential sum), which is what makes
+/// a dependent chain fast: the rows' weights are loaded eight at a time and transposed; the
+/// tokens' chains are independent of each other and run side by side too (one chain alone
+/// waits on every add). `out[t * rows.len() + j]` for token `t`, `rows[j]`; `None` where the CPU
+/// lacks AVX2, FMA or F16C, the rows differ in type or length from the tokens, or there are
+/// more than eight rows or no tokens or more than [`F32_SUM_TOKENS`].
+pub fn f32_sum_dots(rows: &[FloatRow], xs: &[&[f32]], out: &mut [f32]) -> Option<()> {
+    let k = xs.first()?.len();
     let ty = rows.first()?.ty();
     if !has_avx2_fma_f16c()
         || rows.len() > 8
-        || out.len() != rows.len()
+        || xs.len() > F32_SUM_TOKENS
+        || xs.iter().any(|x| x.len() != k)
+        || out.len() != rows.len() * xs.len()
         || rows.iter().any(|r| r.ty() != ty || r.len() != k)
     {
         return None;
@@ -1040,27 +1048,59 @@ pub fn f32_sum_dots(rows: &[FloatRow], x: &[f32], out: &mut [f32]) -> Option<()>
     for (p, r) in ptrs.iter_mut().zip(rows) {
         *p = r.bytes().as_ptr();
     }
+    let x = |t: usize| xs[t].as_ptr();
     // SAFETY: AVX2, FMA and F16C are present (checked above); every pointer is a row of `k`
-    // weights of type `ty` and `x` holds `k` values, all the kernel reads.
-    let sums = unsafe {
-        match ty {
-            FloatType::F32 => seq_dots8::<F32>(&ptrs, x.as_ptr(), k),
-            FloatType::F16 => seq_dots8::<F16>(&ptrs, x.as_ptr(), k),
-            FloatType::BF16 => seq_dots8::<BF16>(&ptrs, x.as_ptr(), k),
+    // weights of type `ty` and every token holds `k` values, all the kernel reads.
+    unsafe {
+        match (ty, xs.len()) {
+            (FloatType::F32, n) => seq_dots8_tokens::<F32>(&ptrs, n, &x, k, rows.len(), out),
+            (FloatType::F16, n) => seq_dots8_tokens::<F16>(&ptrs, n, &x, k, rows.len(), out),
+            (FloatType::BF16, n) => seq_dots8_tokens::<BF16>(&ptrs, n, &x, k, rows.len(), out),
         }
-    };
-    out.copy_from_slice(&sums[..rows.len()]);
+    }
     Some(())
 }
 
-/// Eight sequential f32 sums `s_j = s_j + w_j[i] * x[i]`, one per lane.
+/// [`seq_dots8`] for `n` (1 to 4) tokens, token `t` at `x(t)`, its `m` rows' sums into
+/// `out[t * m..]`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `k` weights of type `W` behind each row pointer, `k` values at `x`.
+/// As [`seq_dots8`] for every token; `out` holds `n * m` values, `m <= 8`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn seq_dots8<W: Lanes>(rows: &[*const u8; 8], x: *const f32, k: usize) -> [f32; 8] {
+unsafe fn seq_dots8_tokens<W: Lanes>(
+    rows: &[*const u8; 8],
+    n: usize,
+    x: &dyn Fn(usize) -> *const f32,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    let mut put = |sums: &[[f32; 8]]| {
+        for (t, s) in sums.iter().enumerate() {
+            out[t * m..(t + 1) * m].copy_from_slice(&s[..m]);
+        }
+    };
+    match n {
+        1 => put(&seq_dots8::<W, 1>(rows, [x(0)], k)),
+        2 => put(&seq_dots8::<W, 2>(rows, [x(0), x(1)], k)),
+        3 => put(&seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k)),
+        _ => put(&seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k)),
+    }
+}
+
+/// Eight sequential f32 sums `s_j = s_j + w_j[i] * x[i]`, one per lane, for each of `N` tokens.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `k` weights of type `W` behind each row pointer, `k` values at each
+/// `xs[t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn seq_dots8<W: Lanes, const N: usize>(
+    rows: &[*const u8; 8],
+    xs: [*const f32; N],
+    k: usize,
+) -> [[f32; 8]; N] {
     use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); N];
     let mut i = 0;
     while i + 8 <= k {
         let mut v = [_mm256_setzero_ps(); 8];
@@ -1069,7 +1109,9 @@ unsafe fn seq_dots8<W: Lanes>(rows: &[*const u8; 8], x: *const f32, k: usize) ->
         }
         let t = transpose8(v);
         for (e, t) in t.iter().enumerate() {
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(*t, _mm256_set1_ps(*x.add(i + e))));
+            for (acc, x) in acc.iter_mut().zip(xs.iter()) {
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(*t, _mm256_set1_ps(*x.add(i + e))));
+            }
         }
         i += 8;
     }
@@ -1079,11 +1121,15 @@ unsafe fn seq_dots8<W: Lanes>(rows: &[*const u8; 8], x: *const f32, k: usize) ->
             *w = W::one(r.add(i * W::SIZE));
         }
         let w = _mm256_loadu_ps(w.as_ptr());
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(w, _mm256_set1_ps(*x.add(i))));
+        for (acc, x) in acc.iter_mut().zip(xs.iter()) {
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(w, _mm256_set1_ps(*x.add(i))));
+        }
         i += 1;
     }
-    let mut out = [0f32; 8];
-    _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    let mut out = [[0f32; 8]; N];
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        _mm256_storeu_ps(o.as_mut_ptr(), *a);
+    }
     out
 }
 
