@@ -380,16 +380,18 @@ fn replay_steps_together(
                     .map(|x| x.data.len())
             })
             .collect();
-        let Some(lens) = lens.filter(|l| l.iter().all(|&n| n == l[0])) else {
+        // Every step's tap of one non-zero length, so the joint result splits into one row each.
+        let Some(len) = lens
+            .filter(|l| l[0] > 0 && l.iter().all(|&n| n == l[0]))
+            .map(|l| l[0])
+        else {
             continue;
         };
         if let Ok(Some(data)) = engine.replay(&t.name, &inp) {
-            if data.len() == lens[0] * steps.len() {
+            if data.len() == len * steps.len() {
                 out.insert(
                     t.name.clone(),
-                    data.chunks_exact(lens[0].max(1))
-                        .map(<[f32]>::to_vec)
-                        .collect(),
+                    data.chunks_exact(len).map(<[f32]>::to_vec).collect(),
                 );
             }
         }
