@@ -147,11 +147,13 @@ pub(crate) fn prepare_model(path: &Path, reads_i2s: bool) -> Result<ModelInput> 
     }
     // The copy is about as large as the file (TQ2_0 blocks are 3% larger than I2_S's).
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    let fast = scratch_dir(size, &std::env::temp_dir());
-    let mut dirs = vec![fast];
-    if dirs[0] != std::env::temp_dir() {
-        dirs.push(std::env::temp_dir());
-    }
+    let fallback = std::env::temp_dir();
+    let fast = scratch_dir(size, &fallback);
+    let dirs: &[&Path] = if fast == fallback {
+        &[&fallback]
+    } else {
+        &[&fast, &fallback]
+    };
     let mut tmp = None;
     for (i, dir) in dirs.iter().enumerate() {
         let t = temp_gguf_in(dir, "xval-i2s-as-tq2_0-")?;
@@ -204,7 +206,7 @@ fn temp_gguf_in(dir: &Path, prefix: &str) -> Result<tempfile::TempPath> {
 }
 
 /// The variable naming the directory for transcoded model copies.
-pub const SCRATCH_DIR_ENV: &str = "XVAL_SCRATCH_DIR";
+pub(crate) const SCRATCH_DIR_ENV: &str = "XVAL_SCRATCH_DIR";
 
 /// Where a transcoded model copy of about `bytes` goes: `XVAL_SCRATCH_DIR` when set; else
 /// `/dev/shm` (memory-backed: writing 1.2 GB there took 0.8 s on a 2-core VM, through a
@@ -212,7 +214,7 @@ pub const SCRATCH_DIR_ENV: &str = "XVAL_SCRATCH_DIR";
 /// is a directory and the memory the kernel reports available (`MemAvailable`) holds the copy
 /// twice over; else `fallback` (the system's temporary directory). A copy that does not fit
 /// after all (ENOSPC) is written to `fallback` instead ([`prepare_model`]).
-pub fn scratch_dir(bytes: u64, fallback: &Path) -> PathBuf {
+pub(crate) fn scratch_dir(bytes: u64, fallback: &Path) -> PathBuf {
     let shm = Path::new("/dev/shm");
     choose_scratch(
         std::env::var_os(SCRATCH_DIR_ENV),

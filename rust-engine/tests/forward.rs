@@ -613,7 +613,8 @@ fn replaying_decode_steps_together_reproduces_each_step() {
     for spec in i2s_and_specs() {
         for profile in Profile::ALL {
             let engines = step_engines(spec, profile, prompt.len());
-            for (what, e) in engines.into_iter().filter(|(w, _)| !w.contains(" twin ")) {
+            let jittered = |e: &Engine| e.plan().is_some_and(|p| p.jitter.is_some());
+            for (what, e) in engines.into_iter().filter(|(_, e)| !jittered(e)) {
                 let n_layer = e.model().hparams.n_layer;
                 let mut cache = e.new_cache();
                 let pre = e.forward(&mut cache, prompt, &all).unwrap();

@@ -177,8 +177,8 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
 }
 
 /// Two rows' block (codes at `c0`, `c1`; activations as [`block_acc_at`]) for every token:
-/// each row's i16 sums widened to i32 (`madd` with ones) and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the
-/// second's).
+/// each row's i16 sums widened to i32 (`madd` with ones) and the two added pairwise (`hadd`:
+/// lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the second's).
 ///
 /// # Safety
 /// As [`block_acc_at`], for both rows.
@@ -1048,43 +1048,40 @@ pub fn f32_sum_dots(rows: &[FloatRow], xs: &[&[f32]], out: &mut [f32]) -> Option
     for (p, r) in ptrs.iter_mut().zip(rows) {
         *p = r.bytes().as_ptr();
     }
-    let x = |t: usize| xs[t].as_ptr();
     // SAFETY: AVX2, FMA and F16C are present (checked above); every pointer is a row of `k`
     // weights of type `ty` and every token holds `k` values, all the kernel reads.
     unsafe {
-        match (ty, xs.len()) {
-            (FloatType::F32, n) => seq_dots8_tokens::<F32>(&ptrs, n, &x, k, rows.len(), out),
-            (FloatType::F16, n) => seq_dots8_tokens::<F16>(&ptrs, n, &x, k, rows.len(), out),
-            (FloatType::BF16, n) => seq_dots8_tokens::<BF16>(&ptrs, n, &x, k, rows.len(), out),
+        match ty {
+            FloatType::F32 => seq_dots8_tokens::<F32>(&ptrs, xs, k, out),
+            FloatType::F16 => seq_dots8_tokens::<F16>(&ptrs, xs, k, out),
+            FloatType::BF16 => seq_dots8_tokens::<BF16>(&ptrs, xs, k, out),
         }
     }
     Some(())
 }
 
-/// [`seq_dots8`] for `n` (1 to 4) tokens, token `t` at `x(t)`, its `m` rows' sums into
-/// `out[t * m..]`.
+/// [`seq_dots8`] for the 1 to 4 tokens `xs`, token `t`'s sums of the `out.len() / xs.len()`
+/// rows wanted into `out[t * m..]`.
 ///
 /// # Safety
-/// As [`seq_dots8`] for every token; `out` holds `n * m` values, `m <= 8`.
+/// As [`seq_dots8`] for every token; `out.len()` is `xs.len()` times at most eight.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn seq_dots8_tokens<W: Lanes>(
     rows: &[*const u8; 8],
-    n: usize,
-    x: &dyn Fn(usize) -> *const f32,
+    xs: &[&[f32]],
     k: usize,
-    m: usize,
     out: &mut [f32],
 ) {
-    let mut put = |sums: &[[f32; 8]]| {
-        for (t, s) in sums.iter().enumerate() {
-            out[t * m..(t + 1) * m].copy_from_slice(&s[..m]);
-        }
+    let x = |t: usize| xs[t].as_ptr();
+    let sums: &[[f32; 8]] = match xs.len() {
+        1 => &seq_dots8::<W, 1>(rows, [x(0)], k),
+        2 => &seq_dots8::<W, 2>(rows, [x(0), x(1)], k),
+        3 => &seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k),
+        _ => &seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k),
     };
-    match n {
-        1 => put(&seq_dots8::<W, 1>(rows, [x(0)], k)),
-        2 => put(&seq_dots8::<W, 2>(rows, [x(0), x(1)], k)),
-        3 => put(&seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k)),
-        _ => put(&seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k)),
+    let m = out.len() / xs.len();
+    for (o, s) in out.chunks_exact_mut(m).zip(sums) {
+        o.copy_from_slice(&s[..m]);
     }
 }
 
