@@ -39,7 +39,7 @@ models+=(
     "$work/fresh-tq1_0.gguf|generated here, 8 layers, 1024/2816, GQA 8/2, TQ1_0"
 )
 if [[ "${BENCH_2B4T:-0}" == 1 ]]; then
-    for f in tq2_0 i2_s; do
+    for f in tq2_0 i2_s tq1_0; do
         [[ -f "$work/2b4t-$f.gguf" ]] ||
             "$h" fixtures synth --shape 2b-4t --format "$f" --arch bitnet --out "$work/2b4t-$f.gguf" >/dev/null
         models+=("$work/2b4t-$f.gguf|2B-4T shape (30 layers, 2560/6912, vocab 128256), $f")
@@ -89,7 +89,7 @@ done
 # receipt times), and the peak memory of `harness run` against the file's size.
 costs=()
 if [[ "${BENCH_2B4T:-0}" == 1 ]]; then
-    for f in tq2_0 i2_s; do
+    for f in tq2_0 i2_s tq1_0; do
         model="$work/2b4t-$f.gguf"
         echo "bench.sh: compare and run costs, $model" >&2
         /usr/bin/time -f "%e" -o "$work/compare.time" "$h" compare "$model" --threads "$threads" \
@@ -130,7 +130,7 @@ for shape, what in [("2560x6912", "6912 rows of 2560 (ffn_up, ffn_gate)"),
     g = f"ternary_gemv_{shape}"
     ggml = median_us(g, "ggml_tq2_0")
     for ty in ["tq2_0", "i2_s"]:
-        for kernel in ["scalar", "avx2", "neon"]:
+        for kernel in ["scalar", "avx2", "avx512", "neon"]:
             path = os.path.join(base, g, f"engine_{ty}", kernel)
             if not os.path.isdir(path):
                 continue

@@ -222,7 +222,7 @@ impl GgufBuilder {
                 "shape {shape:?} has an empty or huge dimension"
             )));
         }
-        if shape[0] % blck != 0 {
+        if !shape[0].is_multiple_of(blck) {
             return Err(bad(format!(
                 "ne0 = {} is not a multiple of {}'s block of {blck}",
                 shape[0],

@@ -85,7 +85,7 @@ impl Fmt {
     /// accepts, so optimized mode really takes it).
     fn row_len(self, units: usize) -> usize {
         match self.block {
-            1 if units % 2 == 0 => 32 * (1 + units / 2 % 10),
+            1 if units.is_multiple_of(2) => 32 * (1 + units / 2 % 10),
             1 => 1 + units % 300,
             32 => 32 * (1 + units % 20),
             _ => 256 * (1 + units % 4),

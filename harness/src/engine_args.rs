@@ -53,10 +53,15 @@ impl From<KvArg> for KvType {
 pub enum KernelArg {
     /// The scalar reference.
     Scalar,
-    /// AVX2 where a kernel exists (the I2_S and TQ2_0 dots, bit-exact against scalar; the
-    /// F32/F16/BF16 dots, the same products summed in another f64 order); scalar elsewhere.
+    /// AVX2 where a kernel exists (the I2_S, TQ2_0 and TQ1_0 dots, bit-exact against scalar;
+    /// the F32/F16/BF16 dots, the same products summed in another f64 order; attention);
+    /// scalar elsewhere.
     Avx2,
-    /// NEON (aarch64) for the I2_S and TQ2_0 dots, bit-exact against scalar; scalar elsewhere.
+    /// AVX2 with AVX-512 VNNI (`vpdpbusd`) in the eight-row ternary kernel: the same bits as
+    /// avx2 (needs AVX-512 F, BW, VL and VNNI).
+    Avx512,
+    /// NEON (aarch64) for the I2_S and TQ2_0 dots, bit-exact against scalar, the F32/F16/BF16
+    /// dots in avx2's order and attention; scalar elsewhere.
     Neon,
     /// The best set this CPU runs.
     Auto,
@@ -71,6 +76,7 @@ impl KernelArg {
         match self {
             KernelArg::Scalar => "scalar",
             KernelArg::Avx2 => "avx2",
+            KernelArg::Avx512 => "avx512",
             KernelArg::Neon => "neon",
             KernelArg::Auto => "auto",
             KernelArg::All => "all",
@@ -83,6 +89,7 @@ impl KernelArg {
         match self {
             KernelArg::Scalar | KernelArg::All => Kernel::Scalar,
             KernelArg::Avx2 => Kernel::Avx2,
+            KernelArg::Avx512 => Kernel::Avx512,
             KernelArg::Neon => Kernel::Neon,
             KernelArg::Auto => Kernel::detect(),
         }

@@ -38,7 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kernel = match args.get(4).map(String::as_str) {
         None | Some("scalar") => Kernel::Scalar,
         Some("avx2") => Kernel::Avx2,
-        Some(k) => return Err(format!("kernel {k}: expected scalar or avx2").into()),
+        Some("avx512") => Kernel::Avx512,
+        Some(k) => return Err(format!("kernel {k}: expected scalar, avx2 or avx512").into()),
     };
     let threads = arg(5, 1)?;
     let engine = Engine::new(model, Numerics::new(profile), threads)?.with_kernel(kernel)?;

@@ -2,7 +2,7 @@
 //! per call are steadier than wall time on a shared machine) while tuning a kernel.
 //! `criterion` in `cpp-sys/benches/ternary_gemv.rs` times the same against ggml.
 //!
-//! `cargo run --release -p xval-engine --example gemv_speed -- [tq2_0|i2_s] [K] [M] [CALLS] [scalar|avx2|neon] [TOKENS]`
+//! `cargo run --release -p xval-engine --example gemv_speed -- [tq2_0|tq1_0|i2_s] [K] [M] [CALLS] [scalar|avx2|avx512|neon] [TOKENS]`
 
 use std::time::Instant;
 
@@ -24,15 +24,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let ty = match args.first().map(String::as_str) {
         None | Some("tq2_0") => GgmlType::TQ2_0,
+        Some("tq1_0") => GgmlType::TQ1_0,
         Some("i2_s") => GgmlType::I2_S,
-        Some(t) => return Err(format!("type {t}: expected tq2_0 or i2_s").into()),
+        Some(t) => return Err(format!("type {t}: expected tq2_0, tq1_0 or i2_s").into()),
     };
     let (k, m, calls, tokens) = (arg(1, 2560)?, arg(2, 6912)?, arg(3, 1000)?, arg(5, 1)?);
     let kernel = match args.get(4).map(String::as_str) {
         None | Some("avx2") => Kernel::Avx2,
+        Some("avx512") => Kernel::Avx512,
         Some("scalar") => Kernel::Scalar,
         Some("neon") => Kernel::Neon,
-        Some(k) => return Err(format!("kernel {k}: expected scalar, avx2 or neon").into()),
+        Some(k) => return Err(format!("kernel {k}: expected scalar, avx2, avx512 or neon").into()),
     };
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

@@ -23,6 +23,7 @@ pub fn features() -> Vec<String> {
             "f16c",
             "avx512f",
             "avx512bw",
+            "avx512vl",
             "avx512vnni"
         );
     }

@@ -289,7 +289,7 @@ pub fn i2s_tensor_to_tq2_0_block_d(
 /// The code bytes (checked: no code 3) and finite scale of `n` I2_S weights in the
 /// 128-weight layout (`n` a multiple of 256), the errors [`trits_and_scale`] gives.
 fn codes_and_scale(data: &[u8], n: usize) -> Result<(&[u8], f32)> {
-    if n % tq2_0::BLOCK != 0 {
+    if !n.is_multiple_of(tq2_0::BLOCK) {
         return Err(Error::format(
             "i2_s",
             format!("{n} weights is not a multiple of 256: TQ2_0 blocks cannot hold them"),
@@ -311,7 +311,7 @@ fn trits_and_scale(data: &[u8], n: usize, layout: i2_s::I2sLayout) -> Result<(Ve
     if !scale.is_finite() {
         return Err(Error::format("i2_s", format!("I2_S scale is {scale}")));
     }
-    if n % tq2_0::BLOCK != 0 {
+    if !n.is_multiple_of(tq2_0::BLOCK) {
         return Err(Error::format(
             "i2_s",
             format!("{n} weights is not a multiple of 256: TQ2_0 blocks cannot hold them"),

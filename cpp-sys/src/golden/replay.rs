@@ -226,7 +226,7 @@ impl GoldenOracle {
 fn check_spans(r: &Recording, n_values: usize, path: &Path) -> Result<()> {
     let n_vocab = r.model_info.n_vocab;
     let span_ok = |s: &Span| -> bool {
-        s.offset % 4 == 0
+        s.offset.is_multiple_of(4)
             && (s.offset / 4)
                 .checked_add(s.count)
                 .is_some_and(|end| end <= n_values as u64)

@@ -288,7 +288,7 @@ fn engine_args(args: &CompareArgs) -> anyhow::Result<EngineArgs> {
         BackendArg::Simd => {
             if Kernel::detect() == Kernel::Scalar {
                 return Err(Error::Invalid(
-                    "--backend simd: this CPU runs no SIMD kernel set (avx2, neon)".into(),
+                    "--backend simd: this CPU runs no SIMD kernel set (avx2, avx512, neon)".into(),
                 )
                 .into());
             }

@@ -95,8 +95,8 @@ pub enum FixturesCommand {
         /// The export directory (config.json, weights.json, weights.bin).
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
-        /// Projection format: i2_s (the official layout, per-tensor scale) or tq2_0 (the
-        /// scale as every block's f16 d).
+        /// Projection format: i2_s (the official layout, per-tensor scale), tq2_0 or tq1_0
+        /// (the scale as every block's f16 d).
         #[arg(long, value_enum)]
         format: SynthFormat,
         /// Output file.
@@ -113,7 +113,7 @@ pub enum FixturesCommand {
         /// as the official 2B-4T file does (llama.cpp then uses its default regexes).
         #[arg(long, value_enum, default_value = "llama-bpe")]
         pre: PreTokenizer,
-        /// Projection format: i2_s gives arch bitnet-b1.58, tq2_0 gives arch bitnet.
+        /// Projection format: i2_s gives arch bitnet-b1.58, tq2_0 and tq1_0 give arch bitnet.
         #[arg(long, value_enum, default_value = "i2_s")]
         format: SynthFormat,
         /// Seed of the random weights.
@@ -247,6 +247,10 @@ pub enum SynthFormat {
     /// Mainline ggml's TQ2_0 (per-256-block f16 scale).
     #[value(name = "tq2_0")]
     Tq2_0,
+    /// Mainline ggml's TQ1_0 (five values per byte in base 3, per-256-block f16 scale): the
+    /// same values as TQ2_0 from the same seed.
+    #[value(name = "tq1_0")]
+    Tq1_0,
 }
 
 impl From<SynthFormat> for WeightFormat {
@@ -254,6 +258,7 @@ impl From<SynthFormat> for WeightFormat {
         match f {
             SynthFormat::I2S => WeightFormat::I2S,
             SynthFormat::Tq2_0 => WeightFormat::Tq2_0,
+            SynthFormat::Tq1_0 => WeightFormat::Tq1_0,
         }
     }
 }

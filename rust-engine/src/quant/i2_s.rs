@@ -45,7 +45,7 @@ impl I2sLayout {
 
 /// Check the buffer length for `n` weights and return the number of code bytes.
 fn check(bytes: usize, n: usize, layout: I2sLayout) -> Result<usize> {
-    if n % layout.block() != 0 {
+    if !n.is_multiple_of(layout.block()) {
         return Err(Error::format(
             "i2_s",
             format!(

@@ -11,6 +11,9 @@ use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
+use super::kernels::float::{
+    self, f32_sum_dots, float_dots, FloatActs, FloatBatch, FloatRow, F32_SUM_TOKENS,
+};
 use super::kernels::{
     Kernel, Sums8, TernaryActs, TernaryBatch, TernaryRow, TernaryRunner, TERNARY_TOKENS_PER_PASS,
 };
@@ -59,7 +62,7 @@ impl<'a> WeightMatrix<'a> {
                 )))
             }
         };
-        if k % block != 0 {
+        if !k.is_multiple_of(block) {
             return Err(bad(format!(
                 "row length {k} is not a multiple of the {block}-weight block"
             )));
@@ -268,15 +271,14 @@ fn dot(w: &WeightMatrix, r: usize, a: &Prepared, scratch: &mut Vec<f32>, i16: bo
 }
 
 /// The tokens of a float matmul (F32, F16, BF16 weights) in the form a kernel set's float dots
-/// read them, where the set has them and this CPU runs them: AVX2 with F16C and FMA. The plain
-/// engine's dots (`x86::float_dots`, two tokens per pass over a row; the reference's products
-/// summed in f64 in another order, so within `x86::float_dot_bound` of it and nearly always
-/// equal), or under the noise twin's [`TwinRounding::f32_sums`] its sequential f32 folds
-/// (`x86::f32_sum_dots`, eight rows side by side, bit-identical to [`dot_f32_sum`]).
+/// read them, where the set has them and this CPU runs them (AVX2 with F16C and FMA; NEON):
+/// the plain engine's dots (`float::float_dots`, two tokens per pass over a row; the
+/// reference's products summed in f64 in another order, so within `float::float_dot_bound` of
+/// it and nearly always equal), or under the noise twin's [`TwinRounding::f32_sums`] its
+/// sequential f32 folds (`float::f32_sum_dots`, eight rows side by side, bit-identical to
+/// [`dot_f32_sum`]).
 struct SimdFloat {
-    #[cfg(target_arch = "x86_64")]
-    batch: super::kernels::x86::FloatBatch,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    batch: FloatBatch,
     f32_sums: bool,
 }
 
@@ -287,32 +289,23 @@ impl SimdFloat {
         kernel: Kernel,
         f32_sums: bool,
     ) -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use super::kernels::x86::FloatActs;
-            if kernel != Kernel::Avx2 {
-                return None;
-            }
-            let ty = float_row(w, 0)?.ty();
-            let acts = prepared
-                .iter()
-                .map(|a| match a {
-                    Prepared::F32(x) | Prepared::F16xF32(x) => Some(FloatActs::F32(x)),
-                    Prepared::F16(x) => Some(FloatActs::F16(x)),
-                    Prepared::BF16(x) => Some(FloatActs::BF16(x)),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?;
-            Some(SimdFloat {
-                batch: super::kernels::x86::FloatBatch::new(ty, &acts)?,
-                f32_sums,
+        if !float::available(kernel) {
+            return None;
+        }
+        let ty = float_row(w, 0)?.ty();
+        let acts = prepared
+            .iter()
+            .map(|a| match a {
+                Prepared::F32(x) | Prepared::F16xF32(x) => Some(FloatActs::F32(x)),
+                Prepared::F16(x) => Some(FloatActs::F16(x)),
+                Prepared::BF16(x) => Some(FloatActs::BF16(x)),
+                _ => None,
             })
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (w, prepared, kernel, f32_sums);
-            None
-        }
+            .collect::<Option<Vec<_>>>()?;
+        Some(SimdFloat {
+            batch: FloatBatch::new(kernel, ty, &acts)?,
+            f32_sums,
+        })
     }
 
     /// Every token's dot with weight rows `r0..r0 + out.len() / n` (`out[i * n + t]` for row
@@ -320,63 +313,53 @@ impl SimdFloat {
     /// rows, so a pass's activations stay in L1 while the rows (a tile that fits L2) are read
     /// again; the twin's folds go eight rows at a time, every token over them.
     fn rows(&self, w: &WeightMatrix, r0: usize, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use super::kernels::x86::{f32_sum_dots, float_dots, F32_SUM_TOKENS};
-            let n = self.batch.tokens();
-            let row = |r| float_row(w, r).expect("a float weight type (checked in new)");
-            if self.f32_sums {
-                let mut sums = [0f32; 8 * F32_SUM_TOKENS];
-                for (i0, tile_out) in out.chunks_mut(8 * n).enumerate().map(|(c, o)| (8 * c, o)) {
-                    let views: Vec<_> = (0..tile_out.len() / n).map(|i| row(r0 + i0 + i)).collect();
-                    let m = views.len();
-                    let mut t0 = 0;
-                    while t0 < n {
-                        let tn = (n - t0).min(F32_SUM_TOKENS);
-                        let mut xs = [&[][..]; F32_SUM_TOKENS];
-                        for (t, x) in xs.iter_mut().enumerate().take(tn) {
-                            *x = self.batch.token(t0 + t);
-                        }
-                        let sums = &mut sums[..tn * m];
-                        f32_sum_dots(&views, &xs[..tn], sums)
-                            .expect("the rows fit the batch (checked in new)");
-                        for t in 0..tn {
-                            for j in 0..m {
-                                tile_out[j * n + t0 + t] = sums[t * m + j];
-                            }
-                        }
-                        t0 += tn;
+        let n = self.batch.tokens();
+        let row = |r| float_row(w, r).expect("a float weight type (checked in new)");
+        if self.f32_sums {
+            let kernel = self.batch.kernel();
+            let mut sums = [0f32; 8 * F32_SUM_TOKENS];
+            for (i0, tile_out) in out.chunks_mut(8 * n).enumerate().map(|(c, o)| (8 * c, o)) {
+                let views: Vec<_> = (0..tile_out.len() / n).map(|i| row(r0 + i0 + i)).collect();
+                let m = views.len();
+                let mut t0 = 0;
+                while t0 < n {
+                    let tn = (n - t0).min(F32_SUM_TOKENS);
+                    let mut xs = [&[][..]; F32_SUM_TOKENS];
+                    for (t, x) in xs.iter_mut().enumerate().take(tn) {
+                        *x = self.batch.token(t0 + t);
                     }
+                    let sums = &mut sums[..tn * m];
+                    f32_sum_dots(kernel, &views, &xs[..tn], sums)
+                        .expect("the rows fit the batch (checked in new)");
+                    for t in 0..tn {
+                        for j in 0..m {
+                            tile_out[j * n + t0 + t] = sums[t * m + j];
+                        }
+                    }
+                    t0 += tn;
                 }
-                return;
             }
-            let mut t0 = 0;
-            while t0 < n {
-                let tokens = t0..(t0 + self.batch.tokens_per_pass()).min(n);
-                for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
-                    float_dots(
-                        row(r0 + i),
-                        &self.batch,
-                        tokens.clone(),
-                        &mut row_out[tokens.clone()],
-                    )
-                    .expect("the row fits the batch (checked in new)");
-                }
-                t0 = tokens.end;
-            }
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (w, r0, out);
-            unreachable!("SimdFloat::new declines on this target");
+        let mut t0 = 0;
+        while t0 < n {
+            let tokens = t0..(t0 + self.batch.tokens_per_pass()).min(n);
+            for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
+                float_dots(
+                    row(r0 + i),
+                    &self.batch,
+                    tokens.clone(),
+                    &mut row_out[tokens.clone()],
+                )
+                .expect("the row fits the batch (checked in new)");
+            }
+            t0 = tokens.end;
         }
     }
 }
 
-/// Weight row `r` as the x86 float dots read it, for the float weight types.
-#[cfg(target_arch = "x86_64")]
-fn float_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<super::kernels::x86::FloatRow<'a>> {
-    use super::kernels::x86::FloatRow;
+/// Weight row `r` as the SIMD float dots read it, for the float weight types.
+fn float_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<FloatRow<'a>> {
     match w.ty {
         GgmlType::F32 => Some(FloatRow::F32(w.row(r))),
         GgmlType::F16 => Some(FloatRow::F16(w.row(r))),

@@ -85,7 +85,7 @@ pub(crate) fn check_blocks(
     block: usize,
     block_bytes: usize,
 ) -> Result<usize> {
-    if elements % block != 0 {
+    if !elements.is_multiple_of(block) {
         return Err(Error::format(
             format,
             format!("{elements} elements is not a multiple of the block size {block}"),

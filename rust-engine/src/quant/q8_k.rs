@@ -47,7 +47,7 @@ pub fn quantize_row(x: &[f32], out: &mut Vec<BlockQ8K>) -> Result<()> {
 /// [`quantize_row`]; with `flip`, each block's element nearest a rounding tie is rounded the
 /// other way (the noise twin's rounding).
 pub fn quantize_row_flip(x: &[f32], out: &mut Vec<BlockQ8K>, flip: bool) -> Result<()> {
-    if x.len() % BLOCK != 0 {
+    if !x.len().is_multiple_of(BLOCK) {
         return Err(Error::format(
             "q8_k",
             format!(

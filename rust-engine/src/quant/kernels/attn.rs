@@ -37,8 +37,13 @@ pub fn scores(
 ) {
     check(k, q.len(), stride, out.len());
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2 && super::x86::has_avx2() {
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) && super::x86::has_avx2() {
         super::x86::attn_scores(sums, q, k, stride, out);
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon && super::aarch64::has_neon() {
+        super::aarch64::attn_scores(sums, q, k, stride, out);
         return;
     }
     let _ = kernel;
@@ -90,8 +95,13 @@ pub fn scores_ref(
 pub fn mix(kernel: Kernel, sums: AttnSums, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     check(v, out.len(), stride, p.len());
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2 && super::x86::has_avx2() {
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) && super::x86::has_avx2() {
         super::x86::attn_mix(sums, p, v, stride, out);
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon && super::aarch64::has_neon() {
+        super::aarch64::attn_mix(sums, p, v, stride, out);
         return;
     }
     let _ = kernel;

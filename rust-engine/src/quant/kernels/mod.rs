@@ -3,8 +3,9 @@
 //!
 //! - [`Backend`]: where the kernels run (`cpu`; CUDA comes with its own issue).
 //! - [`Kernel`]: which kernel set (`scalar`, the reference every other set is tested against;
-//!   `avx2` and `neon`, whose kernels are tested against it in `tests/kernels_simd.rs`: bit for
-//!   bit for the ternary kernels, within a stated bound for the float dots).
+//!   `avx2`, `avx512` and `neon`, whose kernels are tested against it in
+//!   `tests/kernels_simd.rs`: bit for bit for the ternary kernels and attention, within a
+//!   stated bound for the float dots).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,7 @@ use super::{tq1_0, tq2_0};
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 pub mod attn;
+pub mod float;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -45,25 +47,34 @@ pub enum Kernel {
     /// The scalar reference (`quant/<format>.rs`), always compiled.
     Scalar,
     /// AVX2 where a kernel exists, the scalar reference for everything else: the ternary dots
-    /// (I2_S and TQ2_0 with int8 or Q8_K activations, up to four tokens per unpacked weight
-    /// chunk; bit-exact against scalar) and, with F16C and FMA, the float dots of F32/F16/BF16
-    /// weights (the reference's products summed in f64 in sixteen lanes, two tokens per pass:
-    /// bit-exact in nearly every row, otherwise within `x86::float_dot_bound`); attention's
-    /// scores and weighted sums over the KV cache ([`attn`]: one element per lane, bit-exact).
+    /// (I2_S, TQ2_0 and TQ1_0 with int8 or Q8_K activations, up to four tokens per unpacked
+    /// weight chunk; bit-exact against scalar) and, with F16C and FMA, the float dots of
+    /// F32/F16/BF16 weights ([`float`]: the reference's products summed in f64 in sixteen
+    /// lanes, two tokens per pass: bit-exact in nearly every row, otherwise within
+    /// `float::float_dot_bound`); attention's scores and weighted sums over the KV cache
+    /// ([`attn`]: one element per lane, bit-exact).
     Avx2,
+    /// The AVX2 set with AVX-512 VNNI in the eight-row ternary kernel (`x86::rows8_vnni`:
+    /// `vpdpbusd` on 256-bit vectors, where AVX2 needs `maddubs`, i16 adds and `madd`): the
+    /// same integer sums, so the same bits as `avx2` and scalar; everything else as `avx2`.
+    /// Needs AVX-512 F, BW, VL and VNNI.
+    Avx512,
     /// NEON (aarch64) for the ternary dots (I2_S in the 128-weight layout and TQ2_0, int8 or
-    /// Q8_K activations; bit-exact against scalar), the scalar reference for everything else.
+    /// Q8_K activations; bit-exact against scalar) and the float dots ([`float`]: the same
+    /// sixteen-lane order as AVX2's, so the same bits as AVX2 gives), the scalar reference for
+    /// everything else.
     Neon,
 }
 
 impl Kernel {
     /// Every set, the reference first.
-    pub const ALL: [Kernel; 3] = [Kernel::Scalar, Kernel::Avx2, Kernel::Neon];
+    pub const ALL: [Kernel; 4] = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512, Kernel::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
             Kernel::Neon => "neon",
         }
     }
@@ -71,7 +82,7 @@ impl Kernel {
     /// The backend the set runs on.
     pub fn backend(self) -> Backend {
         match self {
-            Kernel::Scalar | Kernel::Avx2 | Kernel::Neon => Backend::Cpu,
+            Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 | Kernel::Neon => Backend::Cpu,
         }
     }
 
@@ -81,6 +92,8 @@ impl Kernel {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => x86::has_avx512_vnni(),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => aarch64::has_neon(),
             #[allow(unreachable_patterns)]
@@ -90,7 +103,7 @@ impl Kernel {
 
     /// The best set this CPU runs.
     pub fn detect() -> Kernel {
-        [Kernel::Avx2, Kernel::Neon]
+        [Kernel::Avx512, Kernel::Avx2, Kernel::Neon]
             .into_iter()
             .find(|k| k.available())
             .unwrap_or(Kernel::Scalar)
@@ -215,7 +228,7 @@ impl<'a> TernaryBatch<'a> {
     /// `None` when the tokens differ in length or are not whole 128-value chunks.
     pub fn new(acts: Vec<TernaryActs<'a>>) -> Option<Self> {
         let len = acts.first().map_or(0, |a| a.len());
-        if len % 128 != 0 || acts.iter().any(|a| a.len() != len) {
+        if !len.is_multiple_of(128) || acts.iter().any(|a| a.len() != len) {
             return None;
         }
         let sums = acts.iter().flat_map(|a| a.chunk_sums()).collect();
@@ -327,6 +340,12 @@ impl TernaryRunner {
                     rows8: f16c.then_some(x86::rows8 as Rows8Fn),
                 })
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => Some(TernaryRunner {
+                run: run_ternary::<x86::Avx2>,
+                scales: Some(x86::tq2_0_scales_f16c as ScalesFn),
+                rows8: Some(x86::rows8_vnni as Rows8Fn),
+            }),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => Some(TernaryRunner {
                 run: run_ternary::<aarch64::Neon>,

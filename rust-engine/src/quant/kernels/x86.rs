@@ -2,11 +2,13 @@
 //! (`tests/kernels_simd.rs`), selected by [`super::Kernel::Avx2`] (`--kernel avx2|auto`) in
 //! `quant::matmul`. The ternary kernels compute integer sums and leave the float epilogue to
 //! the reference's own code, so they equal it bit for bit; the float dots (F32/F16/BF16
-//! weights) sum the reference's f32 products in f64 in another order, equal to it in nearly
-//! every case and otherwise within [`float_dot_bound`]. Reached through the safe wrappers
-//! below, which decline (`None`) where the CPU or the layout does not fit.
+//! weights, reached through [`super::float`]) sum the reference's f32 products in f64 in
+//! another order, equal to it in nearly every case and otherwise within
+//! [`super::float::float_dot_bound`]. Reached through the safe wrappers below, which decline
+//! (`None`) where the CPU or the layout does not fit.
 
 use super::attn::AttnSums;
+use super::float::{FloatRow, FloatType};
 use super::{
     ternary_block_dots, Kernel, TernaryActs, TernaryBatch, TernaryKernel, TernaryRow, Token,
 };
@@ -109,6 +111,49 @@ unsafe fn block_dots_in<const N: usize, const LSB: bool>(row: TernaryRow, toks: 
 /// caller checks both).
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &mut [super::Sums8]) {
+    // SAFETY: the caller's promises.
+    unsafe { rows8_with::<false>(rows, batch, out) }
+}
+
+/// Whether this CPU runs the AVX-512 set ([`Kernel::Avx512`]): the AVX2 set's requirements
+/// and AVX-512 F, BW, VL and VNNI (`vpdpbusd` on 256-bit vectors).
+pub fn has_avx512_vnni() -> bool {
+    has_avx2_fma_f16c()
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+/// [`rows8`] with VNNI ([`Kernel::Avx512`]): every group of 32 codes meets its activations in
+/// one `vpdpbusd` (unsigned codes times signed activations, four products summed into each
+/// i32 lane, no saturation), where AVX2 needs `maddubs` into i16, the adds of the i16 pair
+/// sums and a `madd` widening them to i32. The integer sums are the same integers, so the
+/// result is the same bits.
+///
+/// # Safety
+/// [`rows8`]'s, and AVX-512 F, BW, VL and VNNI ([`has_avx512_vnni`]).
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn rows8_vnni(
+    rows: &[TernaryRow; 8],
+    batch: &TernaryBatch,
+    out: &mut [super::Sums8],
+) {
+    // SAFETY: the caller's promises.
+    unsafe { rows8_with::<true>(rows, batch, out) }
+}
+
+/// [`rows8`]'s body, compiled into each entry point with its features (`VNNI`: the
+/// accumulation by `vpdpbusd`).
+///
+/// # Safety
+/// As the entry point's.
+#[inline(always)]
+unsafe fn rows8_with<const VNNI: bool>(
+    rows: &[TernaryRow; 8],
+    batch: &TernaryBatch,
+    out: &mut [super::Sums8],
+) {
     use super::TERNARY_TOKENS_PER_PASS as PASS;
     /// The multiplier of every block for int8 activations (one scale per row, applied after).
     static ONE: f32 = 1.0;
@@ -166,10 +211,10 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
         // (TernaryBatch::new checked them against each other, the caller against the rows).
         unsafe {
             match (fmt, int) {
-                (FMT_TQ2_0, _) => k.run::<FMT_TQ2_0, false>(&toks[..n], o),
-                (FMT_TQ1_0, _) => k.run::<FMT_TQ1_0, false>(&toks[..n], o),
-                (_, false) => k.run::<FMT_I2S, false>(&toks[..n], o),
-                (_, true) => k.run::<FMT_I2S, true>(&toks[..n], o),
+                (FMT_TQ2_0, _) => k.run::<FMT_TQ2_0, false, VNNI>(&toks[..n], o),
+                (FMT_TQ1_0, _) => k.run::<FMT_TQ1_0, false, VNNI>(&toks[..n], o),
+                (_, false) => k.run::<FMT_I2S, false, VNNI>(&toks[..n], o),
+                (_, true) => k.run::<FMT_I2S, true, VNNI>(&toks[..n], o),
             }
         }
         t += n;
@@ -177,8 +222,9 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
 }
 
 /// Two rows' block (codes at `c0`, `c1`; activations as [`block_acc_at`]) for every token:
-/// each row's i16 sums widened to i32 (`madd` with ones) and the two added pairwise (`hadd`:
-/// lanes 0-1 and 4-5 the first row's, 2-3 and 6-7 the second's).
+/// each row's i16 sums widened to i32 (`madd` with ones; with `VNNI` the sums are i32
+/// already) and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and
+/// 6-7 the second's).
 ///
 /// # Safety
 /// As [`block_acc_at`], for both rows.
@@ -190,7 +236,7 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
 /// 64-token 6912x2560 TQ2_0 GEMM then runs 12% fewer instructions in the kernel (callgrind,
 /// `examples/gemv_speed.rs tq2_0 2560 6912 1 avx2 64`: 151 M -> 132 M).
 #[inline(always)]
-unsafe fn pair_sums<const N: usize, const FMT: u8>(
+unsafe fn pair_sums<const N: usize, const FMT: u8, const VNNI: bool>(
     (c0, c1): (*const u8, *const u8),
     q: &[*const i8; N],
     two: bool,
@@ -198,15 +244,19 @@ unsafe fn pair_sums<const N: usize, const FMT: u8>(
 ) -> [std::arch::x86_64::__m256i; N] {
     use std::arch::x86_64::*;
     let (a0, a1) = (
-        block_acc_fmt::<N, FMT>(c0, q, two),
-        block_acc_fmt::<N, FMT>(c1, q, two),
+        block_acc_fmt::<N, FMT, VNNI>(c0, q, two),
+        block_acc_fmt::<N, FMT, VNNI>(c1, q, two),
     );
     let mut h = [_mm256_setzero_si256(); N];
     for t in 0..N {
-        h[t] = _mm256_hadd_epi32(
-            _mm256_madd_epi16(a0[t], ones16),
-            _mm256_madd_epi16(a1[t], ones16),
-        );
+        h[t] = if VNNI {
+            _mm256_hadd_epi32(a0[t], a1[t])
+        } else {
+            _mm256_hadd_epi32(
+                _mm256_madd_epi16(a0[t], ones16),
+                _mm256_madd_epi16(a1[t], ones16),
+            )
+        };
     }
     h
 }
@@ -222,15 +272,15 @@ const FMT_TQ1_0: u8 = 2;
 /// # Safety
 /// As [`block_acc_at`] (a whole 54-byte block at `codes` for TQ1_0).
 #[inline(always)]
-unsafe fn block_acc_fmt<const N: usize, const FMT: u8>(
+unsafe fn block_acc_fmt<const N: usize, const FMT: u8, const VNNI: bool>(
     codes: *const u8,
     q: &[*const i8; N],
     two: bool,
 ) -> [std::arch::x86_64::__m256i; N] {
     match FMT {
-        FMT_TQ2_0 => block_acc_at::<N, true>(codes, q, two),
-        FMT_I2S => block_acc_at::<N, false>(codes, q, two),
-        _ => block_acc_tq1_0::<N>(codes, q),
+        FMT_TQ2_0 => block_acc_at::<N, true, VNNI>(codes, q, two),
+        FMT_I2S => block_acc_at::<N, false, VNNI>(codes, q, two),
+        _ => block_acc_tq1_0::<N, VNNI>(codes, q),
     }
 }
 
@@ -264,7 +314,7 @@ unsafe fn times9(x: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
 /// # Safety
 /// AVX2; a whole block at `codes` and 256 activations at every `q[t]`.
 #[inline(always)]
-unsafe fn block_acc_tq1_0<const N: usize>(
+unsafe fn block_acc_tq1_0<const N: usize, const VNNI: bool>(
     codes: *const u8,
     q: &[*const i8; N],
 ) -> [std::arch::x86_64::__m256i; N] {
@@ -301,6 +351,17 @@ unsafe fn block_acc_tq1_0<const N: usize>(
         tq1_0_digits(_mm256_set_m128i(h, _mm256_castsi256_si128(lo81))),
     ];
     let mut acc = [_mm256_setzero_si256(); N];
+    if VNNI {
+        for (acc, &q) in acc.iter_mut().zip(q.iter()) {
+            let mut p = [_mm256_setzero_si256(); 2];
+            for (g, &codes) in groups.iter().enumerate() {
+                let a = _mm256_loadu_si256(q.add(32 * g) as *const __m256i);
+                p[g % 2] = dpbusd(p[g % 2], codes, a);
+            }
+            *acc = _mm256_add_epi32(p[0], p[1]);
+        }
+        return acc;
+    }
     for (acc, &q) in acc.iter_mut().zip(q.iter()) {
         let mut p = [_mm256_setzero_si256(); 8];
         for (g, p) in p.iter_mut().enumerate() {
@@ -358,20 +419,25 @@ impl Rows8 {
     /// activations, bitnet.cpp's epilogue applied once per row by the caller).
     ///
     /// # Safety
-    /// [`rows8`]'s, and `toks.len() == out.len() <= 4`.
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn run<const FMT: u8, const INT: bool>(&self, toks: &[Tok8], out: &mut [super::Sums8]) {
+    /// [`rows8`]'s (with VNNI, [`rows8_vnni`]'s), and `toks.len() == out.len() <= 4`. Always
+    /// inlined into the entry point, whose features it is compiled with.
+    #[inline(always)]
+    unsafe fn run<const FMT: u8, const INT: bool, const VNNI: bool>(
+        &self,
+        toks: &[Tok8],
+        out: &mut [super::Sums8],
+    ) {
         match toks.len() {
-            1 => self.run_n::<1, FMT, INT>([toks[0]], out),
-            2 => self.run_n::<2, FMT, INT>([toks[0], toks[1]], out),
-            3 => self.run_n::<3, FMT, INT>([toks[0], toks[1], toks[2]], out),
-            _ => self.run_n::<4, FMT, INT>([toks[0], toks[1], toks[2], toks[3]], out),
+            1 => self.run_n::<1, FMT, INT, VNNI>([toks[0]], out),
+            2 => self.run_n::<2, FMT, INT, VNNI>([toks[0], toks[1]], out),
+            3 => self.run_n::<3, FMT, INT, VNNI>([toks[0], toks[1], toks[2]], out),
+            _ => self.run_n::<4, FMT, INT, VNNI>([toks[0], toks[1], toks[2], toks[3]], out),
         }
     }
 
     /// [`Rows8::run`] for `N` tokens.
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn run_n<const N: usize, const FMT: u8, const INT: bool>(
+    #[inline(always)]
+    unsafe fn run_n<const N: usize, const FMT: u8, const INT: bool, const VNNI: bool>(
         &self,
         toks: [Tok8; N],
         out: &mut [super::Sums8],
@@ -399,12 +465,12 @@ impl Rows8 {
             let at = b * self.code_stride;
             let pair = |i: usize| (self.codes[i].add(at), self.codes[i + 1].add(at));
             let q0 = hadd_n(
-                pair_sums::<N, FMT>(pair(0), &q, two, ones16),
-                pair_sums::<N, FMT>(pair(2), &q, two, ones16),
+                pair_sums::<N, FMT, VNNI>(pair(0), &q, two, ones16),
+                pair_sums::<N, FMT, VNNI>(pair(2), &q, two, ones16),
             );
             let q1 = hadd_n(
-                pair_sums::<N, FMT>(pair(4), &q, two, ones16),
-                pair_sums::<N, FMT>(pair(6), &q, two, ones16),
+                pair_sums::<N, FMT, VNNI>(pair(4), &q, two, ones16),
+                pair_sums::<N, FMT, VNNI>(pair(6), &q, two, ones16),
             );
             let dx = if FMT != FMT_I2S {
                 // SAFETY: block `b` of each TQ row holds its f16 scale at `d_at`.
@@ -501,7 +567,7 @@ impl<const N: usize> RowPtrs<N> {
         for (q, &(base, stride)) in q.iter_mut().zip(self.acts.iter()) {
             *q = base.add(b * stride);
         }
-        block_acc_at::<N, LSB>(
+        block_acc_at::<N, LSB, false>(
             self.codes.add(b * self.code_stride),
             &q,
             2 * b + 1 < self.chunks,
@@ -516,15 +582,15 @@ impl<const N: usize> RowPtrs<N> {
 /// # Safety
 /// AVX2; the block's chunks exist at `codes` (32 bytes each) and every `q[t]` (128 each).
 #[inline(always)]
-unsafe fn block_acc_at<const N: usize, const LSB: bool>(
+unsafe fn block_acc_at<const N: usize, const LSB: bool, const VNNI: bool>(
     codes: *const u8,
     q: &[*const i8; N],
     two: bool,
 ) -> [std::arch::x86_64::__m256i; N] {
     let mut acc = [std::arch::x86_64::_mm256_setzero_si256(); N];
-    chunk_acc::<N, LSB>(codes, q, 0, &mut acc);
+    chunk_acc::<N, LSB, VNNI>(codes, q, 0, &mut acc);
     if two {
-        chunk_acc::<N, LSB>(codes.add(32), q, 128, &mut acc);
+        chunk_acc::<N, LSB, VNNI>(codes.add(32), q, 128, &mut acc);
     }
     acc
 }
@@ -535,7 +601,7 @@ unsafe fn block_acc_at<const N: usize, const LSB: bool>(
 /// # Safety
 /// AVX2; that chunk exists.
 #[inline(always)]
-unsafe fn chunk_acc<const N: usize, const LSB: bool>(
+unsafe fn chunk_acc<const N: usize, const LSB: bool, const VNNI: bool>(
     codes: *const u8,
     q: &[*const i8; N],
     off: usize,
@@ -558,6 +624,21 @@ unsafe fn chunk_acc<const N: usize, const LSB: bool>(
     } else {
         [b6, b4, b2, b0]
     };
+    if VNNI {
+        for (acc, &q) in acc.iter_mut().zip(q.iter()) {
+            let q = q.add(off);
+            let load = |i: usize| _mm256_loadu_si256(q.add(32 * i) as *const __m256i);
+            // Two chains of two, so that no add waits on the one before it for long.
+            let p0 = dpbusd(dpbusd(*acc, groups[0], load(0)), groups[1], load(1));
+            let p1 = dpbusd(
+                dpbusd(_mm256_setzero_si256(), groups[2], load(2)),
+                groups[3],
+                load(3),
+            );
+            *acc = _mm256_add_epi32(p0, p1);
+        }
+        return;
+    }
     for (acc, &q) in acc.iter_mut().zip(q.iter()) {
         let q = q.add(off);
         // Two independent sums per chunk, as ggml's kernel keeps them, joined at the end.
@@ -571,6 +652,20 @@ unsafe fn chunk_acc<const N: usize, const LSB: bool>(
         );
         *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p0, p1));
     }
+}
+
+/// `acc + ` the sums of four products of unsigned `codes` bytes and signed `acts` bytes per
+/// i32 lane (`vpdpbusd`, AVX-512 VNNI on 256-bit vectors; no saturation).
+///
+/// # Safety
+/// AVX-512 F, VL and VNNI; only reached in the [`rows8_vnni`] instantiation (`VNNI`).
+#[inline(always)]
+unsafe fn dpbusd(
+    acc: std::arch::x86_64::__m256i,
+    codes: std::arch::x86_64::__m256i,
+    acts: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    std::arch::x86_64::_mm256_dpbusd_epi32(acc, codes, acts)
 }
 
 /// The sums of four vectors' eight i32 lanes each, at once: two rounds of pairwise adds leave
@@ -650,209 +745,39 @@ fn one_token(row: TernaryRow, acts: TernaryActs) -> Option<Vec<i32>> {
     Some(out)
 }
 
-/// Tokens per pass of the float dots over a weight row.
-const FLOAT_TOKENS_PER_PASS: usize = 2;
-
 /// Whether this CPU runs the AVX2 float dots (F16C for the f16 conversions, FMA for the f64
 /// sums of exact products; every AVX2 CPU made has both, checked anyway).
-fn has_avx2_fma_f16c() -> bool {
+pub(crate) fn has_avx2_fma_f16c() -> bool {
     has_avx2()
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// The float dots of F32, F16 and BF16 weights ([`crate::quant::f32::vec_dot_f32`],
-/// [`crate::quant::f16::vec_dot_f16`], [`crate::quant::f16::vec_dot_f16_f32`],
-/// [`crate::quant::bf16::vec_dot_bf16`]) for one token: [`float_dots`] with a batch of one.
-/// `None` where the CPU lacks AVX2, FMA or F16C.
-pub fn float_dot(w: FloatRow, x: FloatActs) -> Option<f32> {
-    let batch = FloatBatch::new(w.ty(), &[x])?;
-    let mut out = [0f32];
-    float_dots(w, &batch, 0..1, &mut out)?;
-    Some(out[0])
-}
-
-/// The most [`float_dot`] may differ from its scalar reference for products `p`: each f64 sum
-/// of `n` terms is within `n * 2^-53 * sum |p|` of the exact sum (both orders, so `n * 2^-52`
-/// between them), and the final rounding to f32 adds at most one f32 ulp of the result.
-pub fn float_dot_bound(reference: f32, abs_products: f64, n: usize) -> f64 {
-    let ulp = if reference == 0.0 {
-        f32::from_bits(1) as f64
-    } else {
-        (f32::from_bits(reference.abs().to_bits() + 1) - reference.abs()) as f64
-    };
-    ulp + n as f64 * f64::EPSILON * abs_products
-}
-
-/// A row of float weights, as stored (little-endian).
-#[derive(Clone, Copy, Debug)]
-pub enum FloatRow<'a> {
-    F32(&'a [u8]),
-    F16(&'a [u8]),
-    BF16(&'a [u8]),
-}
-
-/// A float weight type, for [`FloatBatch::new`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FloatType {
-    F32,
-    F16,
-    BF16,
-}
-
-impl<'a> FloatRow<'a> {
-    fn bytes(self) -> &'a [u8] {
-        match self {
-            FloatRow::F32(b) | FloatRow::F16(b) | FloatRow::BF16(b) => b,
-        }
-    }
-
-    fn len(self) -> usize {
-        match self {
-            FloatRow::F32(b) => b.len() / 4,
-            FloatRow::F16(b) | FloatRow::BF16(b) => b.len() / 2,
-        }
-    }
-
-    pub fn ty(self) -> FloatType {
-        match self {
-            FloatRow::F32(_) => FloatType::F32,
-            FloatRow::F16(_) => FloatType::F16,
-            FloatRow::BF16(_) => FloatType::BF16,
-        }
-    }
-}
-
-/// One token's activations in the form a float weight type's dot reads.
-#[derive(Clone, Copy, Debug)]
-pub enum FloatActs<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
-    /// bf16 bit patterns.
-    BF16(&'a [u16]),
-}
-
-impl FloatActs<'_> {
-    fn len(self) -> usize {
-        match self {
-            FloatActs::F32(v) => v.len(),
-            FloatActs::F16(v) => v.len(),
-            FloatActs::BF16(v) => v.len(),
-        }
-    }
-}
-
-/// The tokens of one float matmul, widened once (exactly) to f32 for [`float_dots`] and
-/// [`f32_sum_dots`], token after token:
-/// - F16 weights times f16 activations (`exact`): every product of two f16 values is exact in
-///   f32 (11 significant bits each, exponents far inside f32's range), so the reference's
-///   rounded f32 product is the exact product, and an f64 fused multiply-add of the widened
-///   values adds exactly that product to the sum. Kept as f32 (exact for f16 values) and
-///   widened as they are loaded: half the bytes of f64, so a pass's tokens stay in L1.
-/// - Every other pair (F32 weights, F16 weights times f32 activations, BF16, whose products
-///   can round, underflow or overflow in f32): the kernel rounds each product in f32 as the
-///   reference does before widening it to f64.
-#[derive(Clone, Debug)]
-pub struct FloatBatch {
-    w: FloatType,
-    acts: Vec<f32>,
-    /// F16 x f16: exact products, fused in f64.
-    exact: bool,
-    k: usize,
-    tokens: usize,
-}
-
-impl FloatBatch {
-    /// `None` where a weight type and activation form are not a pair the references multiply,
-    /// the tokens differ in length, or this CPU lacks AVX2, FMA or F16C.
-    pub fn new(w: FloatType, tokens: &[FloatActs]) -> Option<Self> {
-        if !has_avx2_fma_f16c() {
-            return None;
-        }
-        let k = tokens.first().map_or(0, |x| x.len());
-        if tokens.iter().any(|x| x.len() != k) {
-            return None;
-        }
-        let mut acts = Vec::with_capacity(k * tokens.len());
-        for x in tokens {
-            match (w, x) {
-                (FloatType::F32 | FloatType::F16, FloatActs::F32(v)) => acts.extend_from_slice(v),
-                (FloatType::F16, FloatActs::F16(v)) => acts.extend(v.iter().map(|h| h.to_f32())),
-                (FloatType::BF16, FloatActs::BF16(v)) => {
-                    acts.extend(v.iter().map(|&b| f32::from_bits((b as u32) << 16)))
-                }
-                _ => return None,
-            }
-        }
-        let exact = w == FloatType::F16 && tokens.iter().all(|x| matches!(x, FloatActs::F16(_)));
-        Some(FloatBatch {
-            w,
-            acts,
-            exact,
-            k,
-            tokens: tokens.len(),
-        })
-    }
-
-    /// Token `t`'s activations as f32 (the values the references multiply).
-    pub fn token(&self, t: usize) -> &[f32] {
-        &self.acts[t * self.k..][..self.k]
-    }
-
-    pub fn tokens(&self) -> usize {
-        self.tokens
-    }
-
-    /// Tokens one pass of [`float_dots`] over a row serves.
-    pub fn tokens_per_pass(&self) -> usize {
-        FLOAT_TOKENS_PER_PASS
-    }
-}
-
-/// The dots of tokens `tokens` of the batch with one float weight row, `out[t - tokens.start]`
-/// for token `t`, two tokens per pass over the row (so each weight is loaded and widened once
-/// for two tokens: a GEMM for prefill; four accumulators per token leave no registers for
-/// more): the reference's products ([`FloatBatch`] says which are exact), summed in f64 in
-/// sixteen lanes (four 4-lane accumulators, added pairwise at the end) instead of one after the
-/// other, the tail (`k % 16`) one after the other. Every token's sums are the same whatever the
-/// batch. An f64 sum of f32 products is exact until its partial sums need more than 53 bits,
-/// so the result is the reference's in nearly every case and otherwise within
-/// [`float_dot_bound`] of it (`tests/kernels_x86.rs`; docs/engine.md has the measured rate). `None` where the row's type or length is not the batch's or the
-/// tokens are not in it.
-pub fn float_dots(
+/// One pass of [`super::float::float_dots`] with AVX2: `n` (1 or 2) tokens of f32 values at
+/// `x` (token after token, `k` each) against the row `w`, exact products fused (`exact`, F16
+/// x f16) or the reference's f32 products added.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `w` holds `k` weights, `x` holds `n * k` values, `out` `n`.
+pub(crate) unsafe fn float_pass(
     w: FloatRow,
-    batch: &FloatBatch,
-    tokens: std::ops::Range<usize>,
+    exact: bool,
+    x: *const f32,
+    n: usize,
+    k: usize,
     out: &mut [f32],
-) -> Option<()> {
-    if w.ty() != batch.w
-        || w.len() != batch.k
-        || tokens.end > batch.tokens
-        || out.len() != tokens.len()
-    {
-        return None;
-    }
-    let (wp, k) = (w.bytes().as_ptr(), batch.k);
-    let mut t = tokens.start;
-    while t < tokens.end {
-        let n = (tokens.end - t).min(FLOAT_TOKENS_PER_PASS);
-        let o = &mut out[t - tokens.start..][..n];
-        // SAFETY: `FloatBatch::new` checked AVX2, FMA and F16C; the row holds `k` weights of
-        // its type and every token `k` activations (checked above and in `new`), which is all
-        // the kernels read; tokens `t..t + n` exist.
-        unsafe {
-            let x = batch.acts.as_ptr().add(t * k);
-            match (batch.exact, w, n) {
-                (true, _, 1) => dots_exact::<1>(wp, x, k, o),
-                (true, _, _) => dots_exact::<2>(wp, x, k, o),
-                (false, FloatRow::F32(_), _) => dots_rounded::<F32>(wp, x, n, k, o),
-                (false, FloatRow::F16(_), _) => dots_rounded::<F16>(wp, x, n, k, o),
-                (false, FloatRow::BF16(_), _) => dots_rounded::<BF16>(wp, x, n, k, o),
-            }
+) {
+    let wp = w.bytes().as_ptr();
+    // SAFETY: the caller's promises.
+    unsafe {
+        match (exact, w, n) {
+            (true, _, 1) => dots_exact::<1>(wp, x, k, out),
+            (true, _, _) => dots_exact::<2>(wp, x, k, out),
+            (false, FloatRow::F32(_), _) => dots_rounded::<F32>(wp, x, n, k, out),
+            (false, FloatRow::F16(_), _) => dots_rounded::<F16>(wp, x, n, k, out),
+            (false, FloatRow::BF16(_), _) => dots_rounded::<BF16>(wp, x, n, k, out),
         }
-        t += n;
     }
-    Some(())
 }
 
 /// [`dots_rounded_n`] for `n` (1 or 2) tokens.
@@ -1017,47 +942,25 @@ unsafe fn dots_rounded_n<W: Lanes, const N: usize>(
     }
 }
 
-/// Tokens one pass of [`f32_sum_dots`] serves: each token's fold is its own chain of dependent
-/// adds, so four run side by side, and each transposed block of weights serves all four.
-pub const F32_SUM_TOKENS: usize = 4;
-
-/// The noise twin's float dots (`TwinRounding::f32_sums`) of up to eight weight rows of one
-/// type with up to [`F32_SUM_TOKENS`] tokens' f32 activations (`xs`): per row and token
-/// `s = s + w[i] * x[i]` in f32, `i` in order, exactly the scalar fold of `quant::matmul` (each
-/// product rounded, then the sum; no FMA), so bit-identical to it. The eight rows run side by
-/// side in the eight lanes of one vector (each lane its own sequential sum), which is what makes
-/// a dependent chain fast: the rows' weights are loaded eight at a time and transposed; the
-/// tokens' chains are independent of each other and run side by side too (one chain alone
-/// waits on every add). `out[t * rows.len() + j]` for token `t`, `rows[j]`; `None` where the CPU
-/// lacks AVX2, FMA or F16C, the rows differ in type or length from the tokens, or there are
-/// more than eight rows or no tokens or more than [`F32_SUM_TOKENS`].
-pub fn f32_sum_dots(rows: &[FloatRow], xs: &[&[f32]], out: &mut [f32]) -> Option<()> {
-    let k = xs.first()?.len();
-    let ty = rows.first()?.ty();
-    if !has_avx2_fma_f16c()
-        || rows.len() > 8
-        || xs.len() > F32_SUM_TOKENS
-        || xs.iter().any(|x| x.len() != k)
-        || out.len() != rows.len() * xs.len()
-        || rows.iter().any(|r| r.ty() != ty || r.len() != k)
-    {
-        return None;
-    }
-    // Missing rows repeat the first; their lanes are dropped.
-    let mut ptrs = [rows[0].bytes().as_ptr(); 8];
-    for (p, r) in ptrs.iter_mut().zip(rows) {
-        *p = r.bytes().as_ptr();
-    }
-    // SAFETY: AVX2, FMA and F16C are present (checked above); every pointer is a row of `k`
-    // weights of type `ty` and every token holds `k` values, all the kernel reads.
+/// [`super::float::f32_sum_dots`] with AVX2 for rows of type `ty`.
+///
+/// # Safety
+/// As [`seq_dots8_tokens`].
+pub(crate) unsafe fn seq_sums(
+    ty: FloatType,
+    rows: &[*const u8; 8],
+    xs: &[&[f32]],
+    k: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's promises.
     unsafe {
         match ty {
-            FloatType::F32 => seq_dots8_tokens::<F32>(&ptrs, xs, k, out),
-            FloatType::F16 => seq_dots8_tokens::<F16>(&ptrs, xs, k, out),
-            FloatType::BF16 => seq_dots8_tokens::<BF16>(&ptrs, xs, k, out),
+            FloatType::F32 => seq_dots8_tokens::<F32>(rows, xs, k, out),
+            FloatType::F16 => seq_dots8_tokens::<F16>(rows, xs, k, out),
+            FloatType::BF16 => seq_dots8_tokens::<BF16>(rows, xs, k, out),
         }
     }
-    Some(())
 }
 
 /// [`seq_dots8`] for the 1 to 4 tokens `xs`, token `t`'s sums of the `out.len() / xs.len()`
