@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/performance.md: `harness bench` (engine against the built-in llama.cpp, and
 # against a bitnet.cpp tree when BITNET_TREE is set) on the fixtures, on freshly generated
-# models, and on the 2B-4T shape with BENCH_2B4T=1 (a 1.2 GB model per format, generated into
+# models, and on the 2B-4T shape with BENCH_2B4T=1 (a 1.1-1.2 GB model per format, generated into
 # target/bench/; only KERNELS_2B4T, default `auto`, runs there: the scalar engine takes minutes
 # per run at that size). Every figure in the page comes from this script's run; nothing is
 # typed by hand.

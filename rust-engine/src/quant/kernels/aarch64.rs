@@ -10,7 +10,7 @@
 //! - attention's scores and weighted sums over the KV cache ([`super::attn`]): one element
 //!   per lane in the reference's order, bit for bit.
 
-use super::attn::AttnSums;
+use super::attn::{AttnSums, SUM_EXACT, SUM_F32, SUM_F64};
 use super::float::{FloatRow, FloatType};
 use super::{TernaryKernel, TernaryRow, Token};
 
@@ -245,18 +245,18 @@ unsafe fn dots<W: Lanes, const N: usize, const EXACT: bool>(
     }
 }
 
-/// [`super::float::f32_sum_dots`] with NEON for rows of type `ty`: token `t`'s sums of the
-/// `out.len() / xs.len()` rows wanted into `out[t * m..]`.
+/// [`super::float::f32_sum_dots`] with NEON for rows of type `ty`: token `t`'s eight sums
+/// into `out[t]`.
 ///
 /// # Safety
 /// NEON; `k` weights of type `ty` behind each row pointer, `k` values in each of the 1 to 4
-/// tokens `xs`; `out.len()` is `xs.len()` times at most eight.
+/// tokens `xs`; `out.len() == xs.len()`.
 pub(crate) unsafe fn seq_sums(
     ty: FloatType,
     rows: &[*const u8; 8],
     xs: &[&[f32]],
     k: usize,
-    out: &mut [f32],
+    out: &mut [[f32; 8]],
 ) {
     // SAFETY: the caller's promises.
     unsafe {
@@ -273,17 +273,18 @@ pub(crate) unsafe fn seq_sums(
 /// # Safety
 /// As [`seq_sums`].
 #[target_feature(enable = "neon")]
-unsafe fn seq_sums_of<W: Lanes>(rows: &[*const u8; 8], xs: &[&[f32]], k: usize, out: &mut [f32]) {
+unsafe fn seq_sums_of<W: Lanes>(
+    rows: &[*const u8; 8],
+    xs: &[&[f32]],
+    k: usize,
+    out: &mut [[f32; 8]],
+) {
     let x = |t: usize| xs[t].as_ptr();
-    let sums: &[[f32; 8]] = match xs.len() {
-        1 => &seq_dots8::<W, 1>(rows, [x(0)], k),
-        2 => &seq_dots8::<W, 2>(rows, [x(0), x(1)], k),
-        3 => &seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k),
-        _ => &seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k),
-    };
-    let m = out.len() / xs.len();
-    for (o, s) in out.chunks_exact_mut(m).zip(sums) {
-        o.copy_from_slice(&s[..m]);
+    match xs.len() {
+        1 => out.copy_from_slice(&seq_dots8::<W, 1>(rows, [x(0)], k)),
+        2 => out.copy_from_slice(&seq_dots8::<W, 2>(rows, [x(0), x(1)], k)),
+        3 => out.copy_from_slice(&seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k)),
+        _ => out.copy_from_slice(&seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k)),
     }
 }
 
@@ -357,28 +358,30 @@ unsafe fn transpose4(
     [e0, e1, e2, e3]
 }
 
-const SUM_F64: u8 = 0;
-const SUM_F32: u8 = 1;
-const SUM_EXACT: u8 = 2;
-
 /// [`super::attn::scores`] with NEON: eight positions at a time (then four), each lane one
 /// position's sum over the dimensions in the reference's order, so bit-identical to
-/// [`super::attn::scores_ref`], which takes the last positions. Four keys are loaded four
-/// dimensions at a time and transposed in registers, so that a vector holds one dimension of
-/// four positions; two such groups keep the adds' latency hidden.
-pub(crate) fn attn_scores(sums: AttnSums, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-    assert!(has_neon(), "attn_scores needs NEON");
-    super::attn::check(k, q.len(), stride, out.len());
-    // SAFETY: NEON is present (asserted); `k` holds every position of `out` (checked).
-    let j = unsafe {
+/// [`super::attn::scores_ref`]; returns how many leading positions it scored (the caller
+/// scores the rest with the reference). Four keys are loaded four dimensions at a time and
+/// transposed in registers, so that a vector holds one dimension of four positions; two such
+/// groups keep the adds' latency hidden.
+///
+/// # Safety
+/// NEON; `k` holds `out.len()` rows of `q.len()` values, `stride` apart.
+pub(crate) unsafe fn attn_scores(
+    sums: AttnSums,
+    q: &[f32],
+    k: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    // SAFETY: the caller's promises.
+    unsafe {
         match sums {
             AttnSums::F64 => scores_blocks::<SUM_F64>(q, k, stride, out),
             AttnSums::F32 => scores_blocks::<SUM_F32>(q, k, stride, out),
             AttnSums::Exact => scores_blocks::<SUM_EXACT>(q, k, stride, out),
         }
-    };
-    let tail = &mut out[j..];
-    super::attn::scores_ref(sums, q, k, stride, j, tail);
+    }
 }
 
 /// Every whole group of eight, then four, positions of [`attn_scores`], summing as `S`;
@@ -475,21 +478,26 @@ unsafe fn scores_block<const V: usize, const S: u8>(
 
 /// [`super::attn::mix`] with NEON: sixteen dimensions at a time (then four), each lane one
 /// dimension's sum over the positions in the reference's order, so bit-identical to
-/// [`super::attn::mix_ref`], which takes the last dimensions.
-pub(crate) fn attn_mix(sums: AttnSums, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    assert!(has_neon(), "attn_mix needs NEON");
-    super::attn::check(v, out.len(), stride, p.len());
-    // SAFETY: NEON is present (asserted); `v` holds `out.len()` dimensions of every position
-    // of `p` (checked).
-    let d = unsafe {
+/// [`super::attn::mix_ref`]; returns how many leading dimensions it summed (the caller sums
+/// the rest with the reference).
+///
+/// # Safety
+/// NEON; `v` holds `p.len()` rows of `out.len()` values, `stride` apart.
+pub(crate) unsafe fn attn_mix(
+    sums: AttnSums,
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    // SAFETY: the caller's promises.
+    unsafe {
         match sums {
             AttnSums::F64 => mix_blocks::<SUM_F64>(p, v, stride, out),
             AttnSums::F32 => mix_blocks::<SUM_F32>(p, v, stride, out),
             AttnSums::Exact => mix_blocks::<SUM_EXACT>(p, v, stride, out),
         }
-    };
-    let tail = &mut out[d..];
-    super::attn::mix_ref(sums, p, v, stride, d, tail);
+    }
 }
 
 /// Every whole group of sixteen, then four, dimensions of [`attn_mix`], summing as `S`;

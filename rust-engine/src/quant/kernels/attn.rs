@@ -10,6 +10,11 @@
 
 use super::Kernel;
 
+/// [`AttnSums`] as a constant parameter of the SIMD kernels' loops.
+pub(crate) const SUM_F64: u8 = 0;
+pub(crate) const SUM_F32: u8 = 1;
+pub(crate) const SUM_EXACT: u8 = 2;
+
 /// How a dot product's terms are formed and summed (the forward pass picks by profile and
 /// plan).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,22 +41,25 @@ pub fn scores(
     out: &mut [f32],
 ) {
     check(k, q.len(), stride, out.len());
-    #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) && super::x86::has_avx2() {
-        super::x86::attn_scores(sums, q, k, stride, out);
-        return;
-    }
-    #[cfg(target_arch = "aarch64")]
-    if kernel == Kernel::Neon && super::aarch64::has_neon() {
-        super::aarch64::attn_scores(sums, q, k, stride, out);
-        return;
-    }
-    let _ = kernel;
-    scores_ref(sums, q, k, stride, 0, out);
+    // The set's kernel scores the leading positions it can; the reference the rest.
+    let done = match kernel {
+        // SAFETY: AVX2 is present (checked); `k` holds every position of `out` (checked).
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 | Kernel::Avx512 if super::x86::has_avx2() => unsafe {
+            super::x86::attn_scores(sums, q, k, stride, out)
+        },
+        // SAFETY: NEON is present (checked); as above.
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon if super::aarch64::has_neon() => unsafe {
+            super::aarch64::attn_scores(sums, q, k, stride, out)
+        },
+        _ => 0,
+    };
+    scores_ref(sums, q, k, stride, done, &mut out[done..]);
 }
 
 /// That `rows` rows of `width` values, `stride` apart, fit in `v`.
-pub(crate) fn check(v: &[f32], width: usize, stride: usize, rows: usize) {
+fn check(v: &[f32], width: usize, stride: usize, rows: usize) {
     assert!(
         width <= stride || rows <= 1,
         "rows of {width} values {stride} apart overlap"
@@ -94,18 +102,22 @@ pub fn scores_ref(
 /// If `v` does not hold those positions.
 pub fn mix(kernel: Kernel, sums: AttnSums, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     check(v, out.len(), stride, p.len());
-    #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) && super::x86::has_avx2() {
-        super::x86::attn_mix(sums, p, v, stride, out);
-        return;
-    }
-    #[cfg(target_arch = "aarch64")]
-    if kernel == Kernel::Neon && super::aarch64::has_neon() {
-        super::aarch64::attn_mix(sums, p, v, stride, out);
-        return;
-    }
-    let _ = kernel;
-    mix_ref(sums, p, v, stride, 0, out);
+    // The set's kernel sums the leading dimensions it can; the reference the rest.
+    let done = match kernel {
+        // SAFETY: AVX2 is present (checked); `v` holds `out.len()` dimensions of every
+        // position of `p` (checked).
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 | Kernel::Avx512 if super::x86::has_avx2() => unsafe {
+            super::x86::attn_mix(sums, p, v, stride, out)
+        },
+        // SAFETY: NEON is present (checked); as above.
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon if super::aarch64::has_neon() => unsafe {
+            super::aarch64::attn_mix(sums, p, v, stride, out)
+        },
+        _ => 0,
+    };
+    mix_ref(sums, p, v, stride, done, &mut out[done..]);
 }
 
 /// The reference of [`mix`] for dimensions `first..first + out.len()`.

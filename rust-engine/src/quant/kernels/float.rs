@@ -321,17 +321,24 @@ pub fn f32_sum_dots(
     for (p, r) in ptrs.iter_mut().zip(rows) {
         *p = r.bytes().as_ptr();
     }
+    let mut sums = [[0f32; 8]; F32_SUM_TOKENS];
+    let sums = &mut sums[..xs.len()];
     // SAFETY: this CPU runs the set (checked above); every pointer is a row of `k` weights of
-    // type `ty` and every token holds `k` values, all the kernels read; `out` holds
-    // `xs.len()` times at most eight values.
+    // type `ty` and every token holds `k` values, all the kernels read; one row of sums per
+    // token.
     unsafe {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx512 => super::x86::seq_sums(ty, &ptrs, xs, k, out),
+            Kernel::Avx2 | Kernel::Avx512 => super::x86::seq_sums(ty, &ptrs, xs, k, sums),
             #[cfg(target_arch = "aarch64")]
-            Kernel::Neon => super::aarch64::seq_sums(ty, &ptrs, xs, k, out),
+            Kernel::Neon => super::aarch64::seq_sums(ty, &ptrs, xs, k, sums),
             _ => unreachable!("available() admits only a set with float dots"),
         }
+    }
+    // Token `t`'s sums of the rows asked for; the lanes of the repeated first row dropped.
+    let m = rows.len();
+    for (o, s) in out.chunks_exact_mut(m).zip(sums.iter()) {
+        o.copy_from_slice(&s[..m]);
     }
     Some(())
 }

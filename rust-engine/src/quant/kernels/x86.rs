@@ -7,7 +7,7 @@
 //! [`super::float::float_dot_bound`]. Reached through the safe wrappers below, which decline
 //! (`None`) where the CPU or the layout does not fit.
 
-use super::attn::AttnSums;
+use super::attn::{AttnSums, SUM_EXACT, SUM_F32, SUM_F64};
 use super::float::{FloatRow, FloatType};
 use super::{
     ternary_block_dots, Kernel, TernaryActs, TernaryBatch, TernaryKernel, TernaryRow, Token,
@@ -951,7 +951,7 @@ pub(crate) unsafe fn seq_sums(
     rows: &[*const u8; 8],
     xs: &[&[f32]],
     k: usize,
-    out: &mut [f32],
+    out: &mut [[f32; 8]],
 ) {
     // SAFETY: the caller's promises.
     unsafe {
@@ -963,28 +963,23 @@ pub(crate) unsafe fn seq_sums(
     }
 }
 
-/// [`seq_dots8`] for the 1 to 4 tokens `xs`, token `t`'s sums of the `out.len() / xs.len()`
-/// rows wanted into `out[t * m..]`.
+/// [`seq_dots8`] for the 1 to 4 tokens `xs`, token `t`'s eight sums into `out[t]`.
 ///
 /// # Safety
-/// As [`seq_dots8`] for every token; `out.len()` is `xs.len()` times at most eight.
+/// As [`seq_dots8`] for every token; `out.len() == xs.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn seq_dots8_tokens<W: Lanes>(
     rows: &[*const u8; 8],
     xs: &[&[f32]],
     k: usize,
-    out: &mut [f32],
+    out: &mut [[f32; 8]],
 ) {
     let x = |t: usize| xs[t].as_ptr();
-    let sums: &[[f32; 8]] = match xs.len() {
-        1 => &seq_dots8::<W, 1>(rows, [x(0)], k),
-        2 => &seq_dots8::<W, 2>(rows, [x(0), x(1)], k),
-        3 => &seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k),
-        _ => &seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k),
-    };
-    let m = out.len() / xs.len();
-    for (o, s) in out.chunks_exact_mut(m).zip(sums) {
-        o.copy_from_slice(&s[..m]);
+    match xs.len() {
+        1 => out.copy_from_slice(&seq_dots8::<W, 1>(rows, [x(0)], k)),
+        2 => out.copy_from_slice(&seq_dots8::<W, 2>(rows, [x(0), x(1)], k)),
+        3 => out.copy_from_slice(&seq_dots8::<W, 3>(rows, [x(0), x(1), x(2)], k)),
+        _ => out.copy_from_slice(&seq_dots8::<W, 4>(rows, [x(0), x(1), x(2), x(3)], k)),
     }
 }
 
@@ -1100,29 +1095,30 @@ unsafe fn hsum_epi32(v: std::arch::x86_64::__m256i) -> i32 {
 }
 
 /// [`AttnSums`] as a constant parameter of the attention kernels' loops.
-const SUM_F64: u8 = 0;
-const SUM_F32: u8 = 1;
-const SUM_EXACT: u8 = 2;
-
 /// [`super::attn::scores`] with AVX2: sixteen positions at a time (then eight), each lane one
 /// position's sum over the dimensions in the reference's order, so bit-identical to
-/// [`super::attn::scores_ref`], which takes the last positions. Eight keys are loaded eight
-/// dimensions at a time and transposed in registers, so that a vector holds one dimension of
-/// eight positions; two such groups keep the adds' latency hidden (a single dot's sum is one
-/// dependent chain).
-pub(crate) fn attn_scores(sums: AttnSums, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-    assert!(has_avx2(), "attn_scores needs AVX2");
-    super::attn::check(k, q.len(), stride, out.len());
-    // SAFETY: AVX2 is present (asserted); `k` holds every position of `out` (checked).
-    let j = unsafe {
+/// [`super::attn::scores_ref`]; returns how many leading positions it scored (the caller
+/// scores the rest with the reference). Eight keys are loaded eight dimensions at a time and
+/// transposed in registers, so that a vector holds one dimension of eight positions; two such
+/// groups keep the adds' latency hidden (a single dot's sum is one dependent chain).
+///
+/// # Safety
+/// AVX2; `k` holds `out.len()` rows of `q.len()` values, `stride` apart.
+pub(crate) unsafe fn attn_scores(
+    sums: AttnSums,
+    q: &[f32],
+    k: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    // SAFETY: the caller's promises.
+    unsafe {
         match sums {
             AttnSums::F64 => scores_blocks::<SUM_F64>(q, k, stride, out),
             AttnSums::F32 => scores_blocks::<SUM_F32>(q, k, stride, out),
             AttnSums::Exact => scores_blocks::<SUM_EXACT>(q, k, stride, out),
         }
-    };
-    let tail = &mut out[j..];
-    super::attn::scores_ref(sums, q, k, stride, j, tail);
+    }
 }
 
 /// Every whole group of sixteen, then eight, positions of [`attn_scores`], summing as `S`;
@@ -1229,21 +1225,26 @@ unsafe fn scores_block<const V: usize, const S: u8>(
 
 /// [`super::attn::mix`] with AVX2: 32 dimensions at a time (then 8), each lane one
 /// dimension's sum over the positions in the reference's order, so bit-identical to
-/// [`super::attn::mix_ref`], which takes the last dimensions.
-pub(crate) fn attn_mix(sums: AttnSums, p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-    assert!(has_avx2(), "attn_mix needs AVX2");
-    super::attn::check(v, out.len(), stride, p.len());
-    // SAFETY: AVX2 is present (asserted); `v` holds `out.len()` dimensions of every position
-    // of `p` (checked).
-    let d = unsafe {
+/// [`super::attn::mix_ref`]; returns how many leading dimensions it summed (the caller sums
+/// the rest with the reference).
+///
+/// # Safety
+/// AVX2; `v` holds `p.len()` rows of `out.len()` values, `stride` apart.
+pub(crate) unsafe fn attn_mix(
+    sums: AttnSums,
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    // SAFETY: the caller's promises.
+    unsafe {
         match sums {
             AttnSums::F64 => mix_blocks::<SUM_F64>(p, v, stride, out),
             AttnSums::F32 => mix_blocks::<SUM_F32>(p, v, stride, out),
             AttnSums::Exact => mix_blocks::<SUM_EXACT>(p, v, stride, out),
         }
-    };
-    let tail = &mut out[d..];
-    super::attn::mix_ref(sums, p, v, stride, d, tail);
+    }
 }
 
 /// Every whole group of 32, then eight, dimensions of [`attn_mix`], summing as `S`; returns
