@@ -476,6 +476,7 @@ impl<'p> SimdTernary<'p> {
 }
 
 /// Weight row `r` as a SIMD ternary kernel reads it, for the formats that have one.
+#[inline(always)]
 fn ternary_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<TernaryRow<'a>> {
     match w.ty {
         GgmlType::TQ2_0 => Some(TernaryRow::Tq2_0(w.row(r))),
@@ -580,11 +581,24 @@ pub fn matmul_twin(
                 }
             }
         });
-    let mut out = vec![0f32; n * w.m];
-    for r in 0..w.m {
-        for t in 0..n {
-            out[t * w.m + r] = by_row[r * n + t];
-        }
+    if n == 1 {
+        return Ok(by_row);
     }
+    // Sixteen tokens at a time (one cache line of each row's outputs), in parallel: each
+    // token's outputs are then written in order. (Element by element over every token, one
+    // thread, this copy was 5% of a 64-token 2B-4T prefill.)
+    const TOKENS: usize = 16;
+    let mut out = vec![0f32; n * w.m];
+    out.par_chunks_mut(TOKENS * w.m)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let t0 = block * TOKENS;
+            let tokens = out.len() / w.m;
+            for (r, row) in by_row.chunks_exact(n).enumerate() {
+                for (t, &v) in row[t0..t0 + tokens].iter().enumerate() {
+                    out[t * w.m + r] = v;
+                }
+            }
+        });
     Ok(out)
 }

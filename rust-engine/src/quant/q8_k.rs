@@ -59,14 +59,7 @@ pub fn quantize_row_flip(x: &[f32], out: &mut Vec<BlockQ8K>, flip: bool) -> Resu
     out.clear();
     for xb in x.chunks_exact(BLOCK) {
         let mut blk = BlockQ8K::default();
-        // `max` is the signed value of largest magnitude (first one on ties).
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let (max, amax) = signed_absmax(xb);
         if amax != 0.0 {
             let iscale = -127.0f32 / max;
             for (q, &v) in blk.qs.iter_mut().zip(xb) {
@@ -86,6 +79,40 @@ pub fn quantize_row_flip(x: &[f32], out: &mut Vec<BlockQ8K>, flip: bool) -> Resu
         out.push(blk);
     }
     Ok(())
+}
+
+/// The signed value of largest magnitude in `xb` (the first on ties; NaN never counts) and
+/// its magnitude: what `quantize_row_q8_K_ref`'s scan `if |v| > amax { amax = |v|; max = v }`
+/// finds, `(0, 0)` where every value is zero or NaN. Scanned in sixteen independent lanes,
+/// each keeping its own first maximum and where it was, then the lanes' largest with the
+/// earliest position: the scan's one chain of dependent compares was most of a Q8_K
+/// quantization.
+fn signed_absmax(xb: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let (mut amax, mut max, mut at) = ([0f32; LANES], [0f32; LANES], [usize::MAX; LANES]);
+    for (c, chunk) in xb.chunks_exact(LANES).enumerate() {
+        for j in 0..LANES {
+            let v = chunk[j];
+            if v.abs() > amax[j] {
+                amax[j] = v.abs();
+                max[j] = v;
+                at[j] = c * LANES + j;
+            }
+        }
+    }
+    let mut best = (0f32, 0f32, usize::MAX);
+    for j in 0..LANES {
+        if amax[j] > best.1 || (amax[j] == best.1 && amax[j] > 0.0 && at[j] < best.2) {
+            best = (max[j], amax[j], at[j]);
+        }
+    }
+    // The tail past the last whole sixteen (none in a 256-value block) in order, as the scan.
+    for &v in &xb[xb.len() / LANES * LANES..] {
+        if v.abs() > best.1 {
+            best = (v, v.abs(), 0);
+        }
+    }
+    (best.0, best.1)
 }
 
 /// Dequantize (for tests and error analysis).
@@ -117,5 +144,43 @@ mod tests {
         assert_eq!(out[0].d, f32::NEG_INFINITY);
         // The noise twin's tie flip over the same row must not stop either.
         quantize_row_flip(&x, &mut out, true).unwrap();
+    }
+
+    /// ggml's sequential scan, the reference `signed_absmax` must give bit for bit.
+    fn scan(xb: &[f32]) -> (f32, f32) {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        (max, amax)
+    }
+
+    proptest::proptest! {
+        /// Values from a small set, so that magnitudes tie across lanes and within one (the
+        /// scan keeps the first: `-2` before `2` gives `-2`), with NaN, signed zeros and
+        /// infinities among them; lengths with and without a tail past sixteen.
+        #[test]
+        fn the_lane_scan_finds_the_first_value_of_largest_magnitude(
+            picks in proptest::collection::vec(0usize..11, 0..300),
+            scale in proptest::prop_oneof![proptest::strategy::Just(1f32), 1e-30f32..1e30],
+        ) {
+            let set = [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, f32::NAN, f32::INFINITY,
+                f32::NEG_INFINITY, 1.5];
+            let xb: Vec<f32> = picks.iter().map(|&i| set[i] * scale).collect();
+            let (a, b) = (signed_absmax(&xb), scan(&xb));
+            proptest::prop_assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()));
+        }
+
+        /// Arbitrary finite floats in blocks of 256, as the quantizer sees them.
+        #[test]
+        fn the_lane_scan_equals_the_sequential_scan_on_blocks(
+            xb in proptest::collection::vec(-1e6f32..1e6, BLOCK),
+        ) {
+            let (a, b) = (signed_absmax(&xb), scan(&xb));
+            proptest::prop_assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()));
+        }
     }
 }

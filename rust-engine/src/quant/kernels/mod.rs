@@ -15,6 +15,8 @@ use super::{tq1_0, tq2_0};
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 pub mod attn;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod float;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -54,8 +56,10 @@ pub enum Kernel {
     /// `float::float_dot_bound`); attention's scores and weighted sums over the KV cache
     /// ([`attn`]: one element per lane, bit-exact).
     Avx2,
-    /// The AVX2 set with AVX-512 VNNI in the eight-row ternary kernel (`x86::rows8_vnni`:
-    /// `vpdpbusd` on 256-bit vectors, where AVX2 needs `maddubs`, i16 adds and `madd`): the
+    /// The AVX2 set with AVX-512 VNNI in the eight-row ternary kernel: for TQ2_0 and I2_S a
+    /// register tile of rows times tokens on 512-bit vectors (`avx512::rows8`: one
+    /// accumulator per row and token, reduced together once per block, or once per row with
+    /// int8 activations), for TQ1_0 `vpdpbusd` on 256-bit vectors (`x86::rows8_vnni`); the
     /// same integer sums, so the same bits as `avx2` and scalar; everything else as `avx2`.
     /// Needs AVX-512 F, BW, VL and VNNI.
     Avx512,
@@ -344,7 +348,7 @@ impl TernaryRunner {
             Kernel::Avx512 => Some(TernaryRunner {
                 run: run_ternary::<x86::Avx2>,
                 scales: Some(x86::tq2_0_scales_f16c as ScalesFn),
-                rows8: Some(x86::rows8_vnni as Rows8Fn),
+                rows8: Some(avx512::rows8 as Rows8Fn),
             }),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => Some(TernaryRunner {

@@ -125,11 +125,14 @@ pub fn has_avx512_vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// [`rows8`] with VNNI ([`Kernel::Avx512`]): every group of 32 codes meets its activations in
-/// one `vpdpbusd` (unsigned codes times signed activations, four products summed into each
-/// i32 lane, no saturation), where AVX2 needs `maddubs` into i16, the adds of the i16 pair
-/// sums and a `madd` widening them to i32. The integer sums are the same integers, so the
-/// result is the same bits.
+/// [`rows8`] with VNNI for TQ1_0 rows ([`Kernel::Avx512`]; its TQ2_0 and I2_S rows take the
+/// 512-bit tiles of `kernels/avx512.rs`, and here would take [`rows8`]'s code): every group of
+/// 32 unpacked codes meets its activations in one `vpdpbusd` (unsigned codes times signed
+/// activations, four products summed into each i32 lane, no saturation), where AVX2 needs
+/// `maddubs` into i16, the adds of the i16 pair sums and a `madd` widening them to i32. The
+/// integer sums are the same integers, so the result is the same bits. (512-bit registers
+/// holding two groups each were slower here: `examples/gemv_speed.rs tq1_0 2560 6912 N avx512
+/// 64`, 21.0 ms per call with these against 24.6 ms.)
 ///
 /// # Safety
 /// [`rows8`]'s, and AVX-512 F, BW, VL and VNNI ([`has_avx512_vnni`]).
@@ -155,47 +158,13 @@ unsafe fn rows8_with<const VNNI: bool>(
     out: &mut [super::Sums8],
 ) {
     use super::TERNARY_TOKENS_PER_PASS as PASS;
-    /// The multiplier of every block for int8 activations (one scale per row, applied after).
-    static ONE: f32 = 1.0;
-    let fmt = match rows[0] {
-        TernaryRow::Tq2_0(_) => FMT_TQ2_0,
-        TernaryRow::I2s(_) => FMT_I2S,
-        TernaryRow::Tq1_0(_) => FMT_TQ1_0,
-    };
+    let fmt = fmt_of(rows[0]);
     let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
     let (code_stride, chunks) = (rows[0].raw().1, rows[0].chunks());
     let mut t = 0;
     while t < batch.tokens() {
         let n = (batch.tokens() - t).min(PASS);
-        let mut toks = [Tok8 {
-            acts: std::ptr::null(),
-            stride: 0,
-            sums: std::ptr::null(),
-            yd: std::ptr::null(),
-            yd_stride: 0,
-        }; PASS];
-        let mut int = false;
-        for (i, tok) in toks.iter_mut().enumerate().take(n) {
-            let (acts, sums) = batch.token(t + i);
-            let (p, stride) = acts.raw();
-            let (yd, yd_stride) = match acts {
-                TernaryActs::Q8K(y) => (
-                    (y.as_ptr() as *const u8).wrapping_add(std::mem::offset_of!(BlockQ8K, d)),
-                    std::mem::size_of::<BlockQ8K>(),
-                ),
-                TernaryActs::I8(_) => {
-                    int = fmt == FMT_I2S;
-                    (&ONE as *const f32 as *const u8, 0)
-                }
-            };
-            *tok = Tok8 {
-                acts: p,
-                stride,
-                sums: sums.as_ptr(),
-                yd,
-                yd_stride,
-            };
-        }
+        let (toks, int) = pass_tokens(batch, t, n, fmt);
         let row_bytes = match rows[7] {
             TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
         };
@@ -221,8 +190,61 @@ unsafe fn rows8_with<const VNNI: bool>(
     }
 }
 
+/// A row's format as [`rows8`]'s loops take it.
+pub(super) fn fmt_of(row: TernaryRow) -> u8 {
+    match row {
+        TernaryRow::Tq2_0(_) => FMT_TQ2_0,
+        TernaryRow::I2s(_) => FMT_I2S,
+        TernaryRow::Tq1_0(_) => FMT_TQ1_0,
+    }
+}
+
+/// Tokens `t..t + n` of `batch` (`n <= TERNARY_TOKENS_PER_PASS`) as [`Tok8`]s, and whether
+/// their sums are integer (I2_S rows, `fmt`, with int8 activations: bitnet.cpp's epilogue,
+/// applied once per row by the caller).
+#[inline(always)]
+pub(super) fn pass_tokens(
+    batch: &TernaryBatch,
+    t: usize,
+    n: usize,
+    fmt: u8,
+) -> ([Tok8; super::TERNARY_TOKENS_PER_PASS], bool) {
+    /// The multiplier of every block for int8 activations (one scale per row, applied after).
+    static ONE: f32 = 1.0;
+    let mut toks = [Tok8 {
+        acts: std::ptr::null(),
+        stride: 0,
+        sums: std::ptr::null(),
+        yd: std::ptr::null(),
+        yd_stride: 0,
+    }; super::TERNARY_TOKENS_PER_PASS];
+    let mut int = false;
+    for (i, tok) in toks.iter_mut().enumerate().take(n) {
+        let (acts, sums) = batch.token(t + i);
+        let (p, stride) = acts.raw();
+        let (yd, yd_stride) = match acts {
+            TernaryActs::Q8K(y) => (
+                (y.as_ptr() as *const u8).wrapping_add(std::mem::offset_of!(BlockQ8K, d)),
+                std::mem::size_of::<BlockQ8K>(),
+            ),
+            TernaryActs::I8(_) => {
+                int = fmt == FMT_I2S;
+                (&ONE as *const f32 as *const u8, 0)
+            }
+        };
+        *tok = Tok8 {
+            acts: p,
+            stride,
+            sums: sums.as_ptr(),
+            yd,
+            yd_stride,
+        };
+    }
+    (toks, int)
+}
+
 /// Two rows' block (codes at `c0`, `c1`; activations as [`block_acc_at`]) for every token:
-/// each row's i16 sums widened to i32 (`madd` with ones; with `VNNI` the sums are i32
+/// each row's i16 sums widened to i32 (`madd` with ones; with `VNNI`, TQ1_0's sums are i32
 /// already) and the two added pairwise (`hadd`: lanes 0-1 and 4-5 the first row's, 2-3 and
 /// 6-7 the second's).
 ///
@@ -249,7 +271,7 @@ unsafe fn pair_sums<const N: usize, const FMT: u8, const VNNI: bool>(
     );
     let mut h = [_mm256_setzero_si256(); N];
     for t in 0..N {
-        h[t] = if VNNI {
+        h[t] = if VNNI && FMT == FMT_TQ1_0 {
             _mm256_hadd_epi32(a0[t], a1[t])
         } else {
             _mm256_hadd_epi32(
@@ -262,9 +284,9 @@ unsafe fn pair_sums<const N: usize, const FMT: u8, const VNNI: bool>(
 }
 
 /// The row formats of [`rows8`], as a constant parameter of its loops.
-const FMT_TQ2_0: u8 = 0;
-const FMT_I2S: u8 = 1;
-const FMT_TQ1_0: u8 = 2;
+pub(super) const FMT_TQ2_0: u8 = 0;
+pub(super) const FMT_I2S: u8 = 1;
+pub(super) const FMT_TQ1_0: u8 = 2;
 
 /// A block's i16 accumulators, one per token, in format `FMT` ([`block_acc_at`] for the 2-bit
 /// layouts, [`block_acc_tq1_0`] for TQ1_0, whose blocks always have both halves).
@@ -278,8 +300,8 @@ unsafe fn block_acc_fmt<const N: usize, const FMT: u8, const VNNI: bool>(
     two: bool,
 ) -> [std::arch::x86_64::__m256i; N] {
     match FMT {
-        FMT_TQ2_0 => block_acc_at::<N, true, VNNI>(codes, q, two),
-        FMT_I2S => block_acc_at::<N, false, VNNI>(codes, q, two),
+        FMT_TQ2_0 => block_acc_at::<N, true>(codes, q, two),
+        FMT_I2S => block_acc_at::<N, false>(codes, q, two),
         _ => block_acc_tq1_0::<N, VNNI>(codes, q),
     }
 }
@@ -395,12 +417,12 @@ unsafe fn hadd_n<const N: usize>(
 /// One token of [`rows8`]: its activations, chunk sums and per-block activation multiplier
 /// (Q8_K's `d`, at `yd` plus `b * yd_stride` bytes; a stride of 0 reads one 1.0).
 #[derive(Clone, Copy)]
-struct Tok8 {
-    acts: *const i8,
-    stride: usize,
-    sums: *const i32,
-    yd: *const u8,
-    yd_stride: usize,
+pub(super) struct Tok8 {
+    pub(super) acts: *const i8,
+    pub(super) stride: usize,
+    pub(super) sums: *const i32,
+    pub(super) yd: *const u8,
+    pub(super) yd_stride: usize,
 }
 
 /// Eight weight rows of one format, by pointer, and the bytes after the last one (prefetched,
@@ -567,7 +589,7 @@ impl<const N: usize> RowPtrs<N> {
         for (q, &(base, stride)) in q.iter_mut().zip(self.acts.iter()) {
             *q = base.add(b * stride);
         }
-        block_acc_at::<N, LSB, false>(
+        block_acc_at::<N, LSB>(
             self.codes.add(b * self.code_stride),
             &q,
             2 * b + 1 < self.chunks,
@@ -582,15 +604,15 @@ impl<const N: usize> RowPtrs<N> {
 /// # Safety
 /// AVX2; the block's chunks exist at `codes` (32 bytes each) and every `q[t]` (128 each).
 #[inline(always)]
-unsafe fn block_acc_at<const N: usize, const LSB: bool, const VNNI: bool>(
+unsafe fn block_acc_at<const N: usize, const LSB: bool>(
     codes: *const u8,
     q: &[*const i8; N],
     two: bool,
 ) -> [std::arch::x86_64::__m256i; N] {
     let mut acc = [std::arch::x86_64::_mm256_setzero_si256(); N];
-    chunk_acc::<N, LSB, VNNI>(codes, q, 0, &mut acc);
+    chunk_acc::<N, LSB>(codes, q, 0, &mut acc);
     if two {
-        chunk_acc::<N, LSB, VNNI>(codes.add(32), q, 128, &mut acc);
+        chunk_acc::<N, LSB>(codes.add(32), q, 128, &mut acc);
     }
     acc
 }
@@ -601,7 +623,7 @@ unsafe fn block_acc_at<const N: usize, const LSB: bool, const VNNI: bool>(
 /// # Safety
 /// AVX2; that chunk exists.
 #[inline(always)]
-unsafe fn chunk_acc<const N: usize, const LSB: bool, const VNNI: bool>(
+unsafe fn chunk_acc<const N: usize, const LSB: bool>(
     codes: *const u8,
     q: &[*const i8; N],
     off: usize,
@@ -624,21 +646,6 @@ unsafe fn chunk_acc<const N: usize, const LSB: bool, const VNNI: bool>(
     } else {
         [b6, b4, b2, b0]
     };
-    if VNNI {
-        for (acc, &q) in acc.iter_mut().zip(q.iter()) {
-            let q = q.add(off);
-            let load = |i: usize| _mm256_loadu_si256(q.add(32 * i) as *const __m256i);
-            // Two chains of two, so that no add waits on the one before it for long.
-            let p0 = dpbusd(dpbusd(*acc, groups[0], load(0)), groups[1], load(1));
-            let p1 = dpbusd(
-                dpbusd(_mm256_setzero_si256(), groups[2], load(2)),
-                groups[3],
-                load(3),
-            );
-            *acc = _mm256_add_epi32(p0, p1);
-        }
-        return;
-    }
     for (acc, &q) in acc.iter_mut().zip(q.iter()) {
         let q = q.add(off);
         // Two independent sums per chunk, as ggml's kernel keeps them, joined at the end.

@@ -1,0 +1,327 @@
+//! The `avx512` set's eight-row kernel for the 2-bit ternary formats (TQ2_0, I2_S): a
+//! register tile of rows times tokens on 512-bit vectors with VNNI.
+//!
+//! [`super::x86::rows8`] (AVX2) reduces every row's block sum for every token on its own:
+//! after the multiplies, each block of eight rows and four tokens spends as many shuffles
+//! (`hadd`, permutes) again on bringing each sum into its lane. Here a block's codes are
+//! unpacked once per row into two registers (groups 0-1 and 2-3 of each 32-byte chunk: the
+//! bytes loaded into both halves and shifted per half), every token's 128 activations of the
+//! chunk are two 64-byte loads, and each (row, token) pair owns one accumulator: a tile of up
+//! to sixteen, reduced together at the end of the block into one vector whose lane `t * R + r`
+//! holds row `r`'s block sum for token `t` ([`reduce16`]: 45 operations for sixteen sums).
+//! The reference epilogue (`sumf += sumi as f32 * (d_row * d_act)`, block after block) then
+//! runs on those sixteen lanes at once. With int8 activations (I2_S, bitnet.cpp's profile) the
+//! sum is one integer per row and token, so the accumulators run over the whole row and are
+//! reduced once.
+//!
+//! Every integer is the same integer as the reference's, and each lane does the reference's
+//! float operations in its order, so the results are the same bits as scalar and AVX2.
+
+use std::arch::x86_64::*;
+
+use super::x86::{fmt_of, pass_tokens, Tok8, FMT_TQ1_0, FMT_TQ2_0};
+use super::{Sums8, TernaryBatch, TernaryRow, TERNARY_TOKENS_PER_PASS};
+use crate::quant::tq2_0;
+
+/// [`super::TernaryRunner::rows8`] for the `avx512` set: TQ2_0 and I2_S rows by tiles
+/// (this module), TQ1_0 rows by [`super::x86::rows8_vnni`].
+///
+/// # Safety
+/// AVX2, F16C and AVX-512 F, BW, VL and VNNI ([`super::x86::has_avx512_vnni`]); every row is
+/// of the kind of `rows[0]` and has the batch's chunks (the caller checks both).
+#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &mut [Sums8]) {
+    let fmt = fmt_of(rows[0]);
+    if fmt == FMT_TQ1_0 {
+        // SAFETY: the caller's promises, which are rows8_vnni's.
+        unsafe { super::x86::rows8_vnni(rows, batch, out) };
+        return;
+    }
+    let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
+    let rows_of = |from: usize| -> [*const u8; 4] { std::array::from_fn(|i| codes[from + i]) };
+    let row_bytes = match rows[7] {
+        TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
+    };
+    let chunks = rows[0].chunks();
+    let m = Matrix {
+        code_stride: rows[0].raw().1,
+        chunks,
+        next: codes[7].wrapping_add(row_bytes),
+        prefetch_lines: (8 * row_bytes).div_ceil(64 * chunks.div_ceil(2).max(1)),
+    };
+    let mut t = 0;
+    while t < batch.tokens() {
+        let n = (batch.tokens() - t).min(TERNARY_TOKENS_PER_PASS);
+        let (toks, int) = pass_tokens(batch, t, n, fmt);
+        let o = &mut out[t..t + n];
+        // SAFETY: the caller's promises; every token has `chunks` chunks and chunk sums
+        // (TernaryBatch::new checked them against each other, the caller against the rows).
+        // One or two tokens: all eight rows in one tile (at most sixteen accumulators); three
+        // or four: two tiles of four rows, the second without prefetching (the first did).
+        unsafe {
+            match (fmt == FMT_TQ2_0, int, n) {
+                (true, _, 1) => m.tile::<8, 1, true, false>(codes, &toks, 0, true, o),
+                (true, _, 2) => m.tile::<8, 2, true, false>(codes, &toks, 0, true, o),
+                (true, _, 3) => {
+                    m.tile::<4, 3, true, false>(rows_of(0), &toks, 0, true, o);
+                    m.tile::<4, 3, true, false>(rows_of(4), &toks, 4, false, o);
+                }
+                (true, _, _) => {
+                    m.tile::<4, 4, true, false>(rows_of(0), &toks, 0, true, o);
+                    m.tile::<4, 4, true, false>(rows_of(4), &toks, 4, false, o);
+                }
+                (false, false, 1) => m.tile::<8, 1, false, false>(codes, &toks, 0, true, o),
+                (false, false, 2) => m.tile::<8, 2, false, false>(codes, &toks, 0, true, o),
+                (false, false, 3) => {
+                    m.tile::<4, 3, false, false>(rows_of(0), &toks, 0, true, o);
+                    m.tile::<4, 3, false, false>(rows_of(4), &toks, 4, false, o);
+                }
+                (false, false, _) => {
+                    m.tile::<4, 4, false, false>(rows_of(0), &toks, 0, true, o);
+                    m.tile::<4, 4, false, false>(rows_of(4), &toks, 4, false, o);
+                }
+                (false, true, 1) => m.tile::<8, 1, false, true>(codes, &toks, 0, true, o),
+                (false, true, 2) => m.tile::<8, 2, false, true>(codes, &toks, 0, true, o),
+                (false, true, 3) => {
+                    m.tile::<4, 3, false, true>(rows_of(0), &toks, 0, true, o);
+                    m.tile::<4, 3, false, true>(rows_of(4), &toks, 4, false, o);
+                }
+                (false, true, _) => {
+                    m.tile::<4, 4, false, true>(rows_of(0), &toks, 0, true, o);
+                    m.tile::<4, 4, false, true>(rows_of(4), &toks, 4, false, o);
+                }
+            }
+        }
+        t += n;
+    }
+}
+
+/// What the tiles of one call share: the rows' block stride and chunk count, and the bytes
+/// after the eighth row (prefetched `prefetch_lines` cache lines per block, as
+/// [`super::x86::rows8`] does: eight rows read side by side are not a stream the hardware
+/// prefetcher follows).
+struct Matrix {
+    code_stride: usize,
+    chunks: usize,
+    next: *const u8,
+    prefetch_lines: usize,
+}
+
+impl Matrix {
+    /// Rows `codes` (`R` of them, rows `row0..row0 + R` of the eight) against `N` tokens:
+    /// `out[t]`'s lanes `row0..row0 + R`. `LSB`: TQ2_0's bit order (group `g` in bits `2g`),
+    /// else I2_S's (bits `6 - 2g`); TQ2_0 rows carry an f16 scale per block. `INT`: I2_S with
+    /// int8 activations, the row's integer dot.
+    ///
+    /// # Safety
+    /// [`rows8`]'s; `R * N <= 16`, `row0 + R <= 8`, `toks[..N]` filled and `out.len() >= N`.
+    /// Always inlined into [`rows8`], whose features it is compiled with.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const N: usize, const LSB: bool, const INT: bool>(
+        &self,
+        codes: [*const u8; R],
+        toks: &[Tok8; TERNARY_TOKENS_PER_PASS],
+        row0: usize,
+        prefetch: bool,
+        out: &mut [Sums8],
+    ) {
+        let mask = _mm512_set1_epi8(3);
+        // Shift counts per 64-bit lane, the low half's first: groups 0 and 1 of a chunk in one
+        // register, 2 and 3 in another, matching the activations' order.
+        let (s01, s23) = if LSB {
+            (
+                _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0),
+                _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4),
+            )
+        } else {
+            (
+                _mm512_set_epi64(4, 4, 4, 4, 6, 6, 6, 6),
+                _mm512_set_epi64(0, 0, 0, 0, 2, 2, 2, 2),
+            )
+        };
+        // Lane `t * R + r`'s row and token, for spreading per-row and per-token values.
+        let row_of = lane_index(|l| l % R);
+        let tok_of = lane_index(|l| (l / R).min(N - 1));
+        let mut acc = [_mm512_setzero_si512(); 16];
+        let mut sumf = _mm512_setzero_ps();
+        let mut chunk_sums = _mm512_setzero_si512();
+        for b in 0..self.chunks.div_ceil(2) {
+            if prefetch {
+                for j in 0..self.prefetch_lines {
+                    let line = (b * self.prefetch_lines + j) * 64;
+                    _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
+                }
+            }
+            let two = 2 * b + 1 < self.chunks;
+            let at = b * self.code_stride;
+            // SAFETY (loads): chunk `2b` (and `2b + 1` where `two`) exists in every row (32
+            // code bytes) and every token (128 activations), read unaligned.
+            for ch in 0..2 {
+                if ch == 1 && !two {
+                    break;
+                }
+                let mut q = [std::ptr::null::<i8>(); N];
+                for (q, tok) in q.iter_mut().zip(toks.iter()) {
+                    *q = tok.acts.add(b * tok.stride + 128 * ch);
+                }
+                // Row by row: two registers of codes live at a time, the activations read
+                // from the first level cache as each multiply's memory operand.
+                for (r, &c) in codes.iter().enumerate() {
+                    let v = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        c.add(at + 32 * ch) as *const __m256i
+                    ));
+                    let g01 = _mm512_and_si512(_mm512_srlv_epi64(v, s01), mask);
+                    let g23 = _mm512_and_si512(_mm512_srlv_epi64(v, s23), mask);
+                    for (t, &q) in q.iter().enumerate() {
+                        let a01 = _mm512_loadu_si512(q as *const __m512i);
+                        let a23 = _mm512_loadu_si512(q.add(64) as *const __m512i);
+                        let a = &mut acc[t * R + r];
+                        *a = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(*a, g01, a01), g23, a23);
+                    }
+                }
+            }
+            // The codes are the ternary values plus one: each token's chunk sums come off.
+            let mut cs = [0i32; 4];
+            for (cs, tok) in cs.iter_mut().zip(toks.iter()).take(N) {
+                *cs = *tok.sums.add(2 * b);
+                if two {
+                    *cs += *tok.sums.add(2 * b + 1);
+                }
+            }
+            let cs = spread_epi32(tok_of, cs);
+            if INT {
+                chunk_sums = _mm512_add_epi32(chunk_sums, cs);
+                continue;
+            }
+            let s = _mm512_sub_epi32(reduce(R * N, &acc), cs);
+            acc = [_mm512_setzero_si512(); 16];
+            let dx = if LSB {
+                // SAFETY: block `b` of each TQ2_0 row holds its f16 scale after its codes.
+                let mut d = [0i16; 8];
+                for (d, &c) in d.iter_mut().zip(codes.iter()) {
+                    *d = (c.add(at + tq2_0::QS_BYTES) as *const i16).read_unaligned();
+                }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+                _mm512_permutexvar_ps(row_of, _mm512_castps256_ps512(d))
+            } else {
+                _mm512_set1_ps(1.0)
+            };
+            let mut yd = [0f32; 4];
+            for (yd, tok) in yd.iter_mut().zip(toks.iter()).take(N) {
+                *yd = (tok.yd.add(b * tok.yd_stride) as *const f32).read_unaligned();
+            }
+            let yd =
+                _mm512_permutexvar_ps(tok_of, _mm512_castps128_ps512(_mm_loadu_ps(yd.as_ptr())));
+            // The reference's `sumf += sumi as f32 * (d_x * d_y)`, unfused.
+            let m = _mm512_mul_ps(dx, yd);
+            sumf = _mm512_add_ps(sumf, _mm512_mul_ps(_mm512_cvtepi32_ps(s), m));
+        }
+        let mut lanes = [0u32; 16];
+        if INT {
+            let s = _mm512_sub_epi32(reduce(R * N, &acc), chunk_sums);
+            _mm512_storeu_si512(lanes.as_mut_ptr() as *mut __m512i, s);
+        } else {
+            _mm512_storeu_si512(
+                lanes.as_mut_ptr() as *mut __m512i,
+                _mm512_castps_si512(sumf),
+            );
+        }
+        for (t, o) in out.iter_mut().enumerate().take(N) {
+            // A tile of four rows fills half of each token's eight lanes, the other tile the
+            // rest; the first one to write a token starts its value.
+            if row0 == 0 {
+                *o = if INT {
+                    Sums8::I32([0; 8])
+                } else {
+                    Sums8::F32([0.0; 8])
+                };
+            }
+            match o {
+                Sums8::I32(v) => {
+                    for r in 0..R {
+                        v[row0 + r] = lanes[t * R + r] as i32;
+                    }
+                }
+                Sums8::F32(v) => {
+                    for r in 0..R {
+                        v[row0 + r] = f32::from_bits(lanes[t * R + r]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A vector of sixteen lane indices, `f(l)` for lane `l`.
+#[inline(always)]
+unsafe fn lane_index(f: impl Fn(usize) -> usize) -> __m512i {
+    let idx: [i32; 16] = std::array::from_fn(|l| f(l) as i32);
+    _mm512_loadu_si512(idx.as_ptr() as *const __m512i)
+}
+
+/// Four per-token values spread to the lanes `index` names.
+#[inline(always)]
+unsafe fn spread_epi32(index: __m512i, v: [i32; 4]) -> __m512i {
+    _mm512_permutexvar_epi32(
+        index,
+        _mm512_castsi128_si512(_mm_loadu_si128(v.as_ptr() as *const __m128i)),
+    )
+}
+
+/// The first `c` vectors' sums of their sixteen i32 lanes, lane `i` for `x[i]` ([`reduce16`],
+/// or [`reduce8`] where `c <= 8`: 24 operations instead of 45).
+#[inline(always)]
+unsafe fn reduce(c: usize, x: &[__m512i; 16]) -> __m512i {
+    // `c` is a constant of each inlined tile, so the branch folds away.
+    if c <= 8 {
+        reduce8(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]])
+    } else {
+        reduce16(x)
+    }
+}
+
+/// [`reduce16`] for eight vectors: the same first two rounds, then the 128-bit lanes crossed
+/// twice, the second time with themselves (lanes 8-15 repeat lanes 0-7).
+#[inline(always)]
+unsafe fn reduce8(x: &[__m512i; 8]) -> __m512i {
+    let mut y = [_mm512_setzero_si512(); 4];
+    for (k, y) in y.iter_mut().enumerate() {
+        let (a, b) = (x[2 * k], x[2 * k + 1]);
+        *y = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    }
+    let mut z = [_mm512_setzero_si512(); 2];
+    for (k, z) in z.iter_mut().enumerate() {
+        let (a, b) = (y[2 * k], y[2 * k + 1]);
+        *z = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    let w = cross(z[0], z[1]);
+    cross(w, w)
+}
+
+/// Sixteen vectors' sums of their sixteen i32 lanes, lane `i` for `x[i]`: pairs of vectors
+/// interleaved and added (32-bit, then 64-bit elements: four vectors' sums per 128-bit lane),
+/// then the 128-bit lanes of pairs crossed and added twice. Integer sums, so the order does
+/// not matter.
+#[inline(always)]
+unsafe fn reduce16(x: &[__m512i; 16]) -> __m512i {
+    let mut y = [_mm512_setzero_si512(); 8];
+    for (k, y) in y.iter_mut().enumerate() {
+        let (a, b) = (x[2 * k], x[2 * k + 1]);
+        *y = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    }
+    let mut z = [_mm512_setzero_si512(); 4];
+    for (k, z) in z.iter_mut().enumerate() {
+        let (a, b) = (y[2 * k], y[2 * k + 1]);
+        *z = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    cross(cross(z[0], z[1]), cross(z[2], z[3]))
+}
+
+/// The 128-bit lanes of `a` and `b` paired and added: `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
+#[inline(always)]
+unsafe fn cross(a: __m512i, b: __m512i) -> __m512i {
+    _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x88>(a, b),
+        _mm512_shuffle_i32x4::<0xDD>(a, b),
+    )
+}
