@@ -38,7 +38,6 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
         return;
     }
     let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
-    let rows_of = |from: usize| -> [*const u8; 4] { std::array::from_fn(|i| codes[from + i]) };
     let row_bytes = match rows[7] {
         TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
     };
@@ -56,40 +55,11 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
         let o = &mut out[t..t + n];
         // SAFETY: the caller's promises; every token has `chunks` chunks and chunk sums
         // (TernaryBatch::new checked them against each other, the caller against the rows).
-        // One or two tokens: all eight rows in one tile (at most sixteen accumulators); three
-        // or four: two tiles of four rows, the second without prefetching (the first did).
         unsafe {
-            match (fmt == FMT_TQ2_0, int, n) {
-                (true, _, 1) => m.tile::<8, 1, true, false>(codes, &toks, 0, true, o),
-                (true, _, 2) => m.tile::<8, 2, true, false>(codes, &toks, 0, true, o),
-                (true, _, 3) => {
-                    m.tile::<4, 3, true, false>(rows_of(0), &toks, 0, true, o);
-                    m.tile::<4, 3, true, false>(rows_of(4), &toks, 4, false, o);
-                }
-                (true, _, _) => {
-                    m.tile::<4, 4, true, false>(rows_of(0), &toks, 0, true, o);
-                    m.tile::<4, 4, true, false>(rows_of(4), &toks, 4, false, o);
-                }
-                (false, false, 1) => m.tile::<8, 1, false, false>(codes, &toks, 0, true, o),
-                (false, false, 2) => m.tile::<8, 2, false, false>(codes, &toks, 0, true, o),
-                (false, false, 3) => {
-                    m.tile::<4, 3, false, false>(rows_of(0), &toks, 0, true, o);
-                    m.tile::<4, 3, false, false>(rows_of(4), &toks, 4, false, o);
-                }
-                (false, false, _) => {
-                    m.tile::<4, 4, false, false>(rows_of(0), &toks, 0, true, o);
-                    m.tile::<4, 4, false, false>(rows_of(4), &toks, 4, false, o);
-                }
-                (false, true, 1) => m.tile::<8, 1, false, true>(codes, &toks, 0, true, o),
-                (false, true, 2) => m.tile::<8, 2, false, true>(codes, &toks, 0, true, o),
-                (false, true, 3) => {
-                    m.tile::<4, 3, false, true>(rows_of(0), &toks, 0, true, o);
-                    m.tile::<4, 3, false, true>(rows_of(4), &toks, 4, false, o);
-                }
-                (false, true, _) => {
-                    m.tile::<4, 4, false, true>(rows_of(0), &toks, 0, true, o);
-                    m.tile::<4, 4, false, true>(rows_of(4), &toks, 4, false, o);
-                }
+            match (fmt == FMT_TQ2_0, int) {
+                (true, _) => m.pass::<true, false>(codes, &toks, n, o),
+                (false, false) => m.pass::<false, false>(codes, &toks, n, o),
+                (false, true) => m.pass::<false, true>(codes, &toks, n, o),
             }
         }
         t += n;
@@ -108,6 +78,169 @@ struct Matrix {
 }
 
 impl Matrix {
+    /// One pass over `n` tokens (one to four), by the kernel that is faster for it (measured
+    /// on the 2B-4T shape, `examples/forward_speed.rs` and `examples/gemv_speed.rs`): three or
+    /// four tokens with per-block scales by [`Matrix::lanes`] (the 64-token TQ2_0 prefill 768
+    /// ms against 846 by tiles); one or two tokens, and int8 activations, whose sums need no
+    /// per-block reduction, by [`Matrix::tile`] (one token 320-336 us against 348-360 by
+    /// lanes; I2_S with int8 activations the same within noise): one or two tokens, all eight
+    /// rows in one tile; three or four, two tiles of four rows, the second without
+    /// prefetching (the first did).
+    ///
+    /// # Safety
+    /// [`Matrix::tile`]'s and [`Matrix::lanes`]'s.
+    #[inline(always)]
+    unsafe fn pass<const LSB: bool, const INT: bool>(
+        &self,
+        codes: [*const u8; 8],
+        toks: &[Tok8; TERNARY_TOKENS_PER_PASS],
+        n: usize,
+        out: &mut [Sums8],
+    ) {
+        let rows_of = |from: usize| -> [*const u8; 4] { std::array::from_fn(|i| codes[from + i]) };
+        match (n, INT) {
+            (1, _) => self.tile::<8, 1, LSB, INT>(codes, toks, 0, true, out),
+            (2, _) => self.tile::<8, 2, LSB, INT>(codes, toks, 0, true, out),
+            (3, false) => self.lanes::<3, LSB>(codes, toks, out),
+            (_, false) => self.lanes::<4, LSB>(codes, toks, out),
+            (3, true) => {
+                self.tile::<4, 3, LSB, INT>(rows_of(0), toks, 0, true, out);
+                self.tile::<4, 3, LSB, INT>(rows_of(4), toks, 4, false, out);
+            }
+            (_, true) => {
+                self.tile::<4, 4, LSB, INT>(rows_of(0), toks, 0, true, out);
+                self.tile::<4, 4, LSB, INT>(rows_of(4), toks, 4, false, out);
+            }
+        }
+    }
+
+    /// All eight rows against `N` tokens with per-block scales (Q8_K activations), the rows in
+    /// the lanes: per chunk the eight rows' 32 code bytes are transposed so that register `m`
+    /// holds bytes `8m..8m + 8` of every row (qword lane `p` for row `ROW_ORDER[p]`), each
+    /// group's codes taken out of it by a shift and a mask, and each token's eight matching
+    /// activations broadcast to every lane: one `vpdpbusd` adds 64 products for eight rows at
+    /// once, and at the end of a block each row's sum is two adjacent lanes, so no reduction
+    /// across registers. The reference epilogue runs per token on the lanes as in
+    /// [`Matrix::tile`].
+    ///
+    /// # Safety
+    /// [`rows8`]'s; `toks[..N]` filled and `out.len() >= N`. Always inlined into [`rows8`].
+    #[inline(always)]
+    unsafe fn lanes<const N: usize, const LSB: bool>(
+        &self,
+        codes: [*const u8; 8],
+        toks: &[Tok8; TERNARY_TOKENS_PER_PASS],
+        out: &mut [Sums8],
+    ) {
+        let mask = _mm512_set1_epi8(3);
+        // Row `ROW_ORDER[p]` in qword lane `p` (what the transpose below gives); each f16 row
+        // scale goes to both dwords of its row's lane.
+        let dup = lane_index(|l| l / 2);
+        // Four accumulators per token, one per register of codes: with one, each multiply
+        // waited on the one before it (`vpdpbusd` takes five cycles), and the 64-token 2B-4T
+        // TQ2_0 prefill took 851 ms against 768.
+        let mut acc = [[_mm512_setzero_si512(); 4]; N];
+        let mut sumf = [_mm512_setzero_ps(); N];
+        for b in 0..self.chunks.div_ceil(2) {
+            for j in 0..self.prefetch_lines {
+                let line = (b * self.prefetch_lines + j) * 64;
+                _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
+            }
+            let two = 2 * b + 1 < self.chunks;
+            let at = b * self.code_stride;
+            // SAFETY (loads): chunk `2b` (and `2b + 1` where `two`) exists in every row (32
+            // code bytes) and every token (128 activations), read unaligned.
+            for ch in 0..2 {
+                if ch == 1 && !two {
+                    break;
+                }
+                let off = at + 32 * ch;
+                let z = [
+                    rows_pair(codes[0].add(off), codes[4].add(off)),
+                    rows_pair(codes[1].add(off), codes[5].add(off)),
+                    rows_pair(codes[2].add(off), codes[6].add(off)),
+                    rows_pair(codes[3].add(off), codes[7].add(off)),
+                ];
+                let u = [
+                    _mm512_unpacklo_epi64(z[0], z[1]),
+                    _mm512_unpackhi_epi64(z[0], z[1]),
+                    _mm512_unpacklo_epi64(z[2], z[3]),
+                    _mm512_unpackhi_epi64(z[2], z[3]),
+                ];
+                // Register m: qword m of every row, in ROW_ORDER.
+                let t = [
+                    _mm512_shuffle_i64x2::<0x88>(u[0], u[2]),
+                    _mm512_shuffle_i64x2::<0x88>(u[1], u[3]),
+                    _mm512_shuffle_i64x2::<0xDD>(u[0], u[2]),
+                    _mm512_shuffle_i64x2::<0xDD>(u[1], u[3]),
+                ];
+                for g in 0..4 {
+                    // Group g's codes: bits 2g (TQ2_0) or 6 - 2g (I2_S) of every byte.
+                    let shift = if LSB { 2 * g } else { 6 - 2 * g } as u32;
+                    let mut c = [_mm512_setzero_si512(); 4];
+                    for (c, &t) in c.iter_mut().zip(t.iter()) {
+                        let shifted = match shift {
+                            0 => t,
+                            2 => _mm512_srli_epi16::<2>(t),
+                            4 => _mm512_srli_epi16::<4>(t),
+                            _ => _mm512_srli_epi16::<6>(t),
+                        };
+                        *c = _mm512_and_si512(shifted, mask);
+                    }
+                    for (acc, tok) in acc.iter_mut().zip(toks.iter()) {
+                        let q = tok.acts.add(b * tok.stride + 128 * ch + 32 * g);
+                        for ((acc, &c), m) in acc.iter_mut().zip(c.iter()).zip(0..) {
+                            let a =
+                                _mm512_set1_epi64((q.add(8 * m) as *const i64).read_unaligned());
+                            *acc = _mm512_dpbusd_epi32(*acc, c, a);
+                        }
+                    }
+                }
+            }
+            // The codes are the ternary values plus one: each token's chunk sums come off.
+            let mut cs = [0i32; N];
+            for (cs, tok) in cs.iter_mut().zip(toks.iter()) {
+                *cs = *tok.sums.add(2 * b);
+                if two {
+                    *cs += *tok.sums.add(2 * b + 1);
+                }
+            }
+            let dx = if LSB {
+                // SAFETY: block `b` of each TQ2_0 row holds its f16 scale after its codes.
+                let mut d = [0i16; 8];
+                for (d, &r) in d.iter_mut().zip(ROW_ORDER.iter()) {
+                    *d = (codes[r].add(at + tq2_0::QS_BYTES) as *const i16).read_unaligned();
+                }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+                _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d))
+            } else {
+                _mm512_set1_ps(1.0)
+            };
+            for t in 0..N {
+                // Each row's sum in both dwords of its lane.
+                let s = row_sums(acc[t]);
+                let s = _mm512_sub_epi32(s, _mm512_set1_epi32(cs[t]));
+                acc[t] = [_mm512_setzero_si512(); 4];
+                let yd = (toks[t].yd.add(b * toks[t].yd_stride) as *const f32).read_unaligned();
+                // The reference's `sumf += sumi as f32 * (d_x * d_y)`, unfused.
+                let m = _mm512_mul_ps(dx, _mm512_set1_ps(yd));
+                sumf[t] = _mm512_add_ps(sumf[t], _mm512_mul_ps(_mm512_cvtepi32_ps(s), m));
+            }
+        }
+        for (t, o) in out.iter_mut().enumerate().take(N) {
+            let mut lanes = [0u32; 16];
+            _mm512_storeu_si512(
+                lanes.as_mut_ptr() as *mut __m512i,
+                _mm512_castps_si512(sumf[t]),
+            );
+            let mut v = [0f32; 8];
+            for (p, &r) in ROW_ORDER.iter().enumerate() {
+                v[r] = f32::from_bits(lanes[2 * p]);
+            }
+            *o = Sums8::F32(v);
+        }
+    }
+
     /// Rows `codes` (`R` of them, rows `row0..row0 + R` of the eight) against `N` tokens:
     /// `out[t]`'s lanes `row0..row0 + R`. `LSB`: TQ2_0's bit order (group `g` in bits `2g`),
     /// else I2_S's (bits `6 - 2g`); TQ2_0 rows carry an f16 scale per block. `INT`: I2_S with
@@ -251,6 +384,31 @@ impl Matrix {
         }
     }
 }
+
+/// [`Matrix::lanes`]'s four partial accumulators of a token added, and each row's two
+/// adjacent dwords added: the row's sum in both.
+#[inline(always)]
+unsafe fn row_sums(a: [__m512i; 4]) -> __m512i {
+    let a = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+    _mm512_add_epi32(a, _mm512_shuffle_epi32::<0xB1>(a))
+}
+
+/// Two rows' 32-byte chunks in the halves of one register.
+///
+/// # Safety
+/// 32 bytes at each pointer; AVX-512 F.
+#[inline(always)]
+unsafe fn rows_pair(lo: *const u8, hi: *const u8) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(lo as *const __m256i)),
+        _mm256_loadu_si256(hi as *const __m256i),
+    )
+}
+
+/// Which row each qword lane of [`Matrix::lanes`]'s transposed registers holds: rows `r` and
+/// `r + 4` share a load (`vinserti64x4`), and the 64-bit interleave and the 128-bit shuffles
+/// leave them in this order.
+const ROW_ORDER: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
 
 /// A vector of sixteen lane indices, `f(l)` for lane `l`.
 #[inline(always)]
