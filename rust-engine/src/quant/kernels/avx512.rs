@@ -78,6 +78,16 @@ struct Matrix {
 }
 
 impl Matrix {
+    /// Block `b`'s share of the bytes after the eighth row, fetched ahead. (A prefetch never
+    /// faults.)
+    #[inline(always)]
+    unsafe fn prefetch(&self, b: usize) {
+        for j in 0..self.prefetch_lines {
+            let line = (b * self.prefetch_lines + j) * 64;
+            _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
+        }
+    }
+
     /// One pass over `n` tokens (one to four), by the kernel that is faster for it (measured
     /// on the 2B-4T shape, `examples/forward_speed.rs` and `examples/gemv_speed.rs`): three or
     /// four tokens with per-block scales by [`Matrix::lanes`] (the 64-token TQ2_0 prefill 768
@@ -142,10 +152,7 @@ impl Matrix {
         let mut acc = [[_mm512_setzero_si512(); 4]; N];
         let mut sumf = [_mm512_setzero_ps(); N];
         for b in 0..self.chunks.div_ceil(2) {
-            for j in 0..self.prefetch_lines {
-                let line = (b * self.prefetch_lines + j) * 64;
-                _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
-            }
+            self.prefetch(b);
             let two = 2 * b + 1 < self.chunks;
             let at = b * self.code_stride;
             // SAFETY (loads): chunk `2b` (and `2b + 1` where `two`) exists in every row (32
@@ -198,20 +205,9 @@ impl Matrix {
                 }
             }
             // The codes are the ternary values plus one: each token's chunk sums come off.
-            let mut cs = [0i32; N];
-            for (cs, tok) in cs.iter_mut().zip(toks.iter()) {
-                *cs = *tok.sums.add(2 * b);
-                if two {
-                    *cs += *tok.sums.add(2 * b + 1);
-                }
-            }
+            let cs = block_chunk_sums::<N>(toks, b, two);
             let dx = if LSB {
-                // SAFETY: block `b` of each TQ2_0 row holds its f16 scale after its codes.
-                let mut d = [0i16; 8];
-                for (d, &r) in d.iter_mut().zip(ROW_ORDER.iter()) {
-                    *d = (codes[r].add(at + tq2_0::QS_BYTES) as *const i16).read_unaligned();
-                }
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+                let d = row_scales(ROW_ORDER.iter().map(|&r| codes[r]), at);
                 _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d))
             } else {
                 _mm512_set1_ps(1.0)
@@ -280,10 +276,7 @@ impl Matrix {
         let mut chunk_sums = _mm512_setzero_si512();
         for b in 0..self.chunks.div_ceil(2) {
             if prefetch {
-                for j in 0..self.prefetch_lines {
-                    let line = (b * self.prefetch_lines + j) * 64;
-                    _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
-                }
+                self.prefetch(b);
             }
             let two = 2 * b + 1 < self.chunks;
             let at = b * self.code_stride;
@@ -314,14 +307,7 @@ impl Matrix {
                 }
             }
             // The codes are the ternary values plus one: each token's chunk sums come off.
-            let mut cs = [0i32; 4];
-            for (cs, tok) in cs.iter_mut().zip(toks.iter()).take(N) {
-                *cs = *tok.sums.add(2 * b);
-                if two {
-                    *cs += *tok.sums.add(2 * b + 1);
-                }
-            }
-            let cs = spread_epi32(tok_of, cs);
+            let cs = spread_epi32(tok_of, block_chunk_sums::<4>(&toks[..N], b, two));
             if INT {
                 chunk_sums = _mm512_add_epi32(chunk_sums, cs);
                 continue;
@@ -329,12 +315,7 @@ impl Matrix {
             let s = _mm512_sub_epi32(reduce(R * N, &acc), cs);
             acc = [_mm512_setzero_si512(); 16];
             let dx = if LSB {
-                // SAFETY: block `b` of each TQ2_0 row holds its f16 scale after its codes.
-                let mut d = [0i16; 8];
-                for (d, &c) in d.iter_mut().zip(codes.iter()) {
-                    *d = (c.add(at + tq2_0::QS_BYTES) as *const i16).read_unaligned();
-                }
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+                let d = row_scales(codes.iter().copied(), at);
                 _mm512_permutexvar_ps(row_of, _mm512_castps256_ps512(d))
             } else {
                 _mm512_set1_ps(1.0)
@@ -383,6 +364,38 @@ impl Matrix {
             }
         }
     }
+}
+
+/// Each token's chunk sums of block `b` (chunk `2b`, and `2b + 1` where `two`), in the first
+/// `toks.len()` of `M` places: what comes off a block sum of codes that are the ternary values
+/// plus one.
+///
+/// # Safety
+/// Every token has those chunk sums.
+#[inline(always)]
+unsafe fn block_chunk_sums<const M: usize>(toks: &[Tok8], b: usize, two: bool) -> [i32; M] {
+    let mut cs = [0i32; M];
+    for (cs, tok) in cs.iter_mut().zip(toks.iter()) {
+        *cs = *tok.sums.add(2 * b);
+        if two {
+            *cs += *tok.sums.add(2 * b + 1);
+        }
+    }
+    cs
+}
+
+/// Up to eight TQ2_0 rows' f16 scales of the block at byte `at` of each (in `rows`' order),
+/// converted by F16C; lanes past the rows hold 0.
+///
+/// # Safety
+/// Each row holds that block; F16C.
+#[inline(always)]
+unsafe fn row_scales(rows: impl Iterator<Item = *const u8>, at: usize) -> __m256 {
+    let mut d = [0i16; 8];
+    for (d, r) in d.iter_mut().zip(rows) {
+        *d = (r.add(at + tq2_0::QS_BYTES) as *const i16).read_unaligned();
+    }
+    _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i))
 }
 
 /// [`Matrix::lanes`]'s four partial accumulators of a token added, and each row's two
@@ -442,16 +455,8 @@ unsafe fn reduce(c: usize, x: &[__m512i; 16]) -> __m512i {
 /// twice, the second time with themselves (lanes 8-15 repeat lanes 0-7).
 #[inline(always)]
 unsafe fn reduce8(x: &[__m512i; 8]) -> __m512i {
-    let mut y = [_mm512_setzero_si512(); 4];
-    for (k, y) in y.iter_mut().enumerate() {
-        let (a, b) = (x[2 * k], x[2 * k + 1]);
-        *y = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-    }
     let mut z = [_mm512_setzero_si512(); 2];
-    for (k, z) in z.iter_mut().enumerate() {
-        let (a, b) = (y[2 * k], y[2 * k + 1]);
-        *z = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-    }
+    four_per_lane(x, &mut z);
     let w = cross(z[0], z[1]);
     cross(w, w)
 }
@@ -462,17 +467,27 @@ unsafe fn reduce8(x: &[__m512i; 8]) -> __m512i {
 /// not matter.
 #[inline(always)]
 unsafe fn reduce16(x: &[__m512i; 16]) -> __m512i {
-    let mut y = [_mm512_setzero_si512(); 8];
-    for (k, y) in y.iter_mut().enumerate() {
-        let (a, b) = (x[2 * k], x[2 * k + 1]);
-        *y = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-    }
     let mut z = [_mm512_setzero_si512(); 4];
-    for (k, z) in z.iter_mut().enumerate() {
-        let (a, b) = (y[2 * k], y[2 * k + 1]);
-        *z = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-    }
+    four_per_lane(x, &mut z);
     cross(cross(z[0], z[1]), cross(z[2], z[3]))
+}
+
+/// The first two rounds of [`reduce16`] and [`reduce8`]: each four vectors of `x` into one of
+/// `z` whose 128-bit lane `l` holds, in dword `j`, lane `l`'s sum of the four's vector `j`
+/// (pairs interleaved and added at 32 bits, then at 64 bits).
+#[inline(always)]
+unsafe fn four_per_lane(x: &[__m512i], z: &mut [__m512i]) {
+    for (z, x) in z.iter_mut().zip(x.chunks_exact(4)) {
+        let y0 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(x[0], x[1]),
+            _mm512_unpackhi_epi32(x[0], x[1]),
+        );
+        let y1 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(x[2], x[3]),
+            _mm512_unpackhi_epi32(x[2], x[3]),
+        );
+        *z = _mm512_add_epi32(_mm512_unpacklo_epi64(y0, y1), _mm512_unpackhi_epi64(y0, y1));
+    }
 }
 
 /// The 128-bit lanes of `a` and `b` paired and added: `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
