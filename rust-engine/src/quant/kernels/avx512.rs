@@ -1,5 +1,8 @@
-//! The `avx512` set's eight-row kernel for the 2-bit ternary formats (TQ2_0, I2_S): a
-//! register tile of rows times tokens on 512-bit vectors with VNNI.
+//! The `avx512` set's eight-row kernels for the 2-bit ternary formats (TQ2_0, I2_S) on
+//! 512-bit vectors with VNNI: a register tile of rows times tokens ([`Matrix::tile`], below),
+//! and for three or four tokens with Q8_K activations the eight rows in the lanes
+//! ([`Matrix::lanes`]: no reduction across registers), chosen per pass by what measured faster
+//! ([`Matrix::pass`]).
 //!
 //! [`super::x86::rows8`] (AVX2) reduces every row's block sum for every token on its own:
 //! after the multiplies, each block of eight rows and four tokens spends as many shuffles

@@ -56,12 +56,13 @@ pub enum Kernel {
     /// `float::float_dot_bound`); attention's scores and weighted sums over the KV cache
     /// ([`attn`]: one element per lane, bit-exact).
     Avx2,
-    /// The AVX2 set with AVX-512 VNNI in the eight-row ternary kernel: for TQ2_0 and I2_S a
-    /// register tile of rows times tokens on 512-bit vectors (`avx512::rows8`: one
-    /// accumulator per row and token, reduced together once per block, or once per row with
-    /// int8 activations), for TQ1_0 `vpdpbusd` on 256-bit vectors (`x86::rows8_vnni`); the
-    /// same integer sums, so the same bits as `avx2` and scalar; everything else as `avx2`.
-    /// Needs AVX-512 F, BW, VL and VNNI.
+    /// The AVX2 set with AVX-512 VNNI in the eight-row ternary kernel: for TQ2_0 and I2_S
+    /// 512-bit kernels (`avx512::rows8`: a register tile of rows times tokens, one accumulator
+    /// per row and token reduced together once per block, or once per row with int8
+    /// activations; for three or four tokens with Q8_K activations the eight rows in the
+    /// lanes), for TQ1_0 `vpdpbusd` on 256-bit vectors (`x86::rows8_vnni`); the same integer
+    /// sums, so the same bits as `avx2` and scalar; everything else as `avx2`. Needs AVX-512 F,
+    /// BW, VL and VNNI.
     Avx512,
     /// NEON (aarch64) for the ternary dots (I2_S in the 128-weight layout and TQ2_0, int8 or
     /// Q8_K activations; bit-exact against scalar) and the float dots ([`float`]: the same

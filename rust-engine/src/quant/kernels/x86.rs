@@ -865,7 +865,7 @@ unsafe fn hsum_pd(a: std::arch::x86_64::__m256d, b: std::arch::x86_64::__m256d) 
 
 /// F16 weights times `N` tokens of f16 activations held as f32 (`x`, token after token,
 /// `k` each): per sixteen weights two loads and widenings, then per token four f64 fused
-/// multiply-adds of exact products (see [`FloatBatch`]), the same sums as adding the
+/// multiply-adds of exact products (see [`super::float::FloatBatch`]), the same sums as adding the
 /// reference's f32 products, into four independent accumulators (so one token's sums are not
 /// one chain of dependent adds: decode reads the lm_head at memory speed).
 ///
