@@ -22,7 +22,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{fmt_of, pass_tokens, Tok8, FMT_TQ1_0, FMT_TQ2_0};
+use super::x86::{fmt_of, pass_tokens, Ahead, Tok8, FMT_TQ1_0, FMT_TQ2_0};
 use super::{Sums8, TernaryBatch, TernaryRow, TERNARY_TOKENS_PER_PASS};
 use crate::quant::tq2_0;
 
@@ -41,15 +41,10 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
         return;
     }
     let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
-    let row_bytes = match rows[7] {
-        TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
-    };
-    let chunks = rows[0].chunks();
     let m = Matrix {
         code_stride: rows[0].raw().1,
-        chunks,
-        next: codes[7].wrapping_add(row_bytes),
-        prefetch_lines: (8 * row_bytes).div_ceil(64 * chunks.div_ceil(2).max(1)),
+        chunks: rows[0].chunks(),
+        ahead: Ahead::new(rows),
     };
     let mut t = 0;
     while t < batch.tokens() {
@@ -69,28 +64,15 @@ pub(crate) unsafe fn rows8(rows: &[TernaryRow; 8], batch: &TernaryBatch, out: &m
     }
 }
 
-/// What the tiles of one call share: the rows' block stride and chunk count, and the bytes
-/// after the eighth row (prefetched `prefetch_lines` cache lines per block, as
-/// [`super::x86::rows8`] does: eight rows read side by side are not a stream the hardware
-/// prefetcher follows).
+/// What the kernels of one call share: the rows' block stride and chunk count, and the bytes
+/// after the eighth row, fetched ahead as [`super::x86::rows8`] does ([`Ahead`]).
 struct Matrix {
     code_stride: usize,
     chunks: usize,
-    next: *const u8,
-    prefetch_lines: usize,
+    ahead: Ahead,
 }
 
 impl Matrix {
-    /// Block `b`'s share of the bytes after the eighth row, fetched ahead. (A prefetch never
-    /// faults.)
-    #[inline(always)]
-    unsafe fn prefetch(&self, b: usize) {
-        for j in 0..self.prefetch_lines {
-            let line = (b * self.prefetch_lines + j) * 64;
-            _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
-        }
-    }
-
     /// One pass over `n` tokens (one to four), by the kernel that is faster for it (measured
     /// on the 2B-4T shape, `examples/forward_speed.rs` and `examples/gemv_speed.rs`): three or
     /// four tokens with per-block scales by [`Matrix::lanes`] (the 64-token TQ2_0 prefill 768
@@ -155,7 +137,7 @@ impl Matrix {
         let mut acc = [[_mm512_setzero_si512(); 4]; N];
         let mut sumf = [_mm512_setzero_ps(); N];
         for b in 0..self.chunks.div_ceil(2) {
-            self.prefetch(b);
+            self.ahead.fetch(b);
             let two = 2 * b + 1 < self.chunks;
             let at = b * self.code_stride;
             // SAFETY (loads): chunk `2b` (and `2b + 1` where `two`) exists in every row (32
@@ -279,7 +261,7 @@ impl Matrix {
         let mut chunk_sums = _mm512_setzero_si512();
         for b in 0..self.chunks.div_ceil(2) {
             if prefetch {
-                self.prefetch(b);
+                self.ahead.fetch(b);
             }
             let two = 2 * b + 1 < self.chunks;
             let at = b * self.code_stride;

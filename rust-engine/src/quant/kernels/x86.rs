@@ -125,8 +125,8 @@ pub fn has_avx512_vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// [`rows8`] with VNNI for TQ1_0 rows ([`Kernel::Avx512`]; its TQ2_0 and I2_S rows take the
-/// 512-bit tiles of `kernels/avx512.rs`, and here would take [`rows8`]'s code): every group of
+/// [`rows8`] with VNNI, for TQ1_0 rows only ([`Kernel::Avx512`]; its TQ2_0 and I2_S rows take
+/// the 512-bit kernels of `kernels/avx512.rs`): every group of
 /// 32 unpacked codes meets its activations in one `vpdpbusd` (unsigned codes times signed
 /// activations, four products summed into each i32 lane, no saturation), where AVX2 needs
 /// `maddubs` into i16, the adds of the i16 pair sums and a `madd` widening them to i32. The
@@ -135,7 +135,8 @@ pub fn has_avx512_vnni() -> bool {
 /// 64`, 21.0 ms per call with these against 24.6 ms.)
 ///
 /// # Safety
-/// [`rows8`]'s, and AVX-512 F, BW, VL and VNNI ([`has_avx512_vnni`]).
+/// [`rows8`]'s, and AVX-512 F, BW, VL and VNNI ([`has_avx512_vnni`]). Panics on rows of
+/// another format.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn rows8_vnni(
     rows: &[TernaryRow; 8],
@@ -159,34 +160,61 @@ unsafe fn rows8_with<const VNNI: bool>(
 ) {
     use super::TERNARY_TOKENS_PER_PASS as PASS;
     let fmt = fmt_of(rows[0]);
-    let codes: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
-    let (code_stride, chunks) = (rows[0].raw().1, rows[0].chunks());
+    let k = Rows8 {
+        codes: std::array::from_fn(|i| rows[i].raw().0),
+        code_stride: rows[0].raw().1,
+        chunks: rows[0].chunks(),
+        ahead: Ahead::new(rows),
+    };
     let mut t = 0;
     while t < batch.tokens() {
         let n = (batch.tokens() - t).min(PASS);
         let (toks, int) = pass_tokens(batch, t, n, fmt);
-        let row_bytes = match rows[7] {
-            TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
-        };
-        let k = Rows8 {
-            codes,
-            code_stride,
-            chunks,
-            next: codes[7].wrapping_add(row_bytes),
-            prefetch_lines: (8 * row_bytes).div_ceil(64 * chunks.div_ceil(2).max(1)),
-        };
         let o = &mut out[t..t + n];
         // SAFETY: the caller's promises; every token has `chunks` chunks and chunk sums
         // (TernaryBatch::new checked them against each other, the caller against the rows).
         unsafe {
             match (fmt, int) {
-                (FMT_TQ2_0, _) => k.run::<FMT_TQ2_0, false, VNNI>(&toks[..n], o),
                 (FMT_TQ1_0, _) => k.run::<FMT_TQ1_0, false, VNNI>(&toks[..n], o),
+                _ if VNNI => unreachable!("rows8_vnni takes TQ1_0 rows only"),
+                (FMT_TQ2_0, _) => k.run::<FMT_TQ2_0, false, VNNI>(&toks[..n], o),
                 (_, false) => k.run::<FMT_I2S, false, VNNI>(&toks[..n], o),
                 (_, true) => k.run::<FMT_I2S, true, VNNI>(&toks[..n], o),
             }
         }
         t += n;
+    }
+}
+
+/// The bytes after the last of eight weight rows (the next eight rows of a matrix) and how
+/// many cache lines of them the eight-row kernels fetch per block, so that the next rows'
+/// bytes are fetched in order, a share per block, over the pass: eight rows read side by side,
+/// block by block, are not a stream the hardware prefetcher follows.
+pub(super) struct Ahead {
+    next: *const u8,
+    lines: usize,
+}
+
+impl Ahead {
+    pub(super) fn new(rows: &[TernaryRow; 8]) -> Self {
+        let row_bytes = match rows[7] {
+            TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
+        };
+        let blocks = rows[0].chunks().div_ceil(2).max(1);
+        Ahead {
+            next: rows[7].raw().0.wrapping_add(row_bytes),
+            lines: (8 * row_bytes).div_ceil(64 * blocks),
+        }
+    }
+
+    /// Block `b`'s share. (A prefetch never faults.)
+    #[inline(always)]
+    pub(super) unsafe fn fetch(&self, b: usize) {
+        use std::arch::x86_64::*;
+        for j in 0..self.lines {
+            let line = (b * self.lines + j) * 64;
+            _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
+        }
     }
 }
 
@@ -425,14 +453,12 @@ pub(super) struct Tok8 {
     pub(super) yd_stride: usize,
 }
 
-/// Eight weight rows of one format, by pointer, and the bytes after the last one (prefetched,
-/// `prefetch_lines` cache lines per block).
+/// Eight weight rows of one format, by pointer, and the bytes after the last one ([`Ahead`]).
 struct Rows8 {
     codes: [*const u8; 8],
     code_stride: usize,
     chunks: usize,
-    next: *const u8,
-    prefetch_lines: usize,
+    ahead: Ahead,
 }
 
 impl Rows8 {
@@ -469,13 +495,7 @@ impl Rows8 {
         let mut acc_f = [_mm256_setzero_ps(); N];
         let mut acc_i = [_mm256_setzero_si256(); N];
         for b in 0..self.chunks.div_ceil(2) {
-            // Eight rows read side by side, block by block, are not a stream the hardware
-            // prefetcher follows: fetch the bytes after the last row (the next eight rows of a
-            // matrix) a share per block, in order. (A prefetch never faults.)
-            for j in 0..self.prefetch_lines {
-                let line = (b * self.prefetch_lines + j) * 64;
-                _mm_prefetch::<_MM_HINT_T0>(self.next.wrapping_add(line) as *const i8);
-            }
+            self.ahead.fetch(b);
             // Rows 0-3 and 4-7: after two rounds of pairwise adds each row's sum is split over
             // the two 128-bit halves of `q0` (rows 0-3) and `q1` (rows 4-7). Written out row
             // pair by row pair, so that every partial stays in a register.
