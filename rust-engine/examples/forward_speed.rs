@@ -2,9 +2,10 @@
 //! costs nothing measurable, e.g. that an engine without a fault plan pays nothing for the
 //! plan's hooks: build this example at two commits and run both on the same model.
 //!
-//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2] [THREADS]`
+//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2|avx512] [THREADS] [last|all]`
 //!
-//! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32)
+//! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32;
+//! the last position's logits only, or `all` positions', as `harness bench --outputs` says)
 //! followed by STEPS single-token decode steps (default 16), under the model's default
 //! profile, THREADS threads (default 1). `harness bench` measures the same against an oracle in one run.
 
@@ -54,7 +55,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut cache = engine.new_cache();
         let t = Instant::now();
         // The prompt's last position the only output, as `harness bench` times it.
-        let last = engine.forward_last(&mut cache, &prompt)?;
+        let last = match args.get(6).map(String::as_str) {
+            None | Some("last") => engine.forward_last(&mut cache, &prompt)?,
+            Some("all") => {
+                let f = engine.forward(&mut cache, &prompt, &none)?;
+                f.logits[f.logits.len() - n_vocab as usize..].to_vec()
+            }
+            Some(o) => return Err(format!("outputs {o}: expected last or all").into()),
+        };
         best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
         let mut next = argmax(&last);
         let t = Instant::now();

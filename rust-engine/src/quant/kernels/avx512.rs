@@ -22,7 +22,10 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{fmt_of, pass_tokens, Ahead, Tok8, FMT_TQ1_0, FMT_TQ2_0};
+use super::float::FloatRow;
+use super::x86::{
+    fmt_of, hsum_pd, pass_tokens, Ahead, Lanes, Tok8, BF16, F16, F32, FMT_TQ1_0, FMT_TQ2_0,
+};
 use super::{Sums8, TernaryBatch, TernaryRow, TERNARY_TOKENS_PER_PASS};
 use crate::quant::tq2_0;
 
@@ -482,4 +485,128 @@ unsafe fn cross(a: __m512i, b: __m512i) -> __m512i {
         _mm512_shuffle_i32x4::<0x88>(a, b),
         _mm512_shuffle_i32x4::<0xDD>(a, b),
     )
+}
+
+/// One pass of [`super::float::float_dots`] for the `avx512` set: `n` (1 or 2) tokens of f32
+/// values at `x` (token after token, `k` each) against the row `w`, in the order of the AVX2
+/// pass ([`super::x86::float_pass`]) and the module doc of `float.rs`: two 8-lane f64
+/// accumulators per token hold AVX2's four 4-lane ones side by side (`[a0 | a1]`,
+/// `[a2 | a3]`), so every lane adds the same terms in the same order.
+/// - F16 weights times f16 activations (`wide` not null: the same tokens widened to f64):
+///   sixteen weights are one load widened to f32 and then to f64 in two halves, once for the
+///   pass's tokens, and each token adds its exact products with two f64 fused multiply-adds
+///   of the widened activations, as the AVX2 pass does with four.
+/// - Every other pair: each token's sixteen products are one f32 multiply (the reference's
+///   rounded products), widened to f64 in two halves and added.
+///
+/// Per sixteen weights and two tokens that is 11 operations where the AVX2 exact pass takes
+/// 36 (the conversions to f64 are most of them): the all-logits lm_head of a prefill is
+/// bound by them, decode's by memory.
+///
+/// # Safety
+/// AVX2, FMA, F16C and AVX-512 F; `w` holds `k` weights, `x` holds `n * k` values, `wide`
+/// (where not null: F16 rows only) `n * k` values, `out` `n`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub(crate) unsafe fn float_pass(
+    w: FloatRow,
+    x: *const f32,
+    wide: *const f64,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+) {
+    let wp = w.bytes().as_ptr();
+    // SAFETY: the caller's promises.
+    unsafe {
+        match (w, n, wide.is_null()) {
+            (FloatRow::F16(_), 1, false) => float_exact::<1>(wp, wide, k, out),
+            (FloatRow::F16(_), _, false) => float_exact::<2>(wp, wide, k, out),
+            (_, _, false) => unreachable!("f64 activations come with F16 rows only"),
+            (FloatRow::F32(_), 1, true) => float_rounded::<F32, 1>(wp, x, k, out),
+            (FloatRow::F32(_), _, true) => float_rounded::<F32, 2>(wp, x, k, out),
+            (FloatRow::F16(_), 1, true) => float_rounded::<F16, 1>(wp, x, k, out),
+            (FloatRow::F16(_), _, true) => float_rounded::<F16, 2>(wp, x, k, out),
+            (FloatRow::BF16(_), 1, true) => float_rounded::<BF16, 1>(wp, x, k, out),
+            (FloatRow::BF16(_), _, true) => float_rounded::<BF16, 2>(wp, x, k, out),
+        }
+    }
+}
+
+/// [`float_pass`] for `N` tokens of f64 activations at `x` and F16 weights.
+///
+/// # Safety
+/// As [`float_pass`], for `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn float_exact<const N: usize>(w: *const u8, x: *const f64, k: usize, out: &mut [f32]) {
+    let mut acc = [[_mm512_setzero_pd(); 2]; N];
+    let mut i = 0;
+    while i + 16 <= k {
+        // 2 KB ahead in the weight stream, as the AVX2 pass (a prefetch never faults).
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(2 * i + 2048) as *const i8);
+        let (lo, hi) = halves_pd(F16::load16(w.add(2 * i)));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let xt = x.add(t * k + i);
+            acc[0] = _mm512_fmadd_pd(lo, _mm512_loadu_pd(xt), acc[0]);
+            acc[1] = _mm512_fmadd_pd(hi, _mm512_loadu_pd(xt.add(8)), acc[1]);
+        }
+        i += 16;
+    }
+    for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
+        let mut sum = hsum_pd8(acc);
+        for j in i..k {
+            sum += F16::one(w.add(2 * j)) as f64 * *x.add(t * k + j);
+        }
+        *o = sum as f32;
+    }
+}
+
+/// [`float_pass`] for `N` tokens of f32 activations and weights of type `W`.
+///
+/// # Safety
+/// As [`float_pass`], for `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn float_rounded<W: Lanes, const N: usize>(
+    w: *const u8,
+    x: *const f32,
+    k: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [[_mm512_setzero_pd(); 2]; N];
+    let mut i = 0;
+    while i + 16 <= k {
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i * W::SIZE + 2048) as *const i8);
+        let wv = W::load16(w.add(i * W::SIZE));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let (lo, hi) = halves_pd(_mm512_mul_ps(wv, _mm512_loadu_ps(x.add(t * k + i))));
+            acc[0] = _mm512_add_pd(acc[0], lo);
+            acc[1] = _mm512_add_pd(acc[1], hi);
+        }
+        i += 16;
+    }
+    for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
+        let mut sum = hsum_pd8(acc);
+        for j in i..k {
+            sum += (W::one(w.add(j * W::SIZE)) * *x.add(t * k + j)) as f64;
+        }
+        *o = sum as f32;
+    }
+}
+
+/// Sixteen f32 values as two vectors of eight f64 (exact).
+#[inline(always)]
+unsafe fn halves_pd(v: __m512) -> (__m512d, __m512d) {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    (
+        _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+        _mm512_cvtps_pd(hi),
+    )
+}
+
+/// One token's sum from its two accumulators `[a0 | a1]`, `[a2 | a3]`: `(a0 + a1) + (a2 + a3)`,
+/// then the lanes, as the AVX2 pass.
+#[inline(always)]
+unsafe fn hsum_pd8(acc: &[__m512d; 2]) -> f64 {
+    let pair =
+        |a: __m512d| _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
+    hsum_pd(pair(acc[0]), pair(acc[1]))
 }

@@ -17,7 +17,9 @@
 use super::Kernel;
 
 /// Tokens per pass of the plain float dots over a weight row (each weight loaded and widened
-/// once for them; more accumulators would not fit the registers).
+/// once for them; more accumulators would not fit the registers; in the `avx512` set's exact
+/// dots, four tokens' f64 activations no longer fit L1 beside the row: 2B-4T all-logits
+/// prefill slower, 1577-1622 ms against 1416-1546 for two).
 pub(crate) const FLOAT_TOKENS_PER_PASS: usize = 2;
 
 /// Tokens one pass of [`f32_sum_dots`] serves: each token's fold is its own chain of dependent
@@ -27,9 +29,11 @@ pub const F32_SUM_TOKENS: usize = 4;
 /// Whether `kernel` has float dots and this CPU runs them (AVX2 with FMA and F16C; NEON).
 pub fn available(kernel: Kernel) -> bool {
     match kernel {
-        // The AVX-512 set takes the AVX2 float dots.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 | Kernel::Avx512 => super::x86::has_avx2_fma_f16c(),
+        Kernel::Avx2 => super::x86::has_avx2_fma_f16c(),
+        // Its own plain dots (`avx512::float_pass`); the AVX2 folds of the noise twin.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => super::x86::has_avx512_vnni(),
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon => super::aarch64::has_neon(),
         _ => false,
@@ -113,8 +117,11 @@ impl FloatActs<'_> {
 /// - F16 weights times f16 activations (`exact`): every product of two f16 values is exact in
 ///   f32 (11 significant bits each, exponents far inside f32's range), so the reference's
 ///   rounded f32 product is the exact product, and an f64 fused multiply-add of the widened
-///   values adds exactly that product to the sum. Kept as f32 (exact for f16 values) and
-///   widened as they are loaded: half the bytes of f64, so a pass's tokens stay in L1.
+///   values adds exactly that product to the sum. For the x86 sets also widened once more,
+///   to f64, which their fused multiply-adds read: widening a token's activations again for
+///   every weight row was about half of the operations of a prefill's all-logits lm_head
+///   (2B-4T, 32 tokens, one thread: 1752-1767 ms against 1888-1937 with AVX2). NEON keeps
+///   them as f32 and widens as it loads (its f64 lanes are two wide either way).
 /// - Every other pair (F32 weights, F16 weights times f32 activations, BF16, whose products
 ///   can round, underflow or overflow in f32): the kernel rounds each product in f32 as the
 ///   reference does before widening it to f64.
@@ -125,6 +132,10 @@ pub struct FloatBatch {
     acts: Vec<f32>,
     /// F16 x f16: exact products, fused in f64.
     exact: bool,
+    /// `acts` widened to f64 for the x86 sets' exact dots (empty otherwise): widened once per
+    /// matmul rather than once per weight row.
+    #[cfg(target_arch = "x86_64")]
+    wide: Vec<f64>,
     k: usize,
     tokens: usize,
 }
@@ -152,11 +163,20 @@ impl FloatBatch {
             }
         }
         let exact = w == FloatType::F16 && tokens.iter().all(|x| matches!(x, FloatActs::F16(_)));
+        // The x86 sets' exact dots read f64 (NEON widens as it loads).
+        #[cfg(target_arch = "x86_64")]
+        let wide = if exact && matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
+            acts.iter().map(|&v| v as f64).collect()
+        } else {
+            Vec::new()
+        };
         Some(FloatBatch {
             kernel,
             w,
             acts,
             exact,
+            #[cfg(target_arch = "x86_64")]
+            wide,
             k,
             tokens: tokens.len(),
         })
@@ -174,6 +194,17 @@ impl FloatBatch {
     /// The kernel set the batch is for.
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// Token `t`'s activations widened to f64 onwards for the x86 sets' exact dots, or null
+    /// where the products are not exact.
+    #[cfg(target_arch = "x86_64")]
+    fn wide_at(&self, t: usize) -> *const f64 {
+        if self.exact {
+            self.wide[t * self.k..].as_ptr()
+        } else {
+            std::ptr::null()
+        }
     }
 
     /// Tokens one pass of [`float_dots`] over a row serves.
@@ -212,7 +243,9 @@ pub fn float_dots(
         unsafe {
             match batch.kernel {
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 | Kernel::Avx512 => super::x86::float_pass(w, batch.exact, x, n, k, o),
+                Kernel::Avx2 => super::x86::float_pass(w, x, batch.wide_at(t), n, k, o),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => super::avx512::float_pass(w, x, batch.wide_at(t), n, k, o),
                 #[cfg(target_arch = "aarch64")]
                 Kernel::Neon => super::aarch64::float_pass(w, batch.exact, x, n, k, o),
                 _ => unreachable!("FloatBatch::new admits only a set with float dots"),

@@ -780,16 +780,17 @@ pub(crate) fn has_avx2_fma_f16c() -> bool {
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// One pass of [`super::float::float_dots`] with AVX2: `n` (1 or 2) tokens of f32 values at
-/// `x` (token after token, `k` each) against the row `w`, exact products fused (`exact`, F16
-/// x f16) or the reference's f32 products added.
+/// One pass of [`super::float::float_dots`] with AVX2: `n` (1 or 2) tokens against the row
+/// `w`, exact products fused (F16 x f16: `wide` not null, the tokens widened to f64) or the
+/// reference's f32 products of the f32 values at `x` added (token after token, `k` each).
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `w` holds `k` weights, `x` holds `n * k` values, `out` `n`.
+/// AVX2, FMA and F16C; `w` holds `k` weights, `x` holds `n * k` values, `wide` (where not
+/// null: F16 rows only) `n * k` values, `out` `n`.
 pub(crate) unsafe fn float_pass(
     w: FloatRow,
-    exact: bool,
     x: *const f32,
+    wide: *const f64,
     n: usize,
     k: usize,
     out: &mut [f32],
@@ -797,9 +798,9 @@ pub(crate) unsafe fn float_pass(
     let wp = w.bytes().as_ptr();
     // SAFETY: the caller's promises.
     unsafe {
-        match (exact, w, n) {
-            (true, _, 1) => dots_exact::<1>(wp, x, k, out),
-            (true, _, _) => dots_exact::<2>(wp, x, k, out),
+        match (!wide.is_null(), w, n) {
+            (true, _, 1) => dots_exact::<1>(wp, wide, k, out),
+            (true, _, _) => dots_exact::<2>(wp, wide, k, out),
             (false, FloatRow::F32(_), _) => dots_rounded::<F32>(wp, x, n, k, out),
             (false, FloatRow::F16(_), _) => dots_rounded::<F16>(wp, x, n, k, out),
             (false, FloatRow::BF16(_), _) => dots_rounded::<BF16>(wp, x, n, k, out),
@@ -819,24 +820,31 @@ unsafe fn dots_rounded<W: Lanes>(w: *const u8, x: *const f32, n: usize, k: usize
     }
 }
 
-/// A float element type the AVX2 dots read: its size, eight values widened to f32, one value.
-trait Lanes {
+/// A float element type the AVX2 and AVX-512 dots read: its size, eight or sixteen values
+/// widened to f32, one value.
+pub(super) trait Lanes {
     const SIZE: usize;
     /// Eight values at `p` as f32 (exact: every type here widens exactly).
     unsafe fn load8(p: *const u8) -> std::arch::x86_64::__m256;
+    /// Sixteen values at `p` as f32 (AVX-512 F).
+    unsafe fn load16(p: *const u8) -> std::arch::x86_64::__m512;
     /// One value at `p` as f32.
     unsafe fn one(p: *const u8) -> f32;
 }
 
-struct F32;
-struct F16;
-struct BF16;
+pub(super) struct F32;
+pub(super) struct F16;
+pub(super) struct BF16;
 
 impl Lanes for F32 {
     const SIZE: usize = 4;
     #[inline(always)]
     unsafe fn load8(p: *const u8) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn load16(p: *const u8) -> std::arch::x86_64::__m512 {
+        std::arch::x86_64::_mm512_loadu_ps(p as *const f32)
     }
     #[inline(always)]
     unsafe fn one(p: *const u8) -> f32 {
@@ -850,6 +858,11 @@ impl Lanes for F16 {
     unsafe fn load8(p: *const u8) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn load16(p: *const u8) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
     }
     #[inline(always)]
     unsafe fn one(p: *const u8) -> f32 {
@@ -869,6 +882,12 @@ impl Lanes for BF16 {
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
     }
     #[inline(always)]
+    unsafe fn load16(p: *const u8) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+    }
+    #[inline(always)]
     unsafe fn one(p: *const u8) -> f32 {
         f32::from_bits(((p as *const u16).read_unaligned() as u32) << 16)
     }
@@ -876,23 +895,24 @@ impl Lanes for BF16 {
 
 /// The sum of two 4-lane f64 accumulators: lanes added pairwise, then the two halves.
 #[inline(always)]
-unsafe fn hsum_pd(a: std::arch::x86_64::__m256d, b: std::arch::x86_64::__m256d) -> f64 {
+pub(super) unsafe fn hsum_pd(a: std::arch::x86_64::__m256d, b: std::arch::x86_64::__m256d) -> f64 {
     use std::arch::x86_64::*;
     let v = _mm256_add_pd(a, b);
     let pair = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
     _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)))
 }
 
-/// F16 weights times `N` tokens of f16 activations held as f32 (`x`, token after token,
-/// `k` each): per sixteen weights two loads and widenings, then per token four f64 fused
-/// multiply-adds of exact products (see [`super::float::FloatBatch`]), the same sums as adding the
-/// reference's f32 products, into four independent accumulators (so one token's sums are not
-/// one chain of dependent adds: decode reads the lm_head at memory speed).
+/// F16 weights times `N` tokens of f16 activations held as f64 (`x`, token after token,
+/// `k` each, widened once per matmul: widening them here, per row, was half of a prefill's
+/// all-logits lm_head): per sixteen weights two loads and widenings, then per token four f64
+/// fused multiply-adds of exact products (see [`super::float::FloatBatch`]), the same sums as
+/// adding the reference's f32 products, into four independent accumulators (so one token's
+/// sums are not one chain of dependent adds: decode reads the lm_head at memory speed).
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `k` f16 weights at `w`, `N * k` f32 values at `x`, `N` outputs.
+/// AVX2, FMA and F16C; `k` f16 weights at `w`, `N * k` f64 values at `x`, `N` outputs.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f32, k: usize, out: &mut [f32]) {
+unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f64, k: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_pd(); 4]; N];
     let mut i = 0;
@@ -912,8 +932,7 @@ unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f32, k: usize, out:
         for (t, acc) in acc.iter_mut().enumerate() {
             let xt = x.add(t * k + i);
             for (l, a) in acc.iter_mut().enumerate() {
-                let xd = _mm256_cvtps_pd(_mm_loadu_ps(xt.add(4 * l)));
-                *a = _mm256_fmadd_pd(wd[l], xd, *a);
+                *a = _mm256_fmadd_pd(wd[l], _mm256_loadu_pd(xt.add(4 * l)), *a);
             }
         }
         i += 16;
@@ -921,7 +940,7 @@ unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f32, k: usize, out:
     for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
         let mut sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
         for j in i..k {
-            sum += F16::one(w.add(2 * j)) as f64 * *x.add(t * k + j) as f64;
+            sum += F16::one(w.add(2 * j)) as f64 * *x.add(t * k + j);
         }
         *o = sum as f32;
     }
