@@ -60,6 +60,10 @@ pub enum KernelArg {
     /// AVX2 with AVX-512 VNNI (`vpdpbusd`) in the eight-row ternary kernel: the same bits as
     /// avx2 (needs AVX-512 F, BW, VL and VNNI).
     Avx512,
+    /// avx512 with Intel AMX tiles (AMX-INT8 `tdpbusd`) for the TQ2_0 and I2_S matmuls of
+    /// sixteen tokens and more (prefill): the same bits as scalar (needs AMX-TILE, AMX-INT8
+    /// and an OS that grants the tile state).
+    Amx,
     /// NEON (aarch64) for the I2_S and TQ2_0 dots, bit-exact against scalar, the F32/F16/BF16
     /// dots in avx2's order and attention; scalar elsewhere.
     Neon,
@@ -77,6 +81,7 @@ impl KernelArg {
             KernelArg::Scalar => "scalar",
             KernelArg::Avx2 => "avx2",
             KernelArg::Avx512 => "avx512",
+            KernelArg::Amx => "amx",
             KernelArg::Neon => "neon",
             KernelArg::Auto => "auto",
             KernelArg::All => "all",
@@ -90,6 +95,7 @@ impl KernelArg {
             KernelArg::Scalar | KernelArg::All => Kernel::Scalar,
             KernelArg::Avx2 => Kernel::Avx2,
             KernelArg::Avx512 => Kernel::Avx512,
+            KernelArg::Amx => Kernel::Amx,
             KernelArg::Neon => Kernel::Neon,
             KernelArg::Auto => Kernel::detect(),
         }

@@ -2,7 +2,7 @@
 //! costs nothing measurable, e.g. that an engine without a fault plan pays nothing for the
 //! plan's hooks: build this example at two commits and run both on the same model.
 //!
-//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2|avx512] [THREADS] [last|all]`
+//! `cargo run --release -p xval-engine --example forward_speed -- MODEL [PROMPT_TOKENS] [STEPS] [REPEATS] [scalar|avx2|avx512|amx] [THREADS] [last|all]`
 //!
 //! Prints the best of REPEATS runs (default 5) of a PROMPT_TOKENS-token prefill (default 32;
 //! the last position's logits only, or `all` positions', as `harness bench --outputs` says)
@@ -40,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None | Some("scalar") => Kernel::Scalar,
         Some("avx2") => Kernel::Avx2,
         Some("avx512") => Kernel::Avx512,
-        Some(k) => return Err(format!("kernel {k}: expected scalar, avx2 or avx512").into()),
+        Some("amx") => Kernel::Amx,
+        Some(k) => return Err(format!("kernel {k}: expected scalar, avx2, avx512 or amx").into()),
     };
     let threads = arg(5, 1)?;
     let engine = Engine::new(model, Numerics::new(profile), threads)?.with_kernel(kernel)?;

@@ -2,7 +2,7 @@
 //! per call are steadier than wall time on a shared machine) while tuning a kernel.
 //! `criterion` in `cpp-sys/benches/ternary_gemv.rs` times the same against ggml.
 //!
-//! `cargo run --release -p xval-engine --example gemv_speed -- [tq2_0|tq1_0|i2_s] [K] [M] [CALLS] [scalar|avx2|avx512|neon] [TOKENS]`
+//! `cargo run --release -p xval-engine --example gemv_speed -- [tq2_0|tq1_0|i2_s] [K] [M] [CALLS] [scalar|avx2|avx512|amx|neon] [TOKENS]`
 
 use std::time::Instant;
 
@@ -32,9 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kernel = match args.get(4).map(String::as_str) {
         None | Some("avx2") => Kernel::Avx2,
         Some("avx512") => Kernel::Avx512,
+        Some("amx") => Kernel::Amx,
         Some("scalar") => Kernel::Scalar,
         Some("neon") => Kernel::Neon,
-        Some(k) => return Err(format!("kernel {k}: expected scalar, avx2, avx512 or neon").into()),
+        Some(k) => {
+            return Err(format!("kernel {k}: expected scalar, avx2, avx512, amx or neon").into())
+        }
     };
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

@@ -25,11 +25,14 @@ fn simd() -> Kernel {
     }
 }
 
-/// Every SIMD set the parity tests check here: [`simd`], and AVX-512 where this CPU has it.
+/// Every SIMD set the parity tests check here: [`simd`], and AVX-512 and AMX where this CPU
+/// (and OS) has them.
 fn simd_sets() -> Vec<Kernel> {
     let mut sets = vec![simd()];
-    if Kernel::Avx512.available() {
-        sets.push(Kernel::Avx512);
+    for k in [Kernel::Avx512, Kernel::Amx] {
+        if k.available() {
+            sets.push(k);
+        }
     }
     sets
 }
@@ -135,28 +138,68 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Sixteen tokens and more, where the `amx` set multiplies tiles of sixteen rows by
+    /// sixteen tokens (every other set takes its usual path): token counts that fill one to
+    /// five tiles or leave the last part-empty, row counts that leave rows for the eight-row
+    /// and per-row kernels, every format and both quantizing profiles (Q8_K blocks, int8
+    /// rows), the 16-bit wrap: bit-identical to the scalar reference.
+    #[test]
+    fn ternary_matmul_of_many_tokens_with_simd_equals_scalar_bit_for_bit(
+        (blocks, m, n, trits, d, x) in (1usize..=5, 1usize..=40, 16usize..=70).prop_flat_map(
+            |(blocks, m, n)| (
+                Just(blocks),
+                Just(m),
+                Just(n),
+                proptest::collection::vec(-1i8..=1, blocks * 256 * m),
+                proptest::collection::vec(0.001f32..4.0, blocks * m),
+                proptest::collection::vec(-8.0f32..8.0, blocks * 256 * n),
+            )
+        )
+    ) {
+        let k = blocks * 256;
+        for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::I2_S] {
+            let data = weights(ty, &trits, &d, m);
+            let w = WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
+            for profile in [Profile::Ggml, Profile::BitnetCpp] {
+                for i16_sums in [false, true] {
+                    let [s, v] = both(&w, &x, n, profile, i16_sums);
+                    prop_assert_eq!(s, v, "{} {:?} i16 {} n {}", ty, profile, i16_sums, n);
+                }
+            }
+        }
+    }
+}
+
 /// Rows of 128-weight I2_S chunks that do not fill a 256-weight block (K = 384) under
-/// bitnet.cpp's int8 activations, several tokens at once; eleven rows: one group of eight by
-/// the fused kernel, three by the per-row one.
+/// bitnet.cpp's int8 activations (Q8_K takes whole 256-value blocks only), several tokens at once
+/// (six; and twenty, which the `amx` set takes on tiles); 35 rows: two tiles of sixteen and
+/// three rows for the `amx` set, four groups of eight by the fused kernel and three by the
+/// per-row one for the others.
 #[test]
 fn batched_i2s_with_a_trailing_half_block_equals_scalar() {
-    let (k, m, n) = (384, 11, 6);
+    let (k, m) = (384, 35);
     let trits: Vec<i8> = (0..k * m)
         .map(|i| ((i * 7 + i / 5) % 3) as i8 - 1)
         .collect();
     let data = weights(GgmlType::I2_S, &trits, &[], m);
     let w = WeightMatrix::new("w", GgmlType::I2_S, k, m, &data, I2sLayout::Block128).unwrap();
-    let x: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-        .collect();
-    let [s, v] = both(&w, &x, n, Profile::BitnetCpp, false);
-    assert_eq!(s, v);
+    for n in [6, 20] {
+        let x: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let [s, v] = both(&w, &x, n, Profile::BitnetCpp, false);
+        assert_eq!(s, v, "n {n}");
+    }
 }
 
 /// The extremes, K up to 16384: weights all -1, all 0, all +1 and alternating; activations all
 /// equal (quantized to -128 by Q8_K, whose scale takes the sign of the largest value, and to
 /// +127 by bitnet.cpp's int8 rows) and alternating +-1 (every product at its largest magnitude,
-/// both signs); one, four and five tokens; nine rows (eight by the fused kernel, one alone).
+/// both signs); one, four, five and seventeen tokens (the `amx` set's tiles); nine rows (eight
+/// by the fused kernel, one alone).
 #[test]
 fn ternary_simd_equals_scalar_on_the_edges() {
     for k in [256usize, 512, 16384] {
@@ -169,7 +212,7 @@ fn ternary_simd_equals_scalar_on_the_edges() {
             (0..k * m).map(alternating).collect(),
         ];
         for trits in &weight_rows {
-            for n in [1usize, 4, 5] {
+            for n in [1usize, 4, 5, 17] {
                 for x in [
                     vec![1.0f32; k * n],
                     (0..k * n).map(|i| alternating(i) as f32).collect(),

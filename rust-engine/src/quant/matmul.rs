@@ -11,6 +11,8 @@ use rayon::prelude::*;
 
 use super::act_i8::{self, ActI8};
 use super::i2_s::I2sLayout;
+#[cfg(target_arch = "x86_64")]
+use super::kernels::amx::{AmxActs, Out as AmxOut};
 use super::kernels::float::{
     self, f32_sum_dots, float_dots, FloatActs, FloatBatch, FloatRow, F32_SUM_TOKENS,
 };
@@ -381,7 +383,15 @@ struct SimdTernary<'p> {
     runner: TernaryRunner,
     prepared: &'p [Prepared],
     groups: Vec<TernaryBatch<'p>>,
+    /// The tokens as AMX tiles, where the set runs them and there are enough tokens.
+    #[cfg(target_arch = "x86_64")]
+    amx: Option<AmxActs>,
 }
+
+/// The fewest tokens the `amx` set's tile kernel takes a matmul for: a token tile holds
+/// sixteen (fewer leave its lanes empty; the `avx512` kernels serve them).
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_TOKENS: usize = 16;
 
 impl<'p> SimdTernary<'p> {
     fn new(w: &WeightMatrix, prepared: &'p [Prepared], kernel: Kernel) -> Option<Self> {
@@ -399,11 +409,32 @@ impl<'p> SimdTernary<'p> {
             .chunks(TERNARY_TOKENS_PER_PASS)
             .map(|g| TernaryBatch::new(g.to_vec()))
             .collect::<Option<Vec<_>>>()?;
+        #[cfg(target_arch = "x86_64")]
+        let amx = (runner.has_rows16()
+            && acts.len() >= AMX_MIN_TOKENS
+            && matches!(w.ty, GgmlType::TQ2_0 | GgmlType::I2_S))
+        .then(|| {
+            let int = w.ty == GgmlType::I2_S && matches!(acts[0], TernaryActs::I8(_));
+            AmxActs::new(&acts, int)
+        })
+        .flatten();
         Some(SimdTernary {
             runner,
             prepared,
             groups,
+            #[cfg(target_arch = "x86_64")]
+            amx,
         })
+    }
+
+    /// The row count the matmul's tasks and tiles are best a multiple of: sixteen for the AMX
+    /// tiles, else eight (the fused eight-row kernels).
+    fn row_align(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self.amx.is_some() {
+            return 16;
+        }
+        8
     }
 
     /// Every token's dot with weight rows `r0..r0 + out.len() / n` (`out[i * n + t]` for row
@@ -420,13 +451,18 @@ impl<'p> SimdTernary<'p> {
         out: &mut [f32],
     ) {
         let n = self.prepared.len();
+        // Sixteen rows at a time on AMX tiles where the set has them, every token at once.
+        #[cfg(target_arch = "x86_64")]
+        let tiled = self.amx_rows(w, r0, i16, scratch, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiled = 0;
         let (dots, scales) = scratch;
         let mut sums8 = [Sums8::I32([0; 8]); TERNARY_TOKENS_PER_PASS];
         for (g, batch) in self.groups.iter().enumerate() {
             let t0 = g * TERNARY_TOKENS_PER_PASS;
             let tokens = &self.prepared[t0..t0 + batch.tokens()];
             // Eight rows at a time by the set's fused kernel where it has one.
-            let mut fused = 0;
+            let mut fused = tiled;
             while fused + 8 <= out.len() / n {
                 let rows = std::array::from_fn(|j| {
                     ternary_row(w, r0 + fused + j)
@@ -472,6 +508,67 @@ impl<'p> SimdTernary<'p> {
                 }
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl SimdTernary<'_> {
+    /// [`SimdTernary::rows`]'s first rows, sixteen at a time, by the `amx` set's tile kernel
+    /// where it runs for this matmul; how many rows it did (a multiple of sixteen; none where
+    /// it does not run).
+    fn amx_rows(
+        &self,
+        w: &WeightMatrix,
+        r0: usize,
+        i16: bool,
+        (ints, floats): &mut (Vec<i32>, Vec<f32>),
+        out: &mut [f32],
+    ) -> usize {
+        let Some(acts) = &self.amx else {
+            return 0;
+        };
+        let n = self.prepared.len();
+        let m = out.len() / n;
+        let mut done = 0;
+        while done + 16 <= m {
+            let rows = std::array::from_fn(|j| {
+                ternary_row(w, r0 + done + j).expect("a ternary kernel format (checked in new)")
+            });
+            let block = &mut out[done * n..(done + 16) * n];
+            let ran = if acts.int() {
+                ints.resize(16 * n, 0);
+                let ran = self.runner.rows16(&rows, acts, AmxOut::I32(ints));
+                for (o, s) in block.chunks_exact_mut(n).zip(ints.chunks_exact(n)) {
+                    for ((o, &s), a) in o.iter_mut().zip(s).zip(self.prepared) {
+                        *o = match a {
+                            Prepared::I8(a) => i2s_i8_epilogue(w, a, s, i16),
+                            _ => unreachable!("integer sums only for int8 activations"),
+                        };
+                    }
+                }
+                ran
+            } else if matches!(self.prepared[0], Prepared::I8(_)) {
+                floats.resize(16 * n, 0.0);
+                let ran = self.runner.rows16(&rows, acts, AmxOut::F32(floats));
+                for (o, s) in block.chunks_exact_mut(n).zip(floats.chunks_exact(n)) {
+                    for ((o, &s), a) in o.iter_mut().zip(s).zip(self.prepared) {
+                        *o = match a {
+                            Prepared::I8(a) => s / a.scale,
+                            _ => unreachable!("one activation form per matmul"),
+                        };
+                    }
+                }
+                ran
+            } else {
+                // Q8_K activations: the sums are the outputs.
+                self.runner.rows16(&rows, acts, AmxOut::F32(block))
+            };
+            if !ran {
+                break;
+            }
+            done += 16;
+        }
+        done
     }
 }
 
@@ -536,13 +633,15 @@ pub fn matmul_twin(
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
     // About sixteen tasks per thread: enough to balance, few enough that a decode step's small
     // matmuls are not mostly scheduling. Which rows a task gets changes no value.
-    // Both in whole eights of rows where they can be, for the fused eight-row kernels.
+    // Both in whole eights of rows where they can be, for the fused eight-row kernels
+    // (sixteens for the `amx` set's tiles).
+    let align = simd.as_ref().map_or(8, SimdTernary::row_align);
     let rows_per_task =
         w.m.div_ceil(rayon::current_num_threads() * 16)
             .max(MIN_ROWS_PER_TASK)
-            .next_multiple_of(8);
+            .next_multiple_of(align);
     let tile_rows = match (TILE_BYTES / w.row(0).len().max(1)).clamp(1, rows_per_task) {
-        t if t >= 8 => t / 8 * 8,
+        t if t >= align => t / align * align,
         t => t,
     };
     let mut by_row = vec![0f32; w.m * n];

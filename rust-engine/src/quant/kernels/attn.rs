@@ -45,7 +45,7 @@ pub fn scores(
     let done = match kernel {
         // SAFETY: AVX2 is present (checked); `k` holds every position of `out` (checked).
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 | Kernel::Avx512 if super::x86::has_avx2() => unsafe {
+        Kernel::Avx2 | Kernel::Avx512 | Kernel::Amx if super::x86::has_avx2() => unsafe {
             super::x86::attn_scores(sums, q, k, stride, out)
         },
         // SAFETY: NEON is present (checked); as above.
@@ -107,7 +107,7 @@ pub fn mix(kernel: Kernel, sums: AttnSums, p: &[f32], v: &[f32], stride: usize, 
         // SAFETY: AVX2 is present (checked); `v` holds `out.len()` dimensions of every
         // position of `p` (checked).
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 | Kernel::Avx512 if super::x86::has_avx2() => unsafe {
+        Kernel::Avx2 | Kernel::Avx512 | Kernel::Amx if super::x86::has_avx2() => unsafe {
             super::x86::attn_mix(sums, p, v, stride, out)
         },
         // SAFETY: NEON is present (checked); as above.

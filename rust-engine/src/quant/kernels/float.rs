@@ -31,9 +31,10 @@ pub fn available(kernel: Kernel) -> bool {
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => super::x86::has_avx2_fma_f16c(),
-        // Its own plain dots (`avx512::float_pass`); the AVX2 folds of the noise twin.
+        // Its own plain dots (`avx512::float_pass`); the AVX2 folds of the noise twin. The
+        // `amx` set takes the `avx512` set's.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => super::x86::has_avx512_vnni(),
+        Kernel::Avx512 | Kernel::Amx => super::x86::has_avx512_vnni(),
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon => super::aarch64::has_neon(),
         _ => false,
@@ -165,7 +166,7 @@ impl FloatBatch {
         let exact = w == FloatType::F16 && tokens.iter().all(|x| matches!(x, FloatActs::F16(_)));
         // The x86 sets' exact dots read f64 (NEON widens as it loads).
         #[cfg(target_arch = "x86_64")]
-        let wide = if exact && matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
+        let wide = if exact && matches!(kernel, Kernel::Avx2 | Kernel::Avx512 | Kernel::Amx) {
             acts.iter().map(|&v| v as f64).collect()
         } else {
             Vec::new()
@@ -245,7 +246,9 @@ pub fn float_dots(
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Avx2 => super::x86::float_pass(w, x, batch.wide_at(t), n, k, o),
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => super::avx512::float_pass(w, x, batch.wide_at(t), n, k, o),
+                Kernel::Avx512 | Kernel::Amx => {
+                    super::avx512::float_pass(w, x, batch.wide_at(t), n, k, o)
+                }
                 #[cfg(target_arch = "aarch64")]
                 Kernel::Neon => super::aarch64::float_pass(w, batch.exact, x, n, k, o),
                 _ => unreachable!("FloatBatch::new admits only a set with float dots"),
@@ -362,7 +365,9 @@ pub fn f32_sum_dots(
     unsafe {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx512 => super::x86::seq_sums(ty, &ptrs, xs, k, sums),
+            Kernel::Avx2 | Kernel::Avx512 | Kernel::Amx => {
+                super::x86::seq_sums(ty, &ptrs, xs, k, sums)
+            }
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => super::aarch64::seq_sums(ty, &ptrs, xs, k, sums),
             _ => unreachable!("available() admits only a set with float dots"),

@@ -3,7 +3,7 @@
 //!
 //! - [`Backend`]: where the kernels run (`cpu`; CUDA comes with its own issue).
 //! - [`Kernel`]: which kernel set (`scalar`, the reference every other set is tested against;
-//!   `avx2`, `avx512` and `neon`, whose kernels are tested against it in
+//!   `avx2`, `avx512`, `amx` and `neon`, whose kernels are tested against it in
 //!   `tests/kernels_simd.rs`: bit for bit for the ternary kernels and attention, within a
 //!   stated bound for the float dots).
 
@@ -14,6 +14,8 @@ use super::{tq1_0, tq2_0};
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 pub mod attn;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -64,6 +66,13 @@ pub enum Kernel {
     /// sums, so the same bits as `avx2` and scalar; everything else as `avx2`. Needs AVX-512 F,
     /// BW, VL and VNNI.
     Avx512,
+    /// The `avx512` set with Intel AMX tiles for the ternary matmuls of sixteen tokens and
+    /// more (TQ2_0 and I2_S rows, sixteen at a time: `amx::rows16`, `tdpbusd` on tiles of
+    /// sixteen rows times sixteen tokens, four token tiles per unpacked tile of codes; the same
+    /// integer sums and the reference epilogue in its order, so the same bits as scalar);
+    /// everything else as `avx512`. Needs AMX-TILE and AMX-INT8 and an OS that grants the
+    /// tile state (Linux 5.16 and later).
+    Amx,
     /// NEON (aarch64) for the ternary dots (I2_S in the 128-weight layout and TQ2_0, int8 or
     /// Q8_K activations; bit-exact against scalar) and the float dots ([`float`]: the same
     /// sixteen-lane order as AVX2's, so the same bits as AVX2 gives), the scalar reference for
@@ -73,13 +82,20 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every set, the reference first.
-    pub const ALL: [Kernel; 4] = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512, Kernel::Neon];
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Scalar,
+        Kernel::Avx2,
+        Kernel::Avx512,
+        Kernel::Amx,
+        Kernel::Neon,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
             Kernel::Avx512 => "avx512",
+            Kernel::Amx => "amx",
             Kernel::Neon => "neon",
         }
     }
@@ -87,7 +103,9 @@ impl Kernel {
     /// The backend the set runs on.
     pub fn backend(self) -> Backend {
         match self {
-            Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 | Kernel::Neon => Backend::Cpu,
+            Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512 | Kernel::Amx | Kernel::Neon => {
+                Backend::Cpu
+            }
         }
     }
 
@@ -99,6 +117,8 @@ impl Kernel {
             Kernel::Avx2 => x86::has_avx2(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => x86::has_avx512_vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::available(),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => aarch64::has_neon(),
             #[allow(unreachable_patterns)]
@@ -108,7 +128,7 @@ impl Kernel {
 
     /// The best set this CPU runs.
     pub fn detect() -> Kernel {
-        [Kernel::Avx512, Kernel::Avx2, Kernel::Neon]
+        [Kernel::Amx, Kernel::Avx512, Kernel::Avx2, Kernel::Neon]
             .into_iter()
             .find(|k| k.available())
             .unwrap_or(Kernel::Scalar)
@@ -305,6 +325,8 @@ pub struct TernaryRunner {
     run: unsafe fn(TernaryRow, &TernaryBatch, &mut [i32]),
     scales: Option<ScalesFn>,
     rows8: Option<Rows8Fn>,
+    /// The `amx` set: [`TernaryRunner::rows16`] runs.
+    amx: bool,
 }
 
 /// A set's TQ2_0 block-scale conversion (see [`TernaryRunner::block_scales`]).
@@ -343,19 +365,22 @@ impl TernaryRunner {
                     run: run_ternary::<x86::Avx2>,
                     scales: f16c.then_some(x86::tq2_0_scales_f16c as ScalesFn),
                     rows8: f16c.then_some(x86::rows8 as Rows8Fn),
+                    amx: false,
                 })
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => Some(TernaryRunner {
+            Kernel::Avx512 | Kernel::Amx => Some(TernaryRunner {
                 run: run_ternary::<x86::Avx2>,
                 scales: Some(x86::tq2_0_scales_f16c as ScalesFn),
                 rows8: Some(avx512::rows8 as Rows8Fn),
+                amx: kernel == Kernel::Amx,
             }),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => Some(TernaryRunner {
                 run: run_ternary::<aarch64::Neon>,
                 scales: None,
                 rows8: None,
+                amx: false,
             }),
             _ => None,
         }
@@ -387,6 +412,42 @@ impl TernaryRunner {
         // SAFETY: `new` checked the CPU features; the rows are of one kind and fit the batch
         // (asserted).
         unsafe { f(rows, batch, out) };
+        true
+    }
+
+    /// Whether [`TernaryRunner::rows16`] runs (the `amx` set).
+    pub fn has_rows16(&self) -> bool {
+        self.amx
+    }
+
+    /// Sixteen weight rows of one 2-bit format (TQ2_0 or I2_S) times every token of `acts`
+    /// on AMX tiles ([`amx::rows16`]): row `r`, token `t` at `r * acts.tokens() + t` of
+    /// `out`, the values [`TernaryRunner::rows8`] gives. `false` (nothing written) where the
+    /// set has no such kernel or the rows are TQ1_0.
+    #[cfg(target_arch = "x86_64")]
+    pub fn rows16(&self, rows: &[TernaryRow; 16], acts: &amx::AmxActs, out: amx::Out) -> bool {
+        if !self.amx || matches!(rows[0], TernaryRow::Tq1_0(_)) {
+            return false;
+        }
+        let kind = std::mem::discriminant(&rows[0]);
+        assert!(
+            rows.iter()
+                .all(|r| std::mem::discriminant(r) == kind && r.chunks() == acts.chunks()),
+            "sixteen rows of one format, each as long as the activations"
+        );
+        let places = match &out {
+            amx::Out::F32(o) => (!acts.int()).then_some(o.len()),
+            amx::Out::I32(o) => acts.int().then_some(o.len()),
+        };
+        assert_eq!(
+            places,
+            Some(16 * acts.tokens()),
+            "one output per row and token"
+        );
+        // SAFETY: `new` checked that this CPU and OS run the `amx` set; the rows are of one
+        // 2-bit kind and fit the activations, and `out` is of the activations' kind and size
+        // (asserted).
+        unsafe { amx::rows16(rows, acts, out) };
         true
     }
 
