@@ -265,7 +265,7 @@ fn shards_cover_the_prompt_list_and_the_gate_judges_them_together() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-/// `--kernel avx2` (and `avx512` where this CPU has it) computes the same numbers as the
+/// `--kernel avx2` (and `avx512` and `amx` where this CPU has them) computes the same numbers as the
 /// scalar reference (its ternary kernels are bit-exact; its float dots sum in another f64
 /// order, which changes no f32 on this fixture), and the receipt says which set ran.
 #[test]
@@ -276,6 +276,9 @@ fn the_avx2_kernels_give_the_scalar_receipt_and_say_so() {
     let mut kernels = vec!["scalar", "avx2"];
     if Kernel::Avx512.available() {
         kernels.push("avx512");
+    }
+    if Kernel::Amx.available() {
+        kernels.push("amx");
     }
     for kernel in kernels {
         let path = dir.path().join(format!("{kernel}.json"));
