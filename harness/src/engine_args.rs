@@ -61,7 +61,7 @@ pub enum KernelArg {
     /// avx2 (needs AVX-512 F, BW, VL and VNNI).
     Avx512,
     /// avx512 with Intel AMX tiles (AMX-INT8 `tdpbusd`) for the TQ2_0 and I2_S matmuls of
-    /// sixteen tokens and more (prefill): the same bits as scalar (needs AMX-TILE, AMX-INT8
+    /// eight tokens and more (prefill): the same bits as scalar (needs AMX-TILE, AMX-INT8
     /// and an OS that grants the tile state).
     Amx,
     /// NEON (aarch64) for the I2_S and TQ2_0 dots, bit-exact against scalar, the F32/F16/BF16

@@ -388,10 +388,12 @@ struct SimdTernary<'p> {
     amx: Option<AmxActs>,
 }
 
-/// The fewest tokens the `amx` set's tile kernel takes a matmul for: a token tile holds
-/// sixteen (fewer leave its lanes empty; the `avx512` kernels serve them).
+/// The fewest tokens the `amx` set's tile kernel takes a matmul for (a token tile holds
+/// sixteen; fewer leave lanes empty): where it measured faster than the `avx512` kernels,
+/// 2B-4T TQ2_0 prefill (`forward_speed MODEL N 0 3 amx 2`, two runs each): 8 tokens 126-127
+/// ms against 133-135, 7 tokens 125-128 against 126, 5 tokens 120-124 against 109-113.
 #[cfg(target_arch = "x86_64")]
-const AMX_MIN_TOKENS: usize = 16;
+const AMX_MIN_TOKENS: usize = 8;
 
 impl<'p> SimdTernary<'p> {
     fn new(w: &WeightMatrix, prepared: &'p [Prepared], kernel: Kernel) -> Option<Self> {

@@ -1,4 +1,4 @@
-//! The `amx` set's ternary matmul for sixteen tokens and more: Intel AMX tiles (AMX-INT8
+//! The `amx` set's ternary matmul for eight tokens and more (`matmul::AMX_MIN_TOKENS`): Intel AMX tiles (AMX-INT8
 //! `tdpbusd`), everything else as the `avx512` set.
 //!
 //! One `tdpbusd` multiplies a tile of sixteen weight rows by 64 codes (unsigned bytes 0, 1,

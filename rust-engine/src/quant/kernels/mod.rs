@@ -66,7 +66,7 @@ pub enum Kernel {
     /// sums, so the same bits as `avx2` and scalar; everything else as `avx2`. Needs AVX-512 F,
     /// BW, VL and VNNI.
     Avx512,
-    /// The `avx512` set with Intel AMX tiles for the ternary matmuls of sixteen tokens and
+    /// The `avx512` set with Intel AMX tiles for the ternary matmuls of eight tokens and
     /// more (TQ2_0 and I2_S rows, sixteen at a time: `amx::rows16`, `tdpbusd` on tiles of
     /// sixteen rows times sixteen tokens, four token tiles per unpacked tile of codes; the same
     /// integer sums and the reference epilogue in its order, so the same bits as scalar);
