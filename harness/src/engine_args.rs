@@ -60,7 +60,7 @@ pub enum KernelArg {
     /// AVX2 with AVX-512 VNNI (`vpdpbusd`) in the eight-row ternary kernel: the same bits as
     /// avx2 (needs AVX-512 F, BW, VL and VNNI).
     Avx512,
-    /// avx512 with Intel AMX tiles (AMX-INT8 `tdpbusd`) for the TQ2_0 and I2_S matmuls of
+    /// avx512 with Intel AMX tiles (AMX-INT8 `tdpbusd`) for the ternary matmuls of
     /// eight tokens and more (prefill): the same bits as scalar (needs AMX-TILE, AMX-INT8
     /// and an OS that grants the tile state).
     Amx,

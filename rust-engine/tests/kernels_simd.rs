@@ -104,6 +104,45 @@ fn weights(ty: GgmlType, trits: &[i8], d: &[f32], m: usize) -> Vec<u8> {
     }
 }
 
+/// Random ternary matmuls: `m` weight rows of `blocks` 256-weight blocks (values -1, 0, +1),
+/// their block scales and `n` activation rows, each count drawn from its range.
+fn matmul_cases(
+    blocks: std::ops::RangeInclusive<usize>,
+    m: std::ops::RangeInclusive<usize>,
+    n: std::ops::RangeInclusive<usize>,
+) -> impl Strategy<Value = (usize, usize, usize, Vec<i8>, Vec<f32>, Vec<f32>)> {
+    (blocks, m, n).prop_flat_map(|(blocks, m, n)| {
+        (
+            Just(blocks),
+            Just(m),
+            Just(n),
+            proptest::collection::vec(-1i8..=1, blocks * 256 * m),
+            proptest::collection::vec(0.001f32..4.0, blocks * m),
+            proptest::collection::vec(-8.0f32..8.0, blocks * 256 * n),
+        )
+    })
+}
+
+/// One case of [`matmul_cases`] as TQ2_0, TQ1_0 and I2_S weights under both quantizing
+/// profiles, with and without the self-test's 16-bit wrap: every SIMD set's `matmul_twin`
+/// bit-identical to the scalar reference's.
+fn every_format_equals_scalar(
+    (blocks, m, n, trits, d, x): (usize, usize, usize, Vec<i8>, Vec<f32>, Vec<f32>),
+) -> Result<(), TestCaseError> {
+    let k = blocks * 256;
+    for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::I2_S] {
+        let data = weights(ty, &trits, &d, m);
+        let w = WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
+        for profile in [Profile::Ggml, Profile::BitnetCpp] {
+            for i16_sums in [false, true] {
+                let [s, v] = both(&w, &x, n, profile, i16_sums);
+                prop_assert_eq!(s, v, "{} {:?} i16 {} n {}", ty, profile, i16_sums, n);
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -113,28 +152,9 @@ proptest! {
     /// the scalar reference.
     #[test]
     fn batched_ternary_matmul_with_simd_equals_scalar_bit_for_bit(
-        (blocks, m, n, trits, d, x) in (1usize..=12, 1usize..=40, 1usize..=9).prop_flat_map(
-            |(blocks, m, n)| (
-                Just(blocks),
-                Just(m),
-                Just(n),
-                proptest::collection::vec(-1i8..=1, blocks * 256 * m),
-                proptest::collection::vec(0.001f32..4.0, blocks * m),
-                proptest::collection::vec(-8.0f32..8.0, blocks * 256 * n),
-            )
-        )
+        case in matmul_cases(1..=12, 1..=40, 1..=9)
     ) {
-        let k = blocks * 256;
-        for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::I2_S] {
-            let data = weights(ty, &trits, &d, m);
-            let w = WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
-            for profile in [Profile::Ggml, Profile::BitnetCpp] {
-                for i16_sums in [false, true] {
-                    let [s, v] = both(&w, &x, n, profile, i16_sums);
-                    prop_assert_eq!(s, v, "{} {:?} i16 {}", ty, profile, i16_sums);
-                }
-            }
-        }
+        every_format_equals_scalar(case)?;
     }
 }
 
@@ -148,28 +168,9 @@ proptest! {
     /// rows), the 16-bit wrap: bit-identical to the scalar reference.
     #[test]
     fn ternary_matmul_of_many_tokens_with_simd_equals_scalar_bit_for_bit(
-        (blocks, m, n, trits, d, x) in (1usize..=5, 1usize..=40, 8usize..=70).prop_flat_map(
-            |(blocks, m, n)| (
-                Just(blocks),
-                Just(m),
-                Just(n),
-                proptest::collection::vec(-1i8..=1, blocks * 256 * m),
-                proptest::collection::vec(0.001f32..4.0, blocks * m),
-                proptest::collection::vec(-8.0f32..8.0, blocks * 256 * n),
-            )
-        )
+        case in matmul_cases(1..=5, 1..=40, 8..=70)
     ) {
-        let k = blocks * 256;
-        for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::I2_S] {
-            let data = weights(ty, &trits, &d, m);
-            let w = WeightMatrix::new("w", ty, k, m, &data, I2sLayout::Block128).unwrap();
-            for profile in [Profile::Ggml, Profile::BitnetCpp] {
-                for i16_sums in [false, true] {
-                    let [s, v] = both(&w, &x, n, profile, i16_sums);
-                    prop_assert_eq!(s, v, "{} {:?} i16 {} n {}", ty, profile, i16_sums, n);
-                }
-            }
-        }
+        every_format_equals_scalar(case)?;
     }
 }
 

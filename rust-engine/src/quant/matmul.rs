@@ -414,7 +414,7 @@ impl<'p> SimdTernary<'p> {
         #[cfg(target_arch = "x86_64")]
         let amx = (runner.has_rows16()
             && acts.len() >= AMX_MIN_TOKENS
-            && matches!(w.ty, GgmlType::TQ2_0 | GgmlType::I2_S))
+            && matches!(w.ty, GgmlType::TQ2_0 | GgmlType::TQ1_0 | GgmlType::I2_S))
         .then(|| {
             let int = w.ty == GgmlType::I2_S && matches!(acts[0], TernaryActs::I8(_));
             AmxActs::new(&acts, int)

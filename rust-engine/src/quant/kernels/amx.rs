@@ -4,9 +4,10 @@
 //! One `tdpbusd` multiplies a tile of sixteen weight rows by 64 codes (unsigned bytes 0, 1,
 //! 2) with a tile of 64 activations of sixteen tokens (signed bytes, four consecutive ones per
 //! i32 lane) into sixteen rows times sixteen tokens of i32 sums: 16,384 products, where one
-//! AVX-512 `vpdpbusd` does 64. The codes are unpacked into the tile (a row's 32 code bytes of
-//! a 128-weight chunk loaded into both halves of a register, shifted per half and masked: 64
-//! codes in the activations' order, as `avx512::Matrix::tile` does), the activations are laid
+//! AVX-512 `vpdpbusd` does 64. The codes are unpacked into the tile in the activations' order
+//! (TQ2_0 and I2_S: a row's 32 code bytes of a 128-weight chunk loaded into both halves of a
+//! register, shifted per half and masked, 64 codes, as `avx512::Matrix::tile` does; TQ1_0: a
+//! block's base-3 digits as `x86::tq1_0_groups` takes them out for AVX2), the activations are laid
 //! out as tiles once per matmul ([`AmxActs`]), and four token tiles (64 tokens) share each
 //! tile of codes. At the end of each 256-weight block the sums are stored and the reference
 //! epilogue runs on them sixteen tokens per vector: `sumi = sum - chunk sums` (the codes are
@@ -24,7 +25,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::{TernaryActs, TernaryRow};
-use crate::quant::{q8_k, tq2_0};
+use crate::quant::{q8_k, tq1_0, tq2_0};
 
 /// Tokens per activation tile (a tile row's sixteen i32 lanes).
 pub const TILE_TOKENS: usize = 16;
@@ -258,16 +259,23 @@ unsafe fn store_and_zero(g: usize, out: *mut Tile) {
     }
 }
 
-/// Sixteen weight rows of one 2-bit format (TQ2_0 or I2_S) times every token of `acts`,
+/// Sixteen weight rows of one format (TQ2_0, TQ1_0 or I2_S) times every token of `acts`,
 /// into `out` (row `r`, token `t` at `r * acts.tokens() + t`): the same values as
 /// `TernaryRunner::rows8` gives for each eight of them.
 ///
 /// # Safety
-/// [`available`]; every row is of the kind of `rows[0]` (not TQ1_0) with `acts.chunks()`
+/// [`available`]; every row is of the kind of `rows[0]` with `acts.chunks()`
 /// chunks; `out` is `F32` (or `I32` where `acts.int()`) with `16 * acts.tokens()` places.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw")]
 pub(crate) unsafe fn rows16(rows: &[TernaryRow; TILE_ROWS], acts: &AmxActs, mut out: Out) {
     let lsb = matches!(rows[0], TernaryRow::Tq2_0(_));
+    let tq1 = matches!(rows[0], TernaryRow::Tq1_0(_));
+    // Where a block's f16 scale is (TQ2_0 and TQ1_0; I2_S has one per tensor).
+    let scale_at = match rows[0] {
+        TernaryRow::Tq2_0(_) => Some(tq2_0::QS_BYTES),
+        TernaryRow::Tq1_0(_) => Some(tq1_0::QS_BYTES + tq1_0::QH_BYTES),
+        TernaryRow::I2s(_) => None,
+    };
     let codes: [*const u8; TILE_ROWS] = std::array::from_fn(|i| rows[i].raw().0);
     let code_stride = rows[0].raw().1;
     let (chunks, steps, blocks) = (acts.chunks, 2 * acts.chunks, acts.chunks.div_ceil(2));
@@ -287,7 +295,8 @@ pub(crate) unsafe fn rows16(rows: &[TernaryRow; TILE_ROWS], acts: &AmxActs, mut 
     };
     let mask = _mm512_set1_epi8(3);
     let config = Config::new();
-    let mut codes_tiles = [Tile([0; TILE_BYTES]); 2];
+    // A block's codes: four tiles of 64 codes per row (two for a trailing half block).
+    let mut codes_tiles = [Tile([0; TILE_BYTES]); 4];
     let mut sum_tiles = [Tile([0; TILE_BYTES]); TILES_PER_PASS];
     asm!("ldtilecfg [{c}]", c = in(reg) config.0.as_ptr(), options(nostack, readonly));
     let groups = acts.groups();
@@ -305,40 +314,52 @@ pub(crate) unsafe fn rows16(rows: &[TernaryRow; TILE_ROWS], acts: &AmxActs, mut 
         let mut acc = [_mm512_setzero_ps(); TILES_PER_PASS * TILE_ROWS];
         for b in 0..blocks {
             let two = 2 * b + 1 < chunks;
-            for ch in 0..1 + two as usize {
-                let off = b * code_stride + 32 * ch;
-                for (r, &p) in codes.iter().enumerate() {
-                    // Two blocks ahead (sixteen rows read side by side are sixteen streams,
-                    // more than the hardware prefetcher keeps up with: the 64-token 2B-4T
-                    // TQ2_0 prefill 459-486 ms against 487-532 without; one to eight blocks
-                    // ahead alike). A prefetch never faults.
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off + 2 * code_stride) as *const i8);
-                    // SAFETY: chunk 2b + ch exists in every row: 32 code bytes at `off`.
-                    let v =
-                        _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(off) as *const __m256i));
-                    for (h, shift) in shifts.iter().enumerate() {
-                        let c = _mm512_and_si512(_mm512_srlv_epi64(v, *shift), mask);
+            let at = b * code_stride;
+            for (r, &p) in codes.iter().enumerate() {
+                // Two blocks ahead (sixteen rows read side by side are sixteen streams, more
+                // than the hardware prefetcher keeps up with: the 64-token 2B-4T TQ2_0 prefill
+                // 459-486 ms against 487-532 without; one to eight blocks ahead alike). A
+                // prefetch never faults.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at + 2 * code_stride) as *const i8);
+                // Row r of code tile t (the tiles are 1024 bytes apart).
+                let base = codes_tiles.as_mut_ptr() as *mut u8;
+                let row = |t: usize| base.add(t * TILE_BYTES + 64 * r) as *mut __m512i;
+                if tq1 {
+                    // SAFETY: block b exists in every row (54 bytes at `at`).
+                    let g = super::x86::tq1_0_groups(p.add(at));
+                    for s in 0..4 {
                         _mm512_store_si512(
-                            codes_tiles[h].0.as_mut_ptr().add(64 * r) as *mut __m512i,
-                            c,
+                            row(s),
+                            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(g[2 * s]), g[2 * s + 1]),
                         );
                     }
+                    continue;
                 }
-                for (h, tile) in codes_tiles.iter().enumerate() {
-                    asm!("tileloadd tmm4, [{a} + {s}]", a = in(reg) tile.0.as_ptr(),
-                        s = in(reg) 64usize, options(nostack, readonly));
-                    let step = 4 * b + 2 * ch + h;
-                    let at = |g: usize| &acts.tiles[(g0 + g) * steps + step] as *const Tile;
-                    multiply::<0>(at(0));
-                    if ng > 1 {
-                        multiply::<1>(at(1));
+                for ch in 0..1 + two as usize {
+                    // SAFETY: chunk 2b + ch exists in every row: 32 code bytes.
+                    let v = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        p.add(at + 32 * ch) as *const __m256i
+                    ));
+                    for (h, shift) in shifts.iter().enumerate() {
+                        let c = _mm512_and_si512(_mm512_srlv_epi64(v, *shift), mask);
+                        _mm512_store_si512(row(2 * ch + h), c);
                     }
-                    if ng > 2 {
-                        multiply::<2>(at(2));
-                    }
-                    if ng > 3 {
-                        multiply::<3>(at(3));
-                    }
+                }
+            }
+            for (s, tile) in codes_tiles.iter().enumerate().take(if two { 4 } else { 2 }) {
+                asm!("tileloadd tmm4, [{a} + {s}]", a = in(reg) tile.0.as_ptr(),
+                    s = in(reg) 64usize, options(nostack, readonly));
+                let step = 4 * b + s;
+                let at = |g: usize| &acts.tiles[(g0 + g) * steps + step] as *const Tile;
+                multiply::<0>(at(0));
+                if ng > 1 {
+                    multiply::<1>(at(1));
+                }
+                if ng > 2 {
+                    multiply::<2>(at(2));
+                }
+                if ng > 3 {
+                    multiply::<3>(at(3));
                 }
             }
             if acts.int {
@@ -346,10 +367,10 @@ pub(crate) unsafe fn rows16(rows: &[TernaryRow; TILE_ROWS], acts: &AmxActs, mut 
             }
             // The block's epilogue, sixteen tokens per vector.
             let mut d_row = [1f32; TILE_ROWS];
-            if lsb {
+            if let Some(scale_at) = scale_at {
                 let mut h = [0u16; TILE_ROWS];
                 for (h, &p) in h.iter_mut().zip(&codes) {
-                    *h = (p.add(b * code_stride + tq2_0::QS_BYTES) as *const u16).read_unaligned();
+                    *h = (p.add(b * code_stride + scale_at) as *const u16).read_unaligned();
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr() as *const __m256i));
                 _mm512_storeu_ps(d_row.as_mut_ptr(), d);

@@ -67,7 +67,7 @@ pub enum Kernel {
     /// BW, VL and VNNI.
     Avx512,
     /// The `avx512` set with Intel AMX tiles for the ternary matmuls of eight tokens and
-    /// more (TQ2_0 and I2_S rows, sixteen at a time: `amx::rows16`, `tdpbusd` on tiles of
+    /// more (TQ2_0, TQ1_0 and I2_S rows, sixteen at a time: `amx::rows16`, `tdpbusd` on tiles of
     /// sixteen rows times sixteen tokens, four token tiles per unpacked tile of codes; the same
     /// integer sums and the reference epilogue in its order, so the same bits as scalar);
     /// everything else as `avx512`. Needs AMX-TILE and AMX-INT8 and an OS that grants the
@@ -420,13 +420,13 @@ impl TernaryRunner {
         self.amx
     }
 
-    /// Sixteen weight rows of one 2-bit format (TQ2_0 or I2_S) times every token of `acts`
-    /// on AMX tiles ([`amx::rows16`]): row `r`, token `t` at `r * acts.tokens() + t` of
-    /// `out`, the values [`TernaryRunner::rows8`] gives. `false` (nothing written) where the
-    /// set has no such kernel or the rows are TQ1_0.
+    /// Sixteen weight rows of one format times every token of `acts` on AMX tiles
+    /// ([`amx::rows16`]): row `r`, token `t` at `r * acts.tokens() + t` of `out`, the values
+    /// [`TernaryRunner::rows8`] gives. `false` (nothing written) where the set has no such
+    /// kernel.
     #[cfg(target_arch = "x86_64")]
     pub fn rows16(&self, rows: &[TernaryRow; 16], acts: &amx::AmxActs, out: amx::Out) -> bool {
-        if !self.amx || matches!(rows[0], TernaryRow::Tq1_0(_)) {
+        if !self.amx {
             return false;
         }
         let kind = std::mem::discriminant(&rows[0]);

@@ -369,37 +369,7 @@ unsafe fn block_acc_tq1_0<const N: usize, const VNNI: bool>(
     q: &[*const i8; N],
 ) -> [std::arch::x86_64::__m256i; N] {
     use std::arch::x86_64::*;
-    let x0 = _mm256_loadu_si256(codes as *const __m256i);
-    let x1 = _mm256_add_epi8(x0, _mm256_add_epi8(x0, x0));
-    let (x2, x3) = (times9(x0), times9(x1));
-    let x4 = times9(x2);
-    let lo = _mm256_castsi128_si256(_mm_loadu_si128(codes.add(32) as *const __m128i));
-    let lo3 = _mm256_add_epi8(lo, _mm256_add_epi8(lo, lo));
-    let (lo9, lo27) = (times9(lo), times9(lo3));
-    let lo81 = times9(lo9);
-    let qh = (codes.add(tq1_0::QS_BYTES) as *const i32).read_unaligned();
-    let h = _mm256_mullo_epi16(
-        _mm256_cvtepu8_epi16(_mm_set1_epi32(qh)),
-        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
-    );
-    let h = _mm256_and_si256(h, _mm256_set1_epi16(0xFF));
-    let h = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-    let groups = [
-        tq1_0_digits(x0),
-        tq1_0_digits(x1),
-        tq1_0_digits(x2),
-        tq1_0_digits(x3),
-        tq1_0_digits(x4),
-        tq1_0_digits(_mm256_set_m128i(
-            _mm256_castsi256_si128(lo3),
-            _mm256_castsi256_si128(lo),
-        )),
-        tq1_0_digits(_mm256_set_m128i(
-            _mm256_castsi256_si128(lo27),
-            _mm256_castsi256_si128(lo9),
-        )),
-        tq1_0_digits(_mm256_set_m128i(h, _mm256_castsi256_si128(lo81))),
-    ];
+    let groups = tq1_0_groups(codes);
     let mut acc = [_mm256_setzero_si256(); N];
     if VNNI {
         for (acc, &q) in acc.iter_mut().zip(q.iter()) {
@@ -426,6 +396,49 @@ unsafe fn block_acc_tq1_0<const N: usize, const VNNI: bool>(
         );
     }
     acc
+}
+
+/// One TQ1_0 block's 256 codes (ternary value plus one) unpacked as `ggml_vec_dot_tq1_0_q8_K`
+/// (AVX2) does, in eight groups of 32: group `g`'s byte `i` is weight `32g + i` (the first 32
+/// bytes hold five digits for weights `32n + j`, the next 16 five for `160 + 16n + j`, the last
+/// 4 four for `240 + 4n + j`; groups 5-7 put two of those runs side by side).
+///
+/// # Safety
+/// AVX2; a whole block at `codes`.
+#[inline(always)]
+pub(super) unsafe fn tq1_0_groups(codes: *const u8) -> [std::arch::x86_64::__m256i; 8] {
+    use std::arch::x86_64::*;
+    let x0 = _mm256_loadu_si256(codes as *const __m256i);
+    let x1 = _mm256_add_epi8(x0, _mm256_add_epi8(x0, x0));
+    let (x2, x3) = (times9(x0), times9(x1));
+    let x4 = times9(x2);
+    let lo = _mm256_castsi128_si256(_mm_loadu_si128(codes.add(32) as *const __m128i));
+    let lo3 = _mm256_add_epi8(lo, _mm256_add_epi8(lo, lo));
+    let (lo9, lo27) = (times9(lo), times9(lo3));
+    let lo81 = times9(lo9);
+    let qh = (codes.add(tq1_0::QS_BYTES) as *const i32).read_unaligned();
+    let h = _mm256_mullo_epi16(
+        _mm256_cvtepu8_epi16(_mm_set1_epi32(qh)),
+        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
+    );
+    let h = _mm256_and_si256(h, _mm256_set1_epi16(0xFF));
+    let h = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    [
+        tq1_0_digits(x0),
+        tq1_0_digits(x1),
+        tq1_0_digits(x2),
+        tq1_0_digits(x3),
+        tq1_0_digits(x4),
+        tq1_0_digits(_mm256_set_m128i(
+            _mm256_castsi256_si128(lo3),
+            _mm256_castsi256_si128(lo),
+        )),
+        tq1_0_digits(_mm256_set_m128i(
+            _mm256_castsi256_si128(lo27),
+            _mm256_castsi256_si128(lo9),
+        )),
+        tq1_0_digits(_mm256_set_m128i(h, _mm256_castsi256_si128(lo81))),
+    ]
 }
 
 /// `hadd` token by token.
