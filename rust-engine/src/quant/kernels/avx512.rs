@@ -24,7 +24,8 @@ use std::arch::x86_64::*;
 
 use super::float::FloatRow;
 use super::x86::{
-    fmt_of, hsum_pd, pass_tokens, Ahead, Lanes, Tok8, BF16, F16, F32, FMT_TQ1_0, FMT_TQ2_0,
+    finish_exact, finish_rounded, fmt_of, hsum_pd, pass_tokens, Ahead, Lanes, Tok8, BF16, F16, F32,
+    FMT_TQ1_0, FMT_TQ2_0,
 };
 use super::{Sums8, TernaryBatch, TernaryRow, TERNARY_TOKENS_PER_PASS};
 use crate::quant::tq2_0;
@@ -552,11 +553,7 @@ unsafe fn float_exact<const N: usize>(w: *const u8, x: *const f64, k: usize, out
         i += 16;
     }
     for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
-        let mut sum = hsum_pd8(acc);
-        for j in i..k {
-            sum += F16::one(w.add(2 * j)) as f64 * *x.add(t * k + j);
-        }
-        *o = sum as f32;
+        *o = finish_exact(hsum_pd8(acc), w, x.add(t * k), i..k);
     }
 }
 
@@ -584,11 +581,7 @@ unsafe fn float_rounded<W: Lanes, const N: usize>(
         i += 16;
     }
     for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
-        let mut sum = hsum_pd8(acc);
-        for j in i..k {
-            sum += (W::one(w.add(j * W::SIZE)) * *x.add(t * k + j)) as f64;
-        }
-        *o = sum as f32;
+        *o = finish_rounded::<W>(hsum_pd8(acc), w, x.add(t * k), i..k);
     }
 }
 

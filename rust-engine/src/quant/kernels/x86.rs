@@ -906,6 +906,43 @@ impl Lanes for BF16 {
     }
 }
 
+/// The end of an exact float dot (F16 weights at `w`, one token's f64 activations at `x`):
+/// the terms `tail` (past the last whole sixteen) added one after the other to the lanes'
+/// `sum`, rounded to f32. Shared by the AVX2 and AVX-512 passes.
+///
+/// # Safety
+/// F16C; `tail.end` weights at `w` and values at `x`.
+#[inline(always)]
+pub(super) unsafe fn finish_exact(
+    mut sum: f64,
+    w: *const u8,
+    x: *const f64,
+    tail: std::ops::Range<usize>,
+) -> f32 {
+    for j in tail {
+        sum += F16::one(w.add(2 * j)) as f64 * *x.add(j);
+    }
+    sum as f32
+}
+
+/// [`finish_exact`] for the reference's rounded f32 products of weights of type `W` and one
+/// token's f32 activations.
+///
+/// # Safety
+/// As [`finish_exact`], with f32 values at `x`.
+#[inline(always)]
+pub(super) unsafe fn finish_rounded<W: Lanes>(
+    mut sum: f64,
+    w: *const u8,
+    x: *const f32,
+    tail: std::ops::Range<usize>,
+) -> f32 {
+    for j in tail {
+        sum += (W::one(w.add(j * W::SIZE)) * *x.add(j)) as f64;
+    }
+    sum as f32
+}
+
 /// The sum of two 4-lane f64 accumulators: lanes added pairwise, then the two halves.
 #[inline(always)]
 pub(super) unsafe fn hsum_pd(a: std::arch::x86_64::__m256d, b: std::arch::x86_64::__m256d) -> f64 {
@@ -951,11 +988,8 @@ unsafe fn dots_exact<const N: usize>(w: *const u8, x: *const f64, k: usize, out:
         i += 16;
     }
     for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
-        let mut sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
-        for j in i..k {
-            sum += F16::one(w.add(2 * j)) as f64 * *x.add(t * k + j);
-        }
-        *o = sum as f32;
+        let sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
+        *o = finish_exact(sum, w, x.add(t * k), i..k);
     }
 }
 
@@ -993,11 +1027,8 @@ unsafe fn dots_rounded_n<W: Lanes, const N: usize>(
         i += 16;
     }
     for (t, (acc, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
-        let mut sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
-        for j in i..k {
-            sum += (W::one(w.add(j * W::SIZE)) * *x.add(t * k + j)) as f64;
-        }
-        *o = sum as f32;
+        let sum = hsum_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3]));
+        *o = finish_rounded::<W>(sum, w, x.add(t * k), i..k);
     }
 }
 
