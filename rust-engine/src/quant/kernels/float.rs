@@ -1,13 +1,14 @@
 //! The float dots of F32, F16 and BF16 weights in the SIMD kernel sets (AVX2 with FMA and F16C
-//! in `x86`, which the AVX-512 set shares; NEON in `aarch64`): one API over both, and the order
-//! they sum in.
+//! in `x86`; AVX-512 in `avx512`, which the `amx` set shares; NEON in `aarch64`): one API over
+//! them, and the order they sum in.
 //!
 //! - The plain dots ([`float_dots`]): the reference's products ([`FloatBatch`] says which are
 //!   exact) summed in f64 in sixteen lanes, element `i + 4l + j` of every sixteen into lane
 //!   `j` of accumulator `l`, the four accumulators added as `(a0 + a1) + (a2 + a3)`, the four
 //!   lanes of that as `(v0 + v2) + (v1 + v3)`, then the tail (`k % 16`) one term after the
-//!   other. Both sets do exactly these operations (AVX2: four 4-lane f64 vectors; NEON: eight
-//!   2-lane ones), so they give the same bits as each other and as [`lane_order_dot`], the
+//!   other. Every set does exactly these operations (AVX2: four 4-lane f64 vectors; AVX-512:
+//!   two 8-lane ones holding AVX2's four; NEON: eight 2-lane ones), so they give the same bits
+//!   as each other and as [`lane_order_dot`], the
 //!   portable statement of that order; against the references (`f32::vec_dot_f32` and the
 //!   rest, which sum one term after the other) they are equal in nearly every row and
 //!   otherwise within [`float_dot_bound`].
