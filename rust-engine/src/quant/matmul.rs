@@ -370,6 +370,26 @@ fn float_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<FloatRow<'a>> {
     }
 }
 
+/// A fused kernel's float sum for token `a` as the matmul's output: with int8 activations the
+/// reference epilogue's sum before its division by the activation scale, which comes here.
+#[inline]
+fn float_sum_output(sum: f32, a: &Prepared) -> f32 {
+    match a {
+        Prepared::I8(a) => sum / a.scale,
+        _ => sum,
+    }
+}
+
+/// A fused kernel's integer sum (I2_S rows, int8 activations) for token `a` as the matmul's
+/// output: bitnet.cpp's epilogue.
+#[inline]
+fn int_sum_output(w: &WeightMatrix, a: &Prepared, sum: i32, i16: bool) -> f32 {
+    match a {
+        Prepared::I8(a) => i2s_i8_epilogue(w, a, sum, i16),
+        _ => unreachable!("integer sums only for int8 activations"),
+    }
+}
+
 /// bitnet.cpp's I2_S epilogue for an integer dot, wrapped to 16 bits first under `i16`.
 fn i2s_i8_epilogue(w: &WeightMatrix, a: &ActI8, sum: i32, i16: bool) -> f32 {
     let sum = if i16 { sum as i16 as i32 } else { sum };
@@ -417,7 +437,7 @@ impl<'p> SimdTernary<'p> {
             && matches!(w.ty, GgmlType::TQ2_0 | GgmlType::TQ1_0 | GgmlType::I2_S))
         .then(|| {
             let int = w.ty == GgmlType::I2_S && matches!(acts[0], TernaryActs::I8(_));
-            AmxActs::new(&acts, int)
+            AmxActs::new(&groups, int)
         })
         .flatten();
         Some(SimdTernary {
@@ -455,7 +475,7 @@ impl<'p> SimdTernary<'p> {
         let n = self.prepared.len();
         // Sixteen rows at a time on AMX tiles where the set has them, every token at once.
         #[cfg(target_arch = "x86_64")]
-        let tiled = self.amx_rows(w, r0, i16, scratch, out);
+        let tiled = self.amx_rows(w, r0, i16, &mut scratch.0, out);
         #[cfg(not(target_arch = "x86_64"))]
         let tiled = 0;
         let (dots, scales) = scratch;
@@ -476,13 +496,9 @@ impl<'p> SimdTernary<'p> {
                 }
                 for (t, (s, a)) in sums8.iter().zip(tokens).enumerate() {
                     for j in 0..8 {
-                        out[(fused + j) * n + t0 + t] = match (s, a) {
-                            (Sums8::F32(v), Prepared::I8(a)) => v[j] / a.scale,
-                            (Sums8::F32(v), _) => v[j],
-                            (Sums8::I32(v), Prepared::I8(a)) => i2s_i8_epilogue(w, a, v[j], i16),
-                            (Sums8::I32(_), _) => {
-                                unreachable!("integer sums only for int8 activations")
-                            }
+                        out[(fused + j) * n + t0 + t] = match s {
+                            Sums8::F32(v) => float_sum_output(v[j], a),
+                            Sums8::I32(v) => int_sum_output(w, a, v[j], i16),
                         };
                     }
                 }
@@ -523,7 +539,7 @@ impl SimdTernary<'_> {
         w: &WeightMatrix,
         r0: usize,
         i16: bool,
-        (ints, floats): &mut (Vec<i32>, Vec<f32>),
+        ints: &mut Vec<i32>,
         out: &mut [f32],
     ) -> usize {
         let Some(acts) = &self.amx else {
@@ -537,36 +553,28 @@ impl SimdTernary<'_> {
                 ternary_row(w, r0 + done + j).expect("a ternary kernel format (checked in new)")
             });
             let block = &mut out[done * n..(done + 16) * n];
-            let ran = if acts.int() {
+            if acts.int() {
                 ints.resize(16 * n, 0);
-                let ran = self.runner.rows16(&rows, acts, AmxOut::I32(ints));
+                if !self.runner.rows16(&rows, acts, AmxOut::I32(ints)) {
+                    break;
+                }
                 for (o, s) in block.chunks_exact_mut(n).zip(ints.chunks_exact(n)) {
                     for ((o, &s), a) in o.iter_mut().zip(s).zip(self.prepared) {
-                        *o = match a {
-                            Prepared::I8(a) => i2s_i8_epilogue(w, a, s, i16),
-                            _ => unreachable!("integer sums only for int8 activations"),
-                        };
+                        *o = int_sum_output(w, a, s, i16);
                     }
                 }
-                ran
-            } else if matches!(self.prepared[0], Prepared::I8(_)) {
-                floats.resize(16 * n, 0.0);
-                let ran = self.runner.rows16(&rows, acts, AmxOut::F32(floats));
-                for (o, s) in block.chunks_exact_mut(n).zip(floats.chunks_exact(n)) {
-                    for ((o, &s), a) in o.iter_mut().zip(s).zip(self.prepared) {
-                        *o = match a {
-                            Prepared::I8(a) => s / a.scale,
-                            _ => unreachable!("one activation form per matmul"),
-                        };
-                    }
-                }
-                ran
             } else {
-                // Q8_K activations: the sums are the outputs.
-                self.runner.rows16(&rows, acts, AmxOut::F32(block))
-            };
-            if !ran {
-                break;
+                // The sums in place; with Q8_K activations they are the outputs.
+                if !self.runner.rows16(&rows, acts, AmxOut::F32(block)) {
+                    break;
+                }
+                if matches!(self.prepared[0], Prepared::I8(_)) {
+                    for o in block.chunks_exact_mut(n) {
+                        for (o, a) in o.iter_mut().zip(self.prepared) {
+                            *o = float_sum_output(*o, a);
+                        }
+                    }
+                }
             }
             done += 16;
         }

@@ -24,7 +24,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{TernaryActs, TernaryRow};
+use super::{TernaryActs, TernaryBatch, TernaryRow};
 use crate::quant::{q8_k, tq1_0, tq2_0};
 
 /// Tokens per activation tile (a tile row's sixteen i32 lanes).
@@ -122,22 +122,28 @@ pub struct AmxActs {
 }
 
 impl AmxActs {
-    /// `None` where the tokens differ in length or are not whole 128-value chunks, or there
-    /// are none. `int`: the rows are I2_S and the activations int8 (the row's integer dot, no
-    /// block epilogue).
-    pub fn new(acts: &[TernaryActs], int: bool) -> Option<AmxActs> {
-        let len = acts.first()?.len();
-        if !len.is_multiple_of(128) || acts.iter().any(|a| a.len() != len) {
+    /// The tokens of `batches` in order (their activations and the chunk sums the batches
+    /// computed); `None` where the batches differ in length or there are no tokens. `int`: the
+    /// rows are I2_S and the activations int8 (the row's integer dot, no block epilogue).
+    pub fn new(batches: &[TernaryBatch], int: bool) -> Option<AmxActs> {
+        let chunks = batches.first()?.chunks();
+        if batches.iter().any(|b| b.chunks() != chunks) {
             return None;
         }
-        let chunks = len / 128;
+        let acts: Vec<(TernaryActs, &[i32])> = batches
+            .iter()
+            .flat_map(|b| (0..b.tokens()).map(|t| b.token(t)))
+            .collect();
+        if acts.is_empty() {
+            return None;
+        }
         let (steps, blocks) = (2 * chunks, chunks.div_ceil(2));
         let groups = acts.len().div_ceil(TILE_TOKENS);
         let mut tiles = vec![Tile([0; TILE_BYTES]); groups * steps];
         let mut sums = vec![Lanes16([0i32; TILE_TOKENS]); groups * blocks];
         let mut scales = vec![Lanes16([0f32; TILE_TOKENS]); groups * blocks];
         let mut totals = vec![Lanes16([0i32; TILE_TOKENS]); groups];
-        for (t, a) in acts.iter().enumerate() {
+        for (t, &(a, chunk_sums)) in acts.iter().enumerate() {
             let (g, lane) = (t / TILE_TOKENS, t % TILE_TOKENS);
             for s in 0..steps {
                 let tile = &mut tiles[g * steps + s].0;
@@ -154,7 +160,6 @@ impl AmxActs {
                     }
                 }
             }
-            let chunk_sums = a.chunk_sums();
             for b in 0..blocks {
                 let s = chunk_sums[2 * b..chunks.min(2 * b + 2)].iter().sum::<i32>();
                 sums[g * blocks + b].0[lane] = s;

@@ -8,10 +8,9 @@
 //!   lanes of that as `(v0 + v2) + (v1 + v3)`, then the tail (`k % 16`) one term after the
 //!   other. Every set does exactly these operations (AVX2: four 4-lane f64 vectors; AVX-512:
 //!   two 8-lane ones holding AVX2's four; NEON: eight 2-lane ones), so they give the same bits
-//!   as each other and as [`lane_order_dot`], the
-//!   portable statement of that order; against the references (`f32::vec_dot_f32` and the
-//!   rest, which sum one term after the other) they are equal in nearly every row and
-//!   otherwise within [`float_dot_bound`].
+//!   as each other and as [`lane_order_dot`], the portable statement of that order; against
+//!   the references (`f32::vec_dot_f32` and the rest, which sum one term after the other)
+//!   they are equal in nearly every row and otherwise within [`float_dot_bound`].
 //! - The noise twin's folds ([`f32_sum_dots`]): `s = s + w[i] * x[i]` in f32, `i` in order, for
 //!   up to eight rows side by side (one lane each): bit-identical to the scalar fold.
 

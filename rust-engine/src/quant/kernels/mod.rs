@@ -445,7 +445,7 @@ impl TernaryRunner {
             "one output per row and token"
         );
         // SAFETY: `new` checked that this CPU and OS run the `amx` set; the rows are of one
-        // 2-bit kind and fit the activations, and `out` is of the activations' kind and size
+        // kind and fit the activations, and `out` is of the activations' kind and size
         // (asserted).
         unsafe { amx::rows16(rows, acts, out) };
         true
