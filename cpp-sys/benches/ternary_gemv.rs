@@ -10,6 +10,9 @@
 //! `cargo bench -p xval-cpp-sys --bench ternary_gemv` (`scripts/bench.sh` runs it and writes
 //! the ratios into docs/performance.md).
 
+use std::hint::black_box;
+use std::time::Instant;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use xval_engine::gguf::GgmlType;
 use xval_engine::numerics::{Numerics, Profile};
@@ -101,13 +104,22 @@ fn bench(c: &mut Criterion) {
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{kernel} {ty}: not bit-identical to scalar"
                 );
+                // Every iteration on the pool's one thread, timed there: handing each call
+                // to it from criterion's thread (`install` per iteration) woke it every time,
+                // 70-80 us a call on this project's 2-core machine, which ggml's side (called
+                // in place) does not pay.
+                let rounding = TwinRounding { kernel, ..PLAIN };
                 group.bench_function(BenchmarkId::new(format!("engine_{ty}"), kernel), |b| {
-                    b.iter(|| {
-                        one_thread
-                            .install(|| {
-                                matmul_twin(w, &x, 1, numerics, TwinRounding { kernel, ..PLAIN })
-                            })
-                            .expect("matmul")
+                    b.iter_custom(|iters| {
+                        one_thread.install(|| {
+                            let t = Instant::now();
+                            for _ in 0..iters {
+                                black_box(
+                                    matmul_twin(w, &x, 1, numerics, rounding).expect("matmul"),
+                                );
+                            }
+                            t.elapsed()
+                        })
                     })
                 });
             }

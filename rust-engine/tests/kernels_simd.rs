@@ -174,6 +174,22 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// One token (decode) over enough rows that a task's eight-row kernel calls take rows
+    /// far apart (`matmul`'s one-token order: each of a call's eight rows follows the same
+    /// place of the call before, eight streams), with row counts that leave rows over for the
+    /// per-row kernel: every format, both quantizing profiles, the 16-bit wrap, bit-identical
+    /// to the scalar reference.
+    #[test]
+    fn one_token_over_many_rows_with_simd_equals_scalar_bit_for_bit(
+        case in matmul_cases(1..=2, 150..=700, 1..=1)
+    ) {
+        every_format_equals_scalar(case)?;
+    }
+}
+
 /// Rows of 128-weight I2_S chunks that do not fill a 256-weight block (K = 384) under
 /// bitnet.cpp's int8 activations (Q8_K takes whole 256-value blocks only), several tokens at once
 /// (six; and twenty, which the `amx` set takes on tiles); 35 rows: two tiles of sixteen and
@@ -506,6 +522,52 @@ proptest! {
                 for (t, (&o, &x)) in out.iter().zip(&acts).enumerate() {
                     let one = float_dot(kernel, row, x).unwrap();
                     prop_assert_eq!(o.to_bits(), one.to_bits(), "{} {:?} token {} of {}", kernel, row.ty(), t, tokens);
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// One token's dots with many rows at once (`float_dots_rows`: the `avx512` set takes
+    /// F16 rows times f16 activations eight at a time, side by side) give every row exactly
+    /// what the one-row dot gives it and what `lane_order_dot` states, for row counts with
+    /// every remainder of eight, lengths with every tail, and every weight type and
+    /// activation form.
+    #[test]
+    fn many_rows_of_one_token_equal_one_row_dots(
+        (k, rows, seed) in (1usize..=300, 1usize..=20, any::<u64>())
+    ) {
+        use xval_engine::quant::kernels::float::{float_dot, float_dots_rows, lane_order_dot, FloatActs, FloatBatch, FloatRow};
+        use xval_engine::quant::{bf16, f16, f32 as f32q};
+        let mut next = spread_values(seed, 12);
+        let ws: Vec<Vec<f32>> = (0..rows).map(|_| (0..k).map(|_| next()).collect()).collect();
+        let x: Vec<f32> = (0..k).map(|_| next()).collect();
+        let mut h = Vec::new();
+        f16::to_f16_row(&x, &mut h);
+        let mut b = Vec::new();
+        bf16::to_bf16_row(&x, &mut b);
+        let r32: Vec<Vec<u8>> = ws.iter().map(|w| f32q::quantize(w)).collect();
+        let r16: Vec<Vec<u8>> = ws.iter().map(|w| f16::quantize(w)).collect();
+        let rb: Vec<Vec<u8>> = ws.iter().map(|w| bf16::quantize(w)).collect();
+        let cases: Vec<(Vec<FloatRow>, FloatActs)> = vec![
+            (r32.iter().map(|r| FloatRow::F32(r)).collect(), FloatActs::F32(&x)),
+            (r16.iter().map(|r| FloatRow::F16(r)).collect(), FloatActs::F16(&h)),
+            (r16.iter().map(|r| FloatRow::F16(r)).collect(), FloatActs::F32(&x)),
+            (rb.iter().map(|r| FloatRow::BF16(r)).collect(), FloatActs::BF16(&b)),
+        ];
+        for (rows, acts) in cases {
+            for kernel in simd_sets() {
+                let batch = FloatBatch::new(kernel, rows[0].ty(), &[acts]).unwrap();
+                let mut out = vec![0f32; rows.len()];
+                float_dots_rows(&rows, &batch, 0, &mut out).unwrap();
+                for (i, (&o, &row)) in out.iter().zip(&rows).enumerate() {
+                    let one = float_dot(kernel, row, acts).unwrap();
+                    prop_assert_eq!(o.to_bits(), one.to_bits(), "{} {:?} row {} of {}", kernel, row.ty(), i, rows.len());
+                    let stated = lane_order_dot(row, acts).unwrap();
+                    prop_assert_eq!(o.to_bits(), stated.to_bits(), "{} {:?} row {}: the stated order", kernel, row.ty(), i);
                 }
             }
         }

@@ -731,12 +731,10 @@ impl Engine {
                 pos + 1
             }
         };
-        // Every position's keys and values as f32, position-major as the cache holds them
-        // (one conversion per layer from an F16 cache, not one per query head and position).
+        // Every position's keys and values as f32, position-major, read in place.
         let (len, w) = (start + n, hp.n_embd_kv());
-        let (mut keys, mut values) = (vec![0f32; len * w], vec![0f32; len * w]);
-        cache.read(il, false, 0, 0, &mut keys);
-        cache.read(il, true, 0, 0, &mut values);
+        let (keys, values) = (cache.layer(il, false), cache.layer(il, true));
+        debug_assert_eq!(keys.len(), len * w, "this batch's keys appended");
         // The stale-entry fault's view for a step at `pos`: the previous slot copied into its
         // own (in place for a single step; a copy per step when steps are evaluated together).
         let stale_view = |pos: usize| -> Option<(Vec<f32>, Vec<f32>)> {
@@ -775,7 +773,7 @@ impl Engine {
                 .collect();
             let (keys, values) = match &stale_views[t] {
                 Some((k, v)) => (&k[..], &v[..]),
-                None => (&keys[..], &values[..]),
+                None => (keys, values),
             };
             let mut scores = vec![0f32; window(pos)];
             attn::scores(kernel, sums, &qh, &keys[kvh * hd..], w, &mut scores);

@@ -415,6 +415,11 @@ impl TernaryRunner {
         true
     }
 
+    /// Whether [`TernaryRunner::rows8`] runs (the set has eight-row kernels).
+    pub fn has_rows8(&self) -> bool {
+        self.rows8.is_some()
+    }
+
     /// Whether [`TernaryRunner::rows16`] runs (the `amx` set).
     pub fn has_rows16(&self) -> bool {
         self.amx
