@@ -626,6 +626,17 @@ fn ternary_row<'a>(w: &WeightMatrix<'a>, r: usize) -> Option<TernaryRow<'a>> {
 /// handing it to another thread).
 const PARALLEL_PREPARE_ROWS: usize = 4;
 
+/// Tasks per thread of a matmul of several tokens: enough that a thread slowed by something
+/// else leaves little of the matmul to wait for.
+const TASKS_PER_THREAD: usize = 16;
+
+/// Tasks per thread of a one-token matmul (decode), each one tile ([`TILE_BYTES`] does not
+/// apply): each task's eight row streams run longer before they restart. 2B-4T decode
+/// (`forward_speed MODEL 64 32 3 amx 2`, four alternating pairs): TQ2_0 1854-1874 ms per 32
+/// steps against 1950-1969 with sixteen tasks of L2 tiles, I2_S 1810-1811 against 1850-1860,
+/// TQ1_0 2911-2928 against 2988-3025; one task per thread measured the same as two.
+const ONE_TOKEN_TASKS_PER_THREAD: usize = 2;
+
 /// The fewest weight rows one matmul task computes.
 const MIN_ROWS_PER_TASK: usize = 16;
 
@@ -685,18 +696,29 @@ pub fn matmul_twin(
     let simd_float = SimdFloat::new(w, &prepared, rounding.kernel, rounding.f32_sums);
     let i16 = rounding.i16_sums;
     // Row-major per weight row (so a row's bytes are read once for all tokens), then transposed.
-    // About sixteen tasks per thread: enough to balance, few enough that a decode step's small
-    // matmuls are not mostly scheduling. Which rows a task gets changes no value.
+    // Tasks per thread: enough to balance, few enough that a decode step's small matmuls are
+    // not mostly scheduling ([`TASKS_PER_THREAD`]); which rows a task gets changes no value.
     // Both in whole eights of rows where they can be, for the fused eight-row kernels
     // (sixteens for the `amx` set's tiles).
     let align = simd.as_ref().map_or(8, SimdTernary::row_align);
+    let tasks_per_thread = if n == 1 {
+        ONE_TOKEN_TASKS_PER_THREAD
+    } else {
+        TASKS_PER_THREAD
+    };
     let rows_per_task =
-        w.m.div_ceil(rayon::current_num_threads() * 16)
+        w.m.div_ceil(rayon::current_num_threads() * tasks_per_thread)
             .max(MIN_ROWS_PER_TASK)
             .next_multiple_of(align);
-    let tile_rows = match (TILE_BYTES / w.row(0).len().max(1)).clamp(1, rows_per_task) {
-        t if t >= align => t / align * align,
-        t => t,
+    // Tiles let several tokens reuse a tile's weights from L2; one token reads each weight
+    // once, and a tile would only cut its eight streams of rows short: its task is one tile.
+    let tile_rows = if n == 1 {
+        rows_per_task
+    } else {
+        match (TILE_BYTES / w.row(0).len().max(1)).clamp(1, rows_per_task) {
+            t if t >= align => t / align * align,
+            t => t,
+        }
     };
     let mut by_row = vec![0f32; w.m * n];
     by_row

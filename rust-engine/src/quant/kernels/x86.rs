@@ -200,8 +200,8 @@ pub(super) enum Ahead {
     },
     Streams {
         rows: [*const u8; 8],
-        row_bytes: usize,
-        blocks: usize,
+        /// Bytes from one block to the next (`TernaryRow::raw`).
+        stride: usize,
     },
 }
 
@@ -229,8 +229,7 @@ impl Ahead {
         } else {
             Ahead::Streams {
                 rows: ptrs,
-                row_bytes,
-                blocks,
+                stride: rows[0].raw().1,
             }
         }
     }
@@ -246,12 +245,9 @@ impl Ahead {
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line) as *const i8);
                 }
             }
-            Ahead::Streams {
-                rows,
-                row_bytes,
-                blocks,
-            } => {
-                let at = b * row_bytes / blocks + STREAM_AHEAD;
+            Ahead::Streams { rows, stride } => {
+                // No division here: this runs once per block of every eight-row call.
+                let at = b * stride + STREAM_AHEAD;
                 for r in rows {
                     _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(at) as *const i8);
                 }
