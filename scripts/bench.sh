@@ -193,10 +193,14 @@ EOF
 quantized to Q8_K by the CPU backend's \`from_float\`, then its \`vec_dot\` for TQ2_0 per row
 (\`ggml_compute_forward_mul_mat\`'s work for one token, without its threading). Engine:
 \`quant::matmul\` with the same Q8_K quantization (TQ2_0, and I2_S under the ggml profile) and
-the kernel set named; every set's output is checked bit-identical to scalar and scalar's
-against ggml's (within 1e-5 of the largest output: ggml's AVX2 epilogue fuses the block scales
-in another order) before timing. Ratio: ggml's time over the engine's (above 1: the engine is
-faster).
+the kernel set named, every iteration on a one-thread rayon pool's thread and timed there
+(ggml's side is called in place; handing each call to the pool's thread cost 70-80 us a call
+on this kind of machine, which earlier tables included); every set's output is checked
+bit-identical to scalar and scalar's against ggml's (within 1e-5 of the largest output: ggml's
+AVX2 epilogue fuses the block scales in another order) before timing. Ratio: ggml's time over
+the engine's (above 1: the engine is faster). The 4.4 MB of weights do not fit L2 and are read
+from L3 on every call: one core streams a 4.4 MB buffer at about 32 GB/s here (a plain
+AVX-512 load loop), so no kernel reading it takes less than about 140 us.
 
 | weights | type | engine kernel | engine us | ggml TQ2_0 us | ratio |
 |---|---|---|---:|---:|---:|
