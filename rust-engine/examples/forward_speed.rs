@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use xval_engine::gguf::GgufFile;
+use xval_engine::gguf::{GgufFile, Residence};
 use xval_engine::model::{Engine, Model};
 use xval_engine::numerics::{Numerics, Profile};
 use xval_engine::quant::i2_s::I2sLayout;
@@ -33,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default))
     };
     let (n_prompt, steps, repeats) = (arg(1, 32)?, arg(2, 16)?, arg(3, 5)?);
-    let file = Arc::new(GgufFile::open(path)?);
+    // Held as `harness` holds it by default (`--load resident`).
+    let file = Arc::new(GgufFile::open_with(path, Residence::Resident)?);
     let model = Model::load(file, I2sLayout::Block128)?;
     let profile = Profile::default_for(model.projection_type());
     let kernel = match args.get(4).map(String::as_str) {

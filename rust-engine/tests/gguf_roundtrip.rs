@@ -8,7 +8,7 @@ mod gguf_common;
 use gguf_common::{det_bytes, same_metadata, same_value};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use xval_engine::gguf::{self, GgmlType, GgufFile, GgufWriter, Value, ValueType};
+use xval_engine::gguf::{self, GgmlType, GgufFile, GgufWriter, Residence, Value, ValueType};
 
 const SCALARS: [ValueType; 12] = [
     ValueType::U8,
@@ -260,12 +260,49 @@ fn file_round_trip_through_mmap() {
     w.write_file(&path).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert!(!path.with_extension("gguf.tmp").exists());
-    let f = GgufFile::open(&path).unwrap();
-    assert!(same_metadata(f.metadata(), &gguf_common::rich_metadata()));
-    let mem = GgufFile::from_bytes(bytes, "mem").unwrap();
-    for (a, b) in f.tensors().zip(mem.tensors()) {
-        assert_eq!(a.info, b.info);
-        assert_eq!(a.data, b.data);
+    let mem = GgufFile::from_bytes(bytes.clone(), "mem").unwrap();
+    // Mapped and read into memory (`harness --load`): the same bytes, header and tensors.
+    for residence in [Residence::Mapped, Residence::Resident] {
+        let f = GgufFile::open_with(&path, residence).unwrap();
+        assert_eq!(f.bytes(), &bytes[..], "{residence:?}");
+        assert!(same_metadata(f.metadata(), &gguf_common::rich_metadata()));
+        for (a, b) in f.tensors().zip(mem.tensors()) {
+            assert_eq!(a.info, b.info);
+            assert_eq!(a.data, b.data);
+        }
+    }
+    assert_eq!(
+        GgufFile::open(&path).unwrap().bytes(),
+        &bytes[..],
+        "open maps"
+    );
+}
+
+/// Files that are not whole GGUF files fail the same way held either way: empty, cut inside
+/// the header, cut inside the data, absent (each message names the file).
+#[test]
+fn bad_files_fail_alike_mapped_and_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = gguf_common::rich_sample();
+    let header_end = gguf::parse(&bytes, "t").unwrap().data_offset as usize;
+    let cases = [
+        ("empty.gguf", 0),
+        ("cut-header.gguf", header_end / 2),
+        ("cut-data.gguf", header_end + 1),
+    ];
+    for (name, len) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let [mapped, resident] = [Residence::Mapped, Residence::Resident]
+            .map(|r| GgufFile::open_with(&path, r).err().map(|e| e.to_string()));
+        let mapped = mapped.unwrap_or_else(|| panic!("{name}: opened"));
+        assert_eq!(Some(mapped.clone()), resident, "{name}");
+        assert!(mapped.contains(name), "{name}: {mapped}");
+    }
+    let absent = dir.path().join("absent.gguf");
+    for r in [Residence::Mapped, Residence::Resident] {
+        let e = GgufFile::open_with(&absent, r).err().unwrap().to_string();
+        assert!(e.contains("absent.gguf"), "{r:?}: {e}");
     }
 }
 

@@ -7,8 +7,8 @@ mod value;
 mod writer;
 
 pub use reader::{
-    align_up, parse, GgufFile, GgufHeader, TensorInfo, TensorView, DEFAULT_ALIGNMENT, MAX_DIMS,
-    MAX_NAME_LEN,
+    align_up, parse, GgufFile, GgufHeader, Residence, TensorInfo, TensorView, DEFAULT_ALIGNMENT,
+    MAX_DIMS, MAX_NAME_LEN,
 };
 pub use types::{element_count, BlockSize, GgmlType, TypeDialect, I2S_TRAILER_BYTES};
 pub use value::{Value, ValueType};
