@@ -155,7 +155,9 @@ of the last prompt position only, as \`llama-bench\` and \`llama-cli\` do (the o
 multiplies one row); \`all\` (\`--all-logits\`): of every position, as a comparison needs. The
 peer runs in the harness's
 isolated worker with llama.cpp's speed defaults (fused ops where the tree's ggml has them,
-which bitnet.cpp's fork does not; F16 KV cache); the built-in
+which bitnet.cpp's fork does not; F16 KV cache; the model memory-mapped, its default); the
+engine holds the model as \`harness bench\` does by default (\`--load resident\`: read into
+memory on huge pages where the OS has them); the built-in
 llama.cpp is compiled for x86-64-v3, so a natively built tree (\`--vs dir:PATH\`) can be faster.
 Decode GB/s is the weights one decode step reads (every projection, the lm_head, the norms, one
 embedding row) times the decode rate, against the read bandwidth \`harness bench\` measures with

@@ -154,10 +154,12 @@ pub struct EngineArgs {
     /// this CPU runs; `scalar` for the reference]. `all` is for compare.
     #[arg(long, value_enum, default_value_t = KernelArg::Auto, hide_default_value = true)]
     pub kernel: KernelArg,
-    /// How the model file is held: read into memory (on huge pages where the OS has them) or
-    /// memory-mapped. The numbers are the same either way.
-    #[arg(long, value_enum, default_value_t = LoadArg::Resident)]
-    pub load: LoadArg,
+    /// How the model file is held: read into memory (on huge pages where the OS has them:
+    /// faster decode) or memory-mapped (nothing copied: faster to start). The numbers are the
+    /// same either way [default: resident for run, bench and stats; mapped for compare and
+    /// selftest, whose engine runs are short beside the read].
+    #[arg(long, value_enum)]
+    pub load: Option<LoadArg>,
 }
 
 fn parse_i2s_block(s: &str) -> Result<u32, String> {
@@ -196,7 +198,13 @@ impl EngineArgs {
 
     /// Open and check the model (every tensor and hyper-parameter) without building an engine.
     pub fn model(&self, path: &Path) -> Result<Model> {
-        let file = Arc::new(GgufFile::open_with(path, self.load.into())?);
+        self.model_held(path, Residence::Resident)
+    }
+
+    /// [`EngineArgs::model`], the file held as `--load` says, else as `default`.
+    pub fn model_held(&self, path: &Path, default: Residence) -> Result<Model> {
+        let residence = self.load.map_or(default, Residence::from);
+        let file = Arc::new(GgufFile::open_with(path, residence)?);
         Model::load(file, self.i2s_layout())
             .with_context(|| format!("loading model {}", path.display()))
     }
