@@ -64,8 +64,8 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let t_load = Instant::now();
         // Mapped unless `--load` says otherwise: a comparison's engine runs are short, and
-        // reading the file into memory first cost the 2B-4T shape's comparison about 0.4 s
-        // of loading for 0.1 s less decoding.
+        // reading the file into memory competes with the hashing and the oracle's load below
+        // (a 2B-4T TQ2_0 comparison loaded in 3.47-3.58 s read, 1.06-1.25 s mapped).
         let model = req.engine.model_held(req.model, Residence::Mapped)?;
         // The file's digest for the receipt, while the oracle starts (its worker loads the
         // model in its own process).

@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default))
     };
     let (n_prompt, steps, repeats) = (arg(1, 32)?, arg(2, 16)?, arg(3, 5)?);
-    // Held as `harness` holds it by default (`--load resident`).
+    // Held as `harness run` and `bench` hold it by default (`--load resident`).
     let file = Arc::new(GgufFile::open_with(path, Residence::Resident)?);
     let model = Model::load(file, I2sLayout::Block128)?;
     let profile = Profile::default_for(model.projection_type());

@@ -88,7 +88,7 @@ impl Backing {
 }
 
 /// How an open file's bytes are held in memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Residence {
     /// Memory-mapped: each 4 KB page comes from the page cache when first read, nothing is
     /// copied (what `inspect` needs: the header and a few tensors).
@@ -102,7 +102,6 @@ pub enum Residence {
     /// lm_head 25.3-25.6 GB/s against 23.2-24.1). Reading costs a copy from the page cache at
     /// load and holds the bytes outside it (peak RSS about the file's size either way: a
     /// mapped file's pages count once read).
-    #[default]
     Resident,
 }
 
@@ -121,18 +120,18 @@ pub struct TensorView<'a> {
     pub data: &'a [u8],
 }
 
-/// The whole of `file` read into anonymous memory, huge pages asked for ([`Residence`]); its
-/// size is the file system's, no header field's.
-fn read_resident(file: &mut std::fs::File) -> std::io::Result<memmap2::Mmap> {
+/// The whole of `file`, `len` bytes by the file system (no header field), read into anonymous
+/// memory, huge pages asked for ([`Residence`]).
+fn read_resident(file: &mut std::fs::File, len: u64) -> std::io::Result<memmap2::Mmap> {
     use std::io::Read;
-    let len = usize::try_from(file.metadata()?.len())
+    let len = usize::try_from(len)
         .map_err(|_| std::io::Error::other("larger than this machine's address space"))?;
     let mut anon = memmap2::MmapMut::map_anon(len)?;
     // Advice only: where the kernel has no transparent huge pages it is refused, and the
     // usual pages serve.
     #[cfg(target_os = "linux")]
     let _ = anon.advise(memmap2::Advice::HugePage);
-    file.read_exact(&mut anon[..len])?;
+    file.read_exact(&mut anon)?;
     // Anything the file grew by since its size was read is not read; a file that shrank
     // fails `read_exact`.
     let map = anon.make_read_only()?;
@@ -149,19 +148,20 @@ impl GgufFile {
     pub fn open_with(path: impl AsRef<Path>, residence: Residence) -> Result<GgufFile> {
         let path = path.as_ref();
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         // An empty file is mapped (an anonymous map cannot be empty); it fails the header
         // check either way.
-        let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
-        let residence = if empty { Residence::Mapped } else { residence };
         let map = match residence {
+            Residence::Resident if len > 0 => {
+                read_resident(&mut file, len).map_err(|e| Error::io(path, e))?
+            }
             // SAFETY: the mapping is read-only and private to this process. If another process
             // truncates the file while it is mapped, reads past the new end fault (SIGBUS);
             // that is the documented contract of every mmap-based model loader, llama.cpp's
             // included.
-            Residence::Mapped => {
+            Residence::Mapped | Residence::Resident => {
                 unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?
             }
-            Residence::Resident => read_resident(&mut file).map_err(|e| Error::io(path, e))?,
         };
         let label = path.display().to_string();
         let header = parse(&map, &label)?;

@@ -109,7 +109,7 @@ impl KvCache {
     }
 
     /// One layer's keys (or values) of every position stored so far and of any appended since
-    /// (`[pos][kv_head][head_dim]`, [`KvCache::width`] values per position), as f32.
+    /// (`[pos][kv_head][head_dim]`, `n_embd_kv` values per position), as f32.
     pub(crate) fn layer(&self, layer: usize, value: bool) -> &[f32] {
         let (k, v) = &self.layers[layer];
         if value {
@@ -117,10 +117,5 @@ impl KvCache {
         } else {
             &k.0
         }
-    }
-
-    /// Values per position of one layer's keys or values (every KV head).
-    pub fn width(&self) -> usize {
-        self.width
     }
 }

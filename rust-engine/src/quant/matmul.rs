@@ -488,16 +488,17 @@ impl<'p> SimdTernary<'p> {
         let tiled = 0;
         let (dots, scales) = scratch;
         let mut sums8 = [Sums8::I32([0; 8]); TERNARY_TOKENS_PER_PASS];
+        // Eight rows at a time by the set's fused kernel where it has one, the rest (and every
+        // row where it has none) one by one.
+        let eights = if self.runner.has_rows8() {
+            (out.len() / n - tiled) / 8
+        } else {
+            0
+        };
+        let fused = tiled + 8 * eights;
         for (g, batch) in self.groups.iter().enumerate() {
             let t0 = g * TERNARY_TOKENS_PER_PASS;
             let tokens = &self.prepared[t0..t0 + batch.tokens()];
-            // Eight rows at a time by the set's fused kernel where it has one.
-            let m = out.len() / n;
-            let eights = if self.runner.has_rows8() {
-                (m - tiled) / 8
-            } else {
-                0
-            };
             for e in 0..eights {
                 let i = |j: usize| tiled + eight_row(n, eights, e, j);
                 let rows = std::array::from_fn(|j| {
@@ -515,7 +516,6 @@ impl<'p> SimdTernary<'p> {
                     }
                 }
             }
-            let fused = tiled + 8 * eights;
             for (i, row_out) in out.chunks_exact_mut(n).enumerate().skip(fused) {
                 let r = r0 + i;
                 let row = ternary_row(w, r).expect("a ternary kernel format (checked in new)");

@@ -212,16 +212,15 @@ pub(super) const STREAM_AHEAD: usize = 512;
 
 impl Ahead {
     pub(super) fn new(rows: &[TernaryRow; 8]) -> Self {
-        let bytes = |r: &TernaryRow| match r {
+        let row_bytes = match rows[7] {
             TernaryRow::Tq2_0(r) | TernaryRow::I2s(r) | TernaryRow::Tq1_0(r) => r.len(),
         };
-        let row_bytes = bytes(&rows[7]);
-        let blocks = rows[0].chunks().div_ceil(2).max(1);
         let ptrs: [*const u8; 8] = std::array::from_fn(|i| rows[i].raw().0);
         let consecutive = ptrs
             .windows(2)
             .all(|p| p[0].wrapping_add(row_bytes) == p[1]);
         if consecutive {
+            let blocks = rows[0].chunks().div_ceil(2).max(1);
             Ahead::Next {
                 next: ptrs[7].wrapping_add(row_bytes),
                 lines: (8 * row_bytes).div_ceil(64 * blocks),
