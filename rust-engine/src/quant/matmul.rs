@@ -496,11 +496,12 @@ impl<'p> SimdTernary<'p> {
             0
         };
         let fused = tiled + 8 * eights;
+        let streams = n == 1 && w.ty != GgmlType::TQ1_0;
         for (g, batch) in self.groups.iter().enumerate() {
             let t0 = g * TERNARY_TOKENS_PER_PASS;
             let tokens = &self.prepared[t0..t0 + batch.tokens()];
             for e in 0..eights {
-                let i = |j: usize| tiled + eight_row(n, eights, e, j);
+                let i = |j: usize| tiled + eight_row(streams, eights, e, j);
                 let rows = std::array::from_fn(|j| {
                     ternary_row(w, r0 + i(j)).expect("a ternary kernel format (checked in new)")
                 });
@@ -595,16 +596,19 @@ impl SimdTernary<'_> {
 }
 
 /// Which of a task's rows (counted from the first not on AMX tiles) the `e`th of `eights`
-/// eight-row kernel calls takes as its `j`th row, for `n` tokens. One token (decode): rows
-/// `e`, `eights + e`, `2 * eights + e`, ...: row `j` of each call follows row `j` of the call
-/// before, so the eight are eight sequential streams of weights, which the kernels fetch
-/// ahead one by one (`Ahead::Streams` in `kernels/x86.rs`); 2B-4T decode, `forward_speed
-/// MODEL 8 32 2 amx 2`: TQ2_0 16.6 tok/s against 14.3-14.8 for eight consecutive rows, I2_S
-/// 18.0 against 16.0. More tokens: eight consecutive rows (each pass over a row is longer,
-/// and the next eight rows are fetched during it).
+/// eight-row kernel calls takes as its `j`th row. With `streams` (one token, TQ2_0 and I2_S:
+/// decode): rows `e`, `eights + e`, `2 * eights + e`, ...: row `j` of each call follows row
+/// `j` of the call before, so the eight are eight sequential streams of weights, which the
+/// kernels fetch ahead one by one (`Ahead::Streams` in `kernels/x86.rs`); 2B-4T decode,
+/// `forward_speed MODEL 8 32 2 amx 2`: TQ2_0 16.6 tok/s against 14.3-14.8 for eight
+/// consecutive rows, I2_S 18.0 against 16.0. Otherwise eight consecutive rows: with more
+/// tokens each pass over a row is longer and the next eight rows are fetched during it; TQ1_0's
+/// base-3 unpacking is compute-bound and its decode was slower as streams (bench.sh's fresh
+/// 8-layer model, `forward_speed MODEL 64 64 3 amx 2`, three alternating pairs: 302-309 tok/s
+/// consecutive against 280-299; the 2B-4T TQ1_0 shape alike within noise).
 #[inline(always)]
-fn eight_row(n: usize, eights: usize, e: usize, j: usize) -> usize {
-    if n == 1 {
+fn eight_row(streams: bool, eights: usize, e: usize, j: usize) -> usize {
+    if streams {
         j * eights + e
     } else {
         8 * e + j
@@ -738,9 +742,9 @@ pub fn matmul_twin(
                 } else {
                     false
                 };
-                for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
-                    let r = r0 + i;
-                    if !by_simd {
+                if !by_simd {
+                    for (i, row_out) in out.chunks_exact_mut(n).enumerate() {
+                        let r = r0 + i;
                         for (o, a) in row_out.iter_mut().zip(&prepared) {
                             *o = if rounding.f32_sums {
                                 dot_f32_sum(w, r, a, &mut scratch)
@@ -750,9 +754,9 @@ pub fn matmul_twin(
                             };
                         }
                     }
-                    if let Some(s) = post_scale {
-                        row_out.iter_mut().for_each(|o| *o *= s);
-                    }
+                }
+                if let Some(s) = post_scale {
+                    out.iter_mut().for_each(|o| *o *= s);
                 }
             }
         });

@@ -372,7 +372,11 @@ impl TernaryRunner {
             Kernel::Avx512 | Kernel::Amx => Some(TernaryRunner {
                 run: run_ternary::<x86::Avx2>,
                 scales: Some(x86::tq2_0_scales_f16c as ScalesFn),
-                rows8: Some(avx512::rows8 as Rows8Fn),
+                rows8: Some(if avx512::has_gfni() {
+                    avx512::rows8_gfni as Rows8Fn
+                } else {
+                    avx512::rows8 as Rows8Fn
+                }),
                 amx: kernel == Kernel::Amx,
             }),
             #[cfg(target_arch = "aarch64")]
@@ -384,6 +388,25 @@ impl TernaryRunner {
             }),
             _ => None,
         }
+    }
+
+    /// [`TernaryRunner::new`]'s runner and every other variant of the set that this CPU also
+    /// runs, first the one `new` gives: the `avx512` and `amx` sets' eight-row kernels with
+    /// and without GFNI ([`avx512::rows8_gfni`]), so that tests check both on a CPU that has
+    /// it. The variants give the same bits.
+    pub fn variants(kernel: Kernel) -> Vec<Self> {
+        let Some(runner) = Self::new(kernel) else {
+            return Vec::new();
+        };
+        #[cfg(target_arch = "x86_64")]
+        if matches!(kernel, Kernel::Avx512 | Kernel::Amx) && avx512::has_gfni() {
+            let shifts = TernaryRunner {
+                rows8: Some(avx512::rows8 as Rows8Fn),
+                ..runner
+            };
+            return vec![runner, shifts];
+        }
+        vec![runner]
     }
 
     /// [`ternary_block_dots`] without resolving the kernel again.
