@@ -6,8 +6,11 @@
 # per run at that size). Every figure in the page comes from this script's run; nothing is
 # typed by hand.
 #
+# With LLAMA_TREE (a natively built llama.cpp: scripts/llama-native.sh) also against it, on the
+# 2B-4T shape with the last set of KERNELS_2B4T (the built-in llama.cpp is compiled for
+# x86-64-v3; the decode target names a native build).
 # Usage: scripts/bench.sh            (THREADS=2 KERNELS="scalar auto" by default)
-#        BITNET_TREE=/path/to/BitNet BENCH_2B4T=1 scripts/bench.sh
+#        BITNET_TREE=/path/to/BitNet LLAMA_TREE=$(scripts/llama-native.sh) BENCH_2B4T=1 scripts/bench.sh
 # Run it on an idle machine: every ratio is measured in one process, but a busy machine still
 # shifts the absolute figures.
 set -euo pipefail
@@ -47,6 +50,7 @@ if [[ "${BENCH_2B4T:-0}" == 1 ]]; then
 fi
 peers=(builtin)
 [[ -n "${BITNET_TREE:-}" ]] && peers+=("dir:$BITNET_TREE")
+[[ -n "${LLAMA_TREE:-}" ]] && peers+=("dir:$LLAMA_TREE")
 
 rows=()
 for entry in "${models[@]}"; do
@@ -56,6 +60,10 @@ for entry in "${models[@]}"; do
     for peer in "${peers[@]}"; do
         sets=$kernels
         [[ "$model" == */2b4t-* ]] && sets=$kernels_2b4t
+        if [[ -n "${LLAMA_TREE:-}" && "$peer" == "dir:$LLAMA_TREE" ]]; then
+            [[ "$model" == */2b4t-* ]] || continue
+            sets=${kernels_2b4t##* }
+        fi
         # The prompt's outputs: the last position (as llama-bench), and on the 2B-4T shape
         # against the built-in llama.cpp also every position (as a comparison evaluates).
         outs="last"
@@ -159,7 +167,10 @@ which bitnet.cpp's fork does not; F16 KV cache; the model memory-mapped, its def
 engine holds the model as \`harness bench\` does by default (\`--load resident\`: read into
 memory on huge pages where the OS has them); the built-in
 llama.cpp is compiled for x86-64-v3, so a natively built tree (\`--vs dir:PATH\`) can be faster.
-Decode GB/s is the weights one decode step reads (every projection, the lm_head, the norms, one
+${LLAMA_TREE:+The \`llama.cpp tree\` rows are that source built natively (\`scripts/llama-native.sh\`:
+the same llama.cpp the built-in oracle is compiled from, \`GGML_NATIVE\`, shared libraries), run on
+the 2B-4T shape with the last kernel set only.
+}Decode GB/s is the weights one decode step reads (every projection, the lm_head, the norms, one
 embedding row) times the decode rate, against the read bandwidth \`harness bench\` measures with
 the same threads (best of 5 passes over 1 GiB). Kernels: \`${kernels}\`; on the 2B-4T shape
 only \`${kernels_2b4t}\` (the scalar engine needs minutes per run there).
