@@ -647,9 +647,9 @@ proptest! {
 
     /// Attention's scores and weighted sums with SIMD against the scalar reference, every way
     /// of summing: bit for bit (each lane keeps one element's order), for every head size up to
-    /// 80 (whole and partial 8- and 4-dimension groups, 32- and 16-dimension blocks) and
-    /// position count up to 40 (16-, 8- and 4-position blocks and every tail), rows packed or
-    /// apart.
+    /// 80 (whole and partial 8- and 4-dimension groups, 64-, 32- and 16-dimension blocks) and
+    /// position count up to 40 (32-, 16-, 8- and 4-position blocks and every tail: AVX-512's,
+    /// then AVX2's), rows packed or apart.
     #[test]
     fn attention_sums_with_simd_equal_scalar_bit_for_bit(
         (q, k, window, pad) in (1usize..=80, 1usize..=40, 0usize..=3).prop_flat_map(|(hd, len, pad)| (

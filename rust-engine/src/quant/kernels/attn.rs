@@ -43,6 +43,14 @@ pub fn scores(
     check(k, q.len(), stride, out.len());
     // The set's kernel scores the leading positions it can; the reference the rest.
     let done = match kernel {
+        // SAFETY: AVX-512 F and AVX2 are present (checked); `k` holds every position of `out`
+        // (checked), so from position `j` on it holds the rest.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 | Kernel::Amx if super::x86::has_avx512_vnni() => unsafe {
+            let j = super::avx512::attn_scores(sums, q, k, stride, out);
+            let rest = k.get(j * stride..).unwrap_or(&[]);
+            j + super::x86::attn_scores(sums, q, rest, stride, &mut out[j..])
+        },
         // SAFETY: AVX2 is present (checked); `k` holds every position of `out` (checked).
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 | Kernel::Avx512 | Kernel::Amx if super::x86::has_avx2() => unsafe {
@@ -104,6 +112,13 @@ pub fn mix(kernel: Kernel, sums: AttnSums, p: &[f32], v: &[f32], stride: usize, 
     check(v, out.len(), stride, p.len());
     // The set's kernel sums the leading dimensions it can; the reference the rest.
     let done = match kernel {
+        // SAFETY: AVX-512 F and AVX2 are present (checked); `v` holds `out.len()` dimensions
+        // of every position of `p` (checked), so from dimension `d` on it holds the rest.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 | Kernel::Amx if super::x86::has_avx512_vnni() => unsafe {
+            let d = super::avx512::attn_mix(sums, p, v, stride, out);
+            d + super::x86::attn_mix(sums, p, &v[d..], stride, &mut out[d..])
+        },
         // SAFETY: AVX2 is present (checked); `v` holds `out.len()` dimensions of every
         // position of `p` (checked).
         #[cfg(target_arch = "x86_64")]

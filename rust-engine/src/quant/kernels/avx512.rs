@@ -22,6 +22,7 @@
 
 use std::arch::x86_64::*;
 
+use super::attn::{AttnSums, SUM_EXACT, SUM_F32, SUM_F64};
 use super::float::{FloatRow, FLOAT_ROWS_PER_PASS};
 use super::x86::{
     finish_exact, finish_rounded, fmt_of, hsum_pd, pass_tokens, Ahead, Lanes, Tok8, BF16, F16, F32,
@@ -722,4 +723,264 @@ unsafe fn hsum_pd8(acc: &[__m512d; 2]) -> f64 {
     let pair =
         |a: __m512d| _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
     hsum_pd(pair(acc[0]), pair(acc[1]))
+}
+
+/// [`super::attn::mix`] for the `avx512` and `amx` sets: AVX2's kernel
+/// ([`super::x86::attn_mix`]) on 512-bit vectors, 64 dimensions at a time (then 16): each lane
+/// one dimension's sum over the positions in the reference's order (the product rounded to
+/// f32 and widened, or both factors widened; unfused), so bit-identical to
+/// [`super::attn::mix_ref`]. Returns how many leading dimensions it summed; the caller sums
+/// the rest with AVX2 and the reference.
+///
+/// # Safety
+/// AVX-512 F; `v` holds `p.len()` rows of `out.len()` values, `stride` apart.
+#[target_feature(enable = "avx2,avx512f")]
+pub(crate) unsafe fn attn_mix(
+    sums: AttnSums,
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    // SAFETY: the caller's promises.
+    unsafe {
+        match sums {
+            AttnSums::F64 => mix_blocks::<SUM_F64>(p, v, stride, out),
+            AttnSums::F32 => mix_blocks::<SUM_F32>(p, v, stride, out),
+            AttnSums::Exact => mix_blocks::<SUM_EXACT>(p, v, stride, out),
+        }
+    }
+}
+
+/// Every whole group of 64, then 16, dimensions of [`attn_mix`], summing as `S`; returns how
+/// many dimensions it summed.
+///
+/// # Safety
+/// AVX-512 F; `v` holds `p.len()` rows of `out.len()` values, `stride` apart.
+#[inline(always)]
+unsafe fn mix_blocks<const S: u8>(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) -> usize {
+    let mut d = 0;
+    while d + 64 <= out.len() {
+        mix_block::<4, S>(p, v.as_ptr().add(d), stride, &mut out[d..d + 64]);
+        d += 64;
+    }
+    while d + 16 <= out.len() {
+        mix_block::<1, S>(p, v.as_ptr().add(d), stride, &mut out[d..d + 16]);
+        d += 16;
+    }
+    d
+}
+
+/// Weighted sums of the `16 * V` dimensions starting at `v` (see [`attn_mix`]).
+///
+/// # Safety
+/// AVX-512 F; `p.len()` rows of at least `16 * V` values, `stride` apart, at `v`; `out` has
+/// `16 * V`.
+#[inline(always)]
+unsafe fn mix_block<const V: usize, const S: u8>(
+    p: &[f32],
+    v: *const f32,
+    stride: usize,
+    out: &mut [f32],
+) {
+    let mut wide = [[_mm512_setzero_pd(); 2]; V];
+    let mut narrow = [_mm512_setzero_ps(); V];
+    for (j, &pj) in p.iter().enumerate() {
+        let row = v.add(j * stride);
+        let (ps, pw) = (_mm512_set1_ps(pj), _mm512_set1_pd(pj as f64));
+        for b in 0..V {
+            let x = _mm512_loadu_ps(row.add(16 * b));
+            match S {
+                SUM_F64 => {
+                    // The product rounded to f32, then widened.
+                    let (lo, hi) = halves_pd(_mm512_mul_ps(ps, x));
+                    wide[b][0] = _mm512_add_pd(wide[b][0], lo);
+                    wide[b][1] = _mm512_add_pd(wide[b][1], hi);
+                }
+                SUM_EXACT => {
+                    // Both factors widened, the product taken in f64.
+                    let (lo, hi) = halves_pd(x);
+                    wide[b][0] = _mm512_add_pd(wide[b][0], _mm512_mul_pd(pw, lo));
+                    wide[b][1] = _mm512_add_pd(wide[b][1], _mm512_mul_pd(pw, hi));
+                }
+                // Unfused, as the reference's `a + p * v`.
+                _ => narrow[b] = _mm512_add_ps(narrow[b], _mm512_mul_ps(ps, x)),
+            }
+        }
+    }
+    for b in 0..V {
+        let o = out.as_mut_ptr().add(16 * b);
+        if S == SUM_F32 {
+            _mm512_storeu_ps(o, narrow[b]);
+        } else {
+            _mm256_storeu_ps(o, _mm512_cvtpd_ps(wide[b][0]));
+            _mm256_storeu_ps(o.add(8), _mm512_cvtpd_ps(wide[b][1]));
+        }
+    }
+}
+
+/// [`super::attn::scores`] for the `avx512` and `amx` sets: AVX2's kernel
+/// ([`super::x86::attn_scores`]) on 512-bit vectors, sixteen positions per vector (32 at a
+/// time, then 16): each lane one position's sum over the dimensions in the reference's order,
+/// so bit-identical to [`super::attn::scores_ref`]. Per eight dimensions, rows `r` and
+/// `r + 8` of a group share a register (one 256-bit half each) and AVX2's 8x8 transpose runs
+/// in both halves at once ([`transpose8x2`]). Returns how many leading positions it scored;
+/// the caller scores the rest with AVX2 and the reference.
+///
+/// # Safety
+/// AVX-512 F; `k` holds `out.len()` rows of `q.len()` values, `stride` apart.
+#[target_feature(enable = "avx2,avx512f")]
+pub(crate) unsafe fn attn_scores(
+    sums: AttnSums,
+    q: &[f32],
+    k: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    // SAFETY: the caller's promises.
+    unsafe {
+        match sums {
+            AttnSums::F64 => scores_blocks::<SUM_F64>(q, k, stride, out),
+            AttnSums::F32 => scores_blocks::<SUM_F32>(q, k, stride, out),
+            AttnSums::Exact => scores_blocks::<SUM_EXACT>(q, k, stride, out),
+        }
+    }
+}
+
+/// Every whole group of 32, then 16, positions of [`attn_scores`], summing as `S`; returns how
+/// many positions it scored.
+///
+/// # Safety
+/// AVX-512 F; `k` holds `out.len()` rows of `q.len()` values, `stride` apart.
+#[inline(always)]
+unsafe fn scores_blocks<const S: u8>(
+    q: &[f32],
+    k: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) -> usize {
+    let mut j = 0;
+    while j + 32 <= out.len() {
+        scores_block::<2, S>(q, k.as_ptr().add(j * stride), stride, &mut out[j..j + 32]);
+        j += 32;
+    }
+    while j + 16 <= out.len() {
+        scores_block::<1, S>(q, k.as_ptr().add(j * stride), stride, &mut out[j..j + 16]);
+        j += 16;
+    }
+    j
+}
+
+/// Scores of the `16 * V` positions whose keys start at `k` (see [`attn_scores`]).
+///
+/// # Safety
+/// AVX-512 F; `16 * V` rows of `q.len()` values, `stride` apart, at `k`; `out` has `16 * V`.
+#[inline(always)]
+unsafe fn scores_block<const V: usize, const S: u8>(
+    q: &[f32],
+    k: *const f32,
+    stride: usize,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    // `-0.0` starts each f64 sum, as the reference's; the f32 fold starts at 0.
+    let mut wide = [[_mm512_set1_pd(-0.0); 2]; V];
+    let mut narrow = [_mm512_setzero_ps(); V];
+    let mut d = 0;
+    while d < hd {
+        // Dimensions d..d + 8 of each group's sixteen keys, one dimension per vector (the
+        // last dimensions, fewer than eight, gathered one by one).
+        let width = (hd - d).min(8);
+        let mut cols = [[_mm512_setzero_ps(); 8]; V];
+        for (g, cols) in cols.iter_mut().enumerate() {
+            let base = k.add(16 * g * stride + d);
+            if width == 8 {
+                let rows: [__m512; 8] = std::array::from_fn(|r| {
+                    let lo = _mm256_loadu_ps(base.add(r * stride));
+                    let hi = _mm256_loadu_ps(base.add((r + 8) * stride));
+                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                        _mm256_castps_pd(hi),
+                    ))
+                });
+                *cols = transpose8x2(rows);
+            } else {
+                for (e, col) in cols.iter_mut().enumerate().take(width) {
+                    let at = |r: usize| *base.add(r * stride + e);
+                    let v: [f32; 16] = std::array::from_fn(at);
+                    *col = _mm512_loadu_ps(v.as_ptr());
+                }
+            }
+        }
+        for e in 0..width {
+            let qd = q[d + e];
+            let (qs, qw) = (_mm512_set1_ps(qd), _mm512_set1_pd(qd as f64));
+            for g in 0..V {
+                let kv = cols[g][e];
+                match S {
+                    SUM_F64 => {
+                        // The product rounded to f32, then widened.
+                        let (lo, hi) = halves_pd(_mm512_mul_ps(qs, kv));
+                        wide[g][0] = _mm512_add_pd(wide[g][0], lo);
+                        wide[g][1] = _mm512_add_pd(wide[g][1], hi);
+                    }
+                    SUM_EXACT => {
+                        // Both factors widened, the product taken in f64.
+                        let (lo, hi) = halves_pd(kv);
+                        wide[g][0] = _mm512_add_pd(wide[g][0], _mm512_mul_pd(qw, lo));
+                        wide[g][1] = _mm512_add_pd(wide[g][1], _mm512_mul_pd(qw, hi));
+                    }
+                    // Unfused, as the reference's `s + a * b`.
+                    _ => narrow[g] = _mm512_add_ps(narrow[g], _mm512_mul_ps(qs, kv)),
+                }
+            }
+        }
+        d += width;
+    }
+    for g in 0..V {
+        let o = out.as_mut_ptr().add(16 * g);
+        if S == SUM_F32 {
+            _mm512_storeu_ps(o, narrow[g]);
+        } else {
+            _mm256_storeu_ps(o, _mm512_cvtpd_ps(wide[g][0]));
+            _mm256_storeu_ps(o.add(8), _mm512_cvtpd_ps(wide[g][1]));
+        }
+    }
+}
+
+/// Two 8x8 f32 transposes side by side, one per 256-bit half: `out[e]` lane `j` is `v[j]`
+/// lane `e` and lane `8 + j` is `v[j]` lane `8 + e` (AVX2's `transpose8`, whose in-lane steps
+/// work per 128-bit lane unchanged; its cross-lane last step by two-source permutes).
+#[inline(always)]
+unsafe fn transpose8x2(v: [__m512; 8]) -> [__m512; 8] {
+    let t0 = _mm512_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm512_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm512_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm512_unpackhi_ps(v[2], v[3]);
+    let t4 = _mm512_unpacklo_ps(v[4], v[5]);
+    let t5 = _mm512_unpackhi_ps(v[4], v[5]);
+    let t6 = _mm512_unpacklo_ps(v[6], v[7]);
+    let t7 = _mm512_unpackhi_ps(v[6], v[7]);
+    let u0 = _mm512_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm512_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm512_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm512_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm512_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm512_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm512_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm512_shuffle_ps::<0xEE>(t5, t7);
+    // Per 256-bit half: the low 128 bits of `a` then of `b` (AVX2's `permute2f128` 0x20),
+    // or the high ones (0x31); `b`'s lanes are numbered from 16.
+    let low = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    let high = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    [
+        _mm512_permutex2var_ps(u0, low, u4),
+        _mm512_permutex2var_ps(u1, low, u5),
+        _mm512_permutex2var_ps(u2, low, u6),
+        _mm512_permutex2var_ps(u3, low, u7),
+        _mm512_permutex2var_ps(u0, high, u4),
+        _mm512_permutex2var_ps(u1, high, u5),
+        _mm512_permutex2var_ps(u2, high, u6),
+        _mm512_permutex2var_ps(u3, high, u7),
+    ]
 }
