@@ -49,6 +49,28 @@ pub(crate) fn latch_fusion(fusion: bool) -> bool {
     })
 }
 
+/// `llama_print_system_info()` (the built-in's or an external tree's, `call`) copied out under
+/// one process-wide lock. It rebuilds a single static `std::string` on every call (`s.clear()`,
+/// then appends) and returns its buffer, so two threads calling it at once race on that string:
+/// `oracle_llama`, whose tests open oracles side by side, aborted with glibc's `malloc():
+/// unaligned tcache chunk detected`, segfaulted, or read an empty string about once in 300 runs.
+///
+/// # Safety
+/// `call` returns null or a NUL-terminated string that stays valid until the next call.
+pub(crate) unsafe fn system_info(call: impl FnOnce() -> *const c_char) -> String {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_caller = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let p = call();
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's promise; copied before the lock lets another call rebuild it.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .trim()
+        .to_string()
+}
+
 /// The error for a fusion wish the process can no longer honour.
 pub(crate) fn fusion_mismatch(requested: bool, disabled: bool) -> Error {
     Error::Unsupported(format!(

@@ -10,7 +10,7 @@ use xval_engine::numerics::Numerics;
 use xval_engine::taps::TapFilter;
 
 use super::api::Api;
-use super::ffi::{c_str, load_shim, meta_string, node_callback, Shim, XvalInfo, XvalParams};
+use super::ffi::{load_shim, meta_string, node_callback, Shim, XvalInfo, XvalParams};
 use super::identity::{build_identity, version};
 use super::{inspect, numerics, shim, tree, Inspected, LOG_ECHO, REFERENCE_KERNELS_NOTE};
 use crate::error::{Error, Result};
@@ -90,11 +90,12 @@ impl ExternalOracle {
         // SAFETY: valid handle; writes the struct.
         unsafe { (shim.get_info)(handle.as_ptr(), &mut info) };
         let model_info = model_info(&shim, handle, &info, label);
-        // SAFETY: static strings from the shim.
+        // SAFETY: a plain query, and the tree's `llama_print_system_info` (its static
+        // string's buffer, valid until the next call).
         let (has_detok, system_info) = unsafe {
             (
                 (shim.has_detokenize)() != 0,
-                c_str((shim.system_info)()).trim().to_string(),
+                crate::llama_common::system_info(|| (shim.system_info)()),
             )
         };
         let (f16_activations, f16_why) = numerics::f16_activations(&tree, &system_info);

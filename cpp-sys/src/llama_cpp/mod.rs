@@ -18,6 +18,7 @@
 mod capture;
 pub(crate) mod vocab;
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
@@ -70,8 +71,20 @@ pub(crate) struct Global {
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
 
-/// llama.cpp/ggml log lines, kept for error messages.
+/// llama.cpp/ggml log lines, kept for error messages: every thread's here, and each thread's
+/// own in [`THREAD_LOG`], which [`recent_log`] reads first. llama.cpp logs a failed load or
+/// decode on the thread that called it, and other threads of the process (the in-process tests
+/// load models side by side) log their own loads meanwhile: with one shared buffer a refusal's
+/// reason could come out as another thread's lines (`oracle_llama` failed so about once in 300
+/// runs: `models_llama_cannot_run_are_errors_not_crashes` read another load's `print_info`).
 static LOG: Mutex<VecDeque<u8>> = Mutex::new(VecDeque::new());
+
+thread_local! {
+    /// This thread's share of [`LOG`].
+    static THREAD_LOG: RefCell<VecDeque<u8>> = const { RefCell::new(VecDeque::new()) };
+    /// Whether this thread's last message was kept (a `CONT` message continues it).
+    static THREAD_LAST_KEPT: Cell<bool> = const { Cell::new(false) };
+}
 static LOG_ECHO: AtomicBool = AtomicBool::new(false);
 const LOG_KEEP: usize = 16 << 10;
 
@@ -81,16 +94,15 @@ pub fn echo_log_to_stderr(on: bool) {
     LOG_ECHO.store(on, Ordering::Relaxed);
 }
 
-/// Whether the last message kept was kept (a `CONT` message continues the previous one).
-static LOG_LAST_KEPT: AtomicBool = AtomicBool::new(false);
-
 unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
     // Debug messages (per-graph input listings and the like) drown what matters.
+    // A thread being torn down has no thread-local state left: its messages are dropped.
+    let last_kept = THREAD_LAST_KEPT.try_with(Cell::get).unwrap_or(false);
     let keep = match level {
-        sys::GGML_LOG_LEVEL_CONT => LOG_LAST_KEPT.load(Ordering::Relaxed),
+        sys::GGML_LOG_LEVEL_CONT => last_kept,
         l => l != sys::GGML_LOG_LEVEL_DEBUG,
     };
-    LOG_LAST_KEPT.store(keep, Ordering::Relaxed);
+    let _ = THREAD_LAST_KEPT.try_with(|k| k.set(keep));
     if text.is_null() || !keep {
         return;
     }
@@ -102,22 +114,37 @@ unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_cha
             use std::io::Write;
             let _ = std::io::stderr().write_all(bytes);
         }
-        let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
-        log.extend(bytes);
-        let excess = log.len().saturating_sub(LOG_KEEP);
-        log.drain(..excess);
+        let keep_tail = |log: &mut VecDeque<u8>| {
+            log.extend(bytes);
+            let excess = log.len().saturating_sub(LOG_KEEP);
+            log.drain(..excess);
+        };
+        keep_tail(&mut LOG.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = THREAD_LOG.try_with(|log| keep_tail(&mut log.borrow_mut()));
     });
 }
 
 pub(crate) fn clear_log() {
     LOG.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let _ = THREAD_LOG.try_with(|log| log.borrow_mut().clear());
 }
 
-/// The last `n` lines llama.cpp logged (for error messages).
+/// The last `n` lines llama.cpp logged (for error messages): this thread's since its last
+/// [`clear_log`], else (where this thread logged nothing, as when only ggml's worker threads
+/// did) the process's.
 pub(crate) fn recent_log(n: usize) -> String {
-    let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
-    let (a, b) = log.as_slices();
-    crate::llama_common::log_summary(&[a, b].concat(), n)
+    let summary = |log: &VecDeque<u8>| {
+        let (a, b) = log.as_slices();
+        crate::llama_common::log_summary(&[a, b].concat(), n)
+    };
+    THREAD_LOG
+        .try_with(|log| {
+            let log = log.borrow();
+            (!log.is_empty()).then(|| summary(&log))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| summary(&LOG.lock().unwrap_or_else(|p| p.into_inner())))
 }
 
 /// Route ggml's and llama.cpp's log into [`recent_log`] without initialising any backend (the
@@ -212,10 +239,8 @@ pub(crate) fn build_identity() -> BuildIdentity {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         cpu_features: cpu_features(),
-        // SAFETY: returns a static buffer.
-        system_info: c_str(unsafe { sys::llama_print_system_info() })
-            .trim()
-            .to_string(),
+        // SAFETY: returns its static string's buffer, valid until the next call.
+        system_info: unsafe { crate::llama_common::system_info(|| sys::llama_print_system_info()) },
     }
 }
 
@@ -529,5 +554,62 @@ impl Drop for LlamaCppOracle {
             sys::llama_model_free(self.model.as_ptr());
             drop(Box::from_raw(self.capture));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// `text` to [`log_callback`] at `level`, as ggml calls it.
+    fn log(level: sys::ggml_log_level, text: &str) {
+        let c = CString::new(text).unwrap();
+        // SAFETY: a NUL-terminated message that lives for the call.
+        unsafe { log_callback(level, c.as_ptr(), std::ptr::null_mut()) };
+    }
+
+    #[test]
+    fn each_thread_reads_the_reasons_it_was_logged() {
+        // Two threads log in lockstep, as two model loads side by side in one process do:
+        // "a" an error continued after "b" logged a debug line (not kept), "b" errors of its
+        // own. Each one's recent log holds its own lines only, "a"'s continuations included.
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = [true, false]
+            .into_iter()
+            .map(|first| {
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    clear_log();
+                    barrier.wait();
+                    for i in 0..50 {
+                        if first {
+                            log(sys::GGML_LOG_LEVEL_ERROR, &format!("a error {i}"));
+                        }
+                        barrier.wait();
+                        if !first {
+                            log(sys::GGML_LOG_LEVEL_DEBUG, &format!("b debug {i}\n"));
+                        }
+                        barrier.wait();
+                        if first {
+                            log(sys::GGML_LOG_LEVEL_CONT, &format!(" a continued {i}\n"));
+                        } else {
+                            log(sys::GGML_LOG_LEVEL_ERROR, &format!("b error {i}\n"));
+                        }
+                        barrier.wait();
+                    }
+                    recent_log(2)
+                })
+            })
+            .collect();
+        let said: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            said[0].contains("a error 49 a continued 49"),
+            "a: {}",
+            said[0]
+        );
+        assert!(!said[0].contains("b "), "a read b's log: {}", said[0]);
+        assert!(said[1].contains("b error 49"), "b: {}", said[1]);
+        assert!(!said[1].contains("a "), "b read a's log: {}", said[1]);
     }
 }
