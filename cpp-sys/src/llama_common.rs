@@ -53,7 +53,7 @@ pub(crate) fn latch_fusion(fusion: bool) -> bool {
 /// one process-wide lock. It rebuilds a single static `std::string` on every call (`s.clear()`,
 /// then appends) and returns its buffer, so two threads calling it at once race on that string:
 /// `oracle_llama`, whose tests open oracles side by side, aborted with glibc's `malloc():
-/// unaligned tcache chunk detected`, segfaulted, or read an empty string about once in 300 runs.
+/// unaligned tcache chunk detected`, segfaulted, or read an empty string in 3 of 1200 runs.
 ///
 /// # Safety
 /// `call` returns null or a NUL-terminated string that stays valid until the next call.
