@@ -288,48 +288,22 @@ impl Matrix {
         out: &mut [Sums8],
     ) {
         let mask = _mm512_set1_epi8(3);
-        // Shift counts per 64-bit lane, the low half's first: groups 0 and 1 of a chunk in one
-        // register, 2 and 3 in another, matching the activations' order.
-        let (s01, s23) = if LSB {
-            (
-                _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0),
-                _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4),
-            )
-        } else {
-            (
-                _mm512_set_epi64(4, 4, 4, 4, 6, 6, 6, 6),
-                _mm512_set_epi64(0, 0, 0, 0, 2, 2, 2, 2),
-            )
-        };
-        // The same as bit matrices (`vgf2p8affineqb`, GFNI): in each 64-bit lane, byte `7 - i`
-        // of the matrix picks the input bits that make output bit `i`; bits `s` and `s + 1`
-        // of every byte to bits 0 and 1, nothing else.
-        let (a01, a23) = {
-            let pick = |s: i64| ((1i64 << s) << 56) | ((2i64 << s) << 48);
-            let (lo01, hi01, lo23, hi23) = if LSB { (0, 2, 4, 6) } else { (6, 4, 2, 0) };
-            (
-                _mm512_set_epi64(
-                    pick(hi01),
-                    pick(hi01),
-                    pick(hi01),
-                    pick(hi01),
-                    pick(lo01),
-                    pick(lo01),
-                    pick(lo01),
-                    pick(lo01),
-                ),
-                _mm512_set_epi64(
-                    pick(hi23),
-                    pick(hi23),
-                    pick(hi23),
-                    pick(hi23),
-                    pick(lo23),
-                    pick(lo23),
-                    pick(lo23),
-                    pick(lo23),
-                ),
-            )
-        };
+        // Where each group's codes sit in a byte: TQ2_0 keeps group g in bits 2g, I2_S in bits
+        // 6 - 2g. A register holds a chunk's 32 code bytes in both halves, groups 0 and 1 of it
+        // taken from the low and high half of one register, 2 and 3 of another, matching the
+        // activations' order; `halves(lo, hi)` puts a value per 64-bit lane of each half.
+        let (lo01, hi01, lo23, hi23) = if LSB { (0, 2, 4, 6) } else { (6, 4, 2, 0) };
+        let halves = |lo: i64, hi: i64| _mm512_set_epi64(hi, hi, hi, hi, lo, lo, lo, lo);
+        // As shift counts (then a mask)...
+        let (s01, s23) = (halves(lo01, hi01), halves(lo23, hi23));
+        // ...or as bit matrices (`vgf2p8affineqb`, GFNI): in each 64-bit lane, byte `7 - i` of
+        // the matrix picks the input bits that make output bit `i`; bits `s` and `s + 1` of
+        // every byte to bits 0 and 1, nothing else.
+        let pick = |s: i64| ((1i64 << s) << 56) | ((2i64 << s) << 48);
+        let (a01, a23) = (
+            halves(pick(lo01), pick(hi01)),
+            halves(pick(lo23), pick(hi23)),
+        );
         // Lane `t * R + r`'s row and token, for spreading per-row and per-token values.
         let row_of = lane_index(|l| l % R);
         let tok_of = lane_index(|l| (l / R).min(N - 1));
