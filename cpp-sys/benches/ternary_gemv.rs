@@ -5,7 +5,9 @@
 //! engine's `matmul` (the same Q8_K quantization and one dot per row) with each kernel set.
 //! The same weights and activations on both sides; the outputs are checked to agree before
 //! timing (both are exact integer sums per block; ggml's AVX2 epilogue fuses the block scales
-//! in another order, so the last bits may differ).
+//! in another order, so the last bits may differ). `read_weights` only reads the TQ2_0
+//! matrix's bytes on the same thread: the time no kernel beats on this machine, as the weights
+//! do not fit L2.
 //!
 //! `cargo bench -p xval-cpp-sys --bench ternary_gemv` (`scripts/bench.sh` runs it and writes
 //! the ratios into docs/performance.md).
@@ -47,6 +49,17 @@ fn ggml_gemv(w: &[u8], x: &[f32], k: usize, m: usize, out: &mut [f32]) {
     }
 }
 
+/// Every byte of `bytes` read: 64-byte lines' eight words added, so that each load counts.
+fn read_bytes(bytes: &[u8]) -> u64 {
+    let mut acc = [0u64; 8];
+    for line in bytes.chunks_exact(64) {
+        for (a, w) in acc.iter_mut().zip(line.chunks_exact(8)) {
+            *a = a.wrapping_add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+    }
+    acc.iter().fold(0, |a, &b| a ^ b)
+}
+
 fn bench(c: &mut Criterion) {
     ffi::init();
     let numerics = Numerics::new(Profile::Ggml);
@@ -72,6 +85,10 @@ fn bench(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("ternary_gemv_{name}"));
         group.throughput(Throughput::Bytes(tq2.len() as u64));
+        // The floor under any kernel here: the same bytes only read (each 64-byte line's
+        // words folded into one), on this thread. The weights do not fit L2, so every call
+        // streams them from L3 or memory; a kernel reading them at this speed does nothing else.
+        group.bench_function("read_weights", |b| b.iter(|| read_bytes(black_box(&tq2))));
         group.bench_function("ggml_tq2_0", |b| {
             let mut out = vec![0f32; m];
             b.iter(|| ggml_gemv(&tq2, &x, k, m, &mut out))

@@ -25,8 +25,8 @@ use std::arch::x86_64::*;
 use super::attn::{AttnSums, SUM_EXACT, SUM_F32, SUM_F64};
 use super::float::{FloatRow, FLOAT_ROWS_PER_PASS};
 use super::x86::{
-    finish_exact, finish_rounded, fmt_of, hsum_pd, pass_tokens, Ahead, Lanes, Tok8, BF16, F16, F32,
-    FMT_TQ1_0, FMT_TQ2_0,
+    f16_at, finish_exact, finish_rounded, fmt_of, hsum_pd, pass_tokens, Ahead, Lanes, Tok8, BF16,
+    F16, F32, FMT_TQ1_0, FMT_TQ2_0,
 };
 use super::{Sums8, TernaryBatch, TernaryRow, TERNARY_TOKENS_PER_PASS};
 use crate::quant::tq2_0;
@@ -430,17 +430,13 @@ unsafe fn block_chunk_sums<const M: usize>(toks: &[Tok8], b: usize, two: bool) -
 }
 
 /// Up to eight TQ2_0 rows' f16 scales of the block at byte `at` of each (in `rows`' order),
-/// converted by F16C; lanes past the rows hold 0.
+/// converted by F16C; lanes past the rows hold 0 ([`super::x86::f16_at`]).
 ///
 /// # Safety
 /// Each row holds that block; F16C.
 #[inline(always)]
 unsafe fn row_scales(rows: impl Iterator<Item = *const u8>, at: usize) -> __m256 {
-    let mut d = [0i16; 8];
-    for (d, r) in d.iter_mut().zip(rows) {
-        *d = (r.add(at + tq2_0::QS_BYTES) as *const i16).read_unaligned();
-    }
-    _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i))
+    f16_at(rows, at + tq2_0::QS_BYTES)
 }
 
 /// [`Matrix::lanes`]'s four partial accumulators of a token added, and each row's two
