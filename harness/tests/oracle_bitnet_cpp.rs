@@ -57,6 +57,11 @@ fn the_bitnet_fixtures_match_bitnet_cpp_in_its_own_numerics() {
             .as_str()
             .unwrap()
             .contains("V cache quantization requires flash_attn"));
+        // The fork's thread pool reads graph and thread counts apart: not kept.
+        assert!(r.oracle["build"]["flags"]["xval.threadpool"]
+            .as_str()
+            .unwrap()
+            .starts_with("ggml's own"));
         assert!(r.replay_errors.is_empty(), "{f}");
         // Every op replays at summation-order noise, prompt and decode steps (attention over
         // the F16 cache gets its own limit: it rounds to f16).

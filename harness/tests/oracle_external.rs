@@ -50,11 +50,14 @@ fn the_shim_compiles_against_the_fork_api() {
     let api = Api::detect(
         &read(&inc[0].join("llama.h")),
         &read(&inc[1].join("ggml.h")),
+        "",
+        "",
     )
     .unwrap();
     assert_eq!(api.variant(), "bitnet.cpp fork (pre-vocab API)");
     assert_eq!(api.batch_get_one_args, Some(4));
     assert!(api.i2s && api.detokenize && !api.flash_attn_type);
+    assert!(!api.threadpool, "the fork's thread pool is the racy one");
     external::shim_syntax_check(&inc, &api).unwrap();
     // Older trees without llama_detokenize: the shim's fallback from token pieces compiles.
     let no_detok = Api {
@@ -139,6 +142,12 @@ mod builtin_tree {
             id.version
         );
         assert_eq!(id.build.flags["xval.api"], "current");
+        // The pinned tree's pool keeps graph and thread counts in one atomic: kept for the
+        // context's life (the outputs below are still the built-in's bit for bit).
+        assert_eq!(
+            id.build.flags["xval.threadpool"],
+            "one for the context (llama_attach_threadpool)"
+        );
         assert_eq!(id.build.flags["xval.libraries"], "static");
         assert_eq!(id.build.flags["xval.detokenize"], "llama_detokenize");
         assert_eq!(id.build.flags["xval.llama_batch_get_one_args"], "2");

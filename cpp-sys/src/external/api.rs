@@ -42,13 +42,31 @@ pub struct Api {
     pub log_cont: bool,
     /// From ggml.h: the tree knows `GGML_TYPE_I2_S` (bitnet.cpp), so I2_S models go in as given.
     pub i2s: bool,
+    /// The shim gives the context one pool of compute threads (`llama_attach_threadpool`,
+    /// `ggml_threadpool_new` from ggml-cpu.h). Without one ggml starts and joins a pool for
+    /// every graph it computes, and with the tap callback a graph is computed a few nodes at a
+    /// time: a 2B-4T comparison's oracle took 7-10 s instead of 2.3-2.8. Only where the tree's
+    /// pool keeps its graph count and thread count in one atomic
+    /// (`GGML_THREADPOOL_N_THREADS_MASK` in ggml-cpu.c): the earlier pool (bitnet.cpp's fork
+    /// among them, declared in ggml.h) read them apart, and a worker that saw a new graph with
+    /// the previous graph's thread count could join a graph computed without it and spin in its
+    /// barrier from then on (seen here: a core busy through the engine's runs in some
+    /// bitnet.cpp comparisons), or throw later barriers off.
+    pub threadpool: bool,
 }
 
 impl Api {
-    /// Read the API from `llama.h` and `ggml.h`; `Err` names what no known API explains.
-    pub fn detect(llama_h: &str, ggml_h: &str) -> Result<Api, String> {
+    /// Read the API from `llama.h`, `ggml.h`, and `ggml-cpu.h` and `ggml-cpu.c` (each empty
+    /// where the tree has none); `Err` names what no known API explains.
+    pub fn detect(
+        llama_h: &str,
+        ggml_h: &str,
+        ggml_cpu_h: &str,
+        ggml_cpu_c: &str,
+    ) -> Result<Api, String> {
         let l = strip_comments_and_strings(llama_h);
         let g = strip_comments_and_strings(ggml_h);
+        let gc = strip_comments_and_strings(ggml_cpu_h);
         let has = |name: &str| declares(&l, name);
         let ctx_params = struct_body(&l, "llama_context_params").unwrap_or_default();
         let model_params = struct_body(&l, "llama_model_params").unwrap_or_default();
@@ -139,6 +157,11 @@ impl Api {
             ggml_version: declares(&g, "ggml_version") && declares(&g, "ggml_commit"),
             log_cont: contains_word(&g, "GGML_LOG_LEVEL_CONT"),
             i2s: contains_word(&g, "GGML_TYPE_I2_S"),
+            threadpool: has("llama_attach_threadpool")
+                && declares(&g, "ggml_threadpool_params_default")
+                && declares(&gc, "ggml_threadpool_new")
+                && declares(&gc, "ggml_threadpool_free")
+                && contains_word(ggml_cpu_c, "GGML_THREADPOOL_N_THREADS_MASK"),
         })
     }
 
@@ -174,6 +197,9 @@ impl Api {
         .map(|(_, name)| format!("-D{name}"))
         .collect();
         m.push(format!("-DXVAL_MEMORY={}", self.memory));
+        if self.threadpool {
+            m.push("-DXVAL_THREADPOOL".into());
+        }
         m
     }
 }
@@ -321,12 +347,21 @@ mod tests {
     const GGML_OLD: &str = r#"
         enum ggml_type { GGML_TYPE_TQ2_0 = 35, GGML_TYPE_I2_S = 36, GGML_TYPE_COUNT };
         enum ggml_log_level { GGML_LOG_LEVEL_ERROR = 2, GGML_LOG_LEVEL_DEBUG = 5 };
+        GGML_API struct ggml_threadpool_params ggml_threadpool_params_default(int n_threads);
+        GGML_API struct ggml_threadpool * ggml_threadpool_new(struct ggml_threadpool_params * p);
+        GGML_API void ggml_threadpool_free(struct ggml_threadpool * threadpool);
     "#;
 
     const GGML_NEW: &str = r#"
         enum ggml_log_level { GGML_LOG_LEVEL_DEBUG = 1, GGML_LOG_LEVEL_CONT = 5 };
         GGML_API const char * ggml_version(void);
         GGML_API const char * ggml_commit(void);
+        GGML_API struct ggml_threadpool_params ggml_threadpool_params_default(int n_threads);
+    "#;
+
+    const GGML_CPU_NEW: &str = r#"
+        GGML_BACKEND_API struct ggml_threadpool * ggml_threadpool_new(struct ggml_threadpool_params * params);
+        GGML_BACKEND_API void ggml_threadpool_free(struct ggml_threadpool * threadpool);
     "#;
 
     /// The shape of bitnet.cpp's fork (llama.cpp of August 2024).
@@ -346,6 +381,8 @@ mod tests {
                                                                       struct llama_context_params params);
         // llama_model_get_vocab(model) is not here: the comment must not count.
         LLAMA_API void llama_kv_cache_clear(struct llama_context * ctx);
+        LLAMA_API void llama_attach_threadpool(struct llama_context * ctx,
+            ggml_threadpool_t threadpool, ggml_threadpool_t threadpool_batch);
         LLAMA_API struct llama_batch llama_batch_get_one(llama_token * tokens, int32_t n_tokens,
                                                          llama_pos pos_0, llama_seq_id seq_id);
         LLAMA_API struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max);
@@ -388,6 +425,8 @@ mod tests {
         LLAMA_API int32_t llama_model_n_head_kv(const struct llama_model * model);
         LLAMA_API int32_t llama_vocab_n_tokens(const struct llama_vocab * vocab);
         LLAMA_API void llama_memory_clear(llama_memory_t mem, bool data);
+        LLAMA_API void llama_attach_threadpool(struct llama_context * ctx,
+            ggml_threadpool_t threadpool, ggml_threadpool_t threadpool_batch);
         LLAMA_API struct llama_batch llama_batch_get_one(llama_token * tokens, int32_t n_tokens);
         LLAMA_API struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max);
         LLAMA_API int32_t llama_decode(struct llama_context * ctx, struct llama_batch batch);
@@ -405,7 +444,7 @@ mod tests {
 
     #[test]
     fn the_fork_api() {
-        let a = Api::detect(LLAMA_FORK, GGML_OLD).unwrap();
+        let a = Api::detect(LLAMA_FORK, GGML_OLD, "", "").unwrap();
         assert_eq!(a.variant(), "bitnet.cpp fork (pre-vocab API)");
         assert!(!a.vocab && !a.model_load_new && !a.init_from_model);
         assert_eq!(a.memory, 3);
@@ -413,6 +452,8 @@ mod tests {
         assert_eq!(a.batch_get_one_args, Some(4));
         assert!(a.piece_lstrip && a.detokenize && a.i2s);
         assert!(!a.ggml_version && !a.log_cont);
+        // The fork's pool (in ggml.h) is the one that reads graph and thread counts apart.
+        assert!(!a.threadpool);
         assert_eq!(
             a.macros(),
             [
@@ -425,7 +466,25 @@ mod tests {
 
     #[test]
     fn the_current_api() {
-        let a = Api::detect(LLAMA_CURRENT, GGML_NEW).unwrap();
+        // The pool: declared in ggml-cpu.h, and ggml-cpu.c with graph and thread counts in one
+        // atomic; without either, none.
+        let fixed = "int n_threads = n_graph & GGML_THREADPOOL_N_THREADS_MASK;";
+        let a = Api::detect(LLAMA_CURRENT, GGML_NEW, GGML_CPU_NEW, fixed).unwrap();
+        assert!(a.threadpool);
+        assert!(a.macros().contains(&"-DXVAL_THREADPOOL".to_string()));
+        let racy =
+            "int n_threads = atomic_load_explicit(&tp->n_threads_cur, memory_order_relaxed);";
+        assert!(
+            !Api::detect(LLAMA_CURRENT, GGML_NEW, GGML_CPU_NEW, racy)
+                .unwrap()
+                .threadpool
+        );
+        assert!(
+            !Api::detect(LLAMA_CURRENT, GGML_NEW, "", fixed)
+                .unwrap()
+                .threadpool
+        );
+        let a = Api::detect(LLAMA_CURRENT, GGML_NEW, "", "").unwrap();
         assert_eq!(a.variant(), "current");
         assert!(a.vocab && a.model_load_new && a.init_from_model && a.vocab_n_tokens);
         assert_eq!(a.memory, 1);
@@ -437,7 +496,7 @@ mod tests {
 
     #[test]
     fn an_unknown_header_says_what_is_missing() {
-        let e = Api::detect("int main(void);", "").unwrap_err();
+        let e = Api::detect("int main(void);", "", "", "").unwrap_err();
         assert!(
             e.contains("llama_model_load_from_file or llama_load_model_from_file"),
             "{e}"
@@ -449,7 +508,7 @@ mod tests {
             "LLAMA_API const struct llama_vocab * llama_model_get_vocab(const struct llama_model * m);\n\
              LLAMA_API void llama_free_model",
         );
-        let e = Api::detect(&mixed, GGML_OLD).unwrap_err();
+        let e = Api::detect(&mixed, GGML_OLD, "", "").unwrap_err();
         assert!(e.contains("llama_tokenize takes"), "{e}");
     }
 

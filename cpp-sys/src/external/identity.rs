@@ -39,6 +39,15 @@ pub(super) fn build_identity(
     let cmake = |k: &str| tree.cmake.get(k).cloned();
     let mut flags: BTreeMap<String, String> = tree::build_flags(&tree.cmake);
     flags.insert("xval.api".into(), api.variant().into());
+    flags.insert(
+        "xval.threadpool".into(),
+        if api.threadpool {
+            "one for the context (llama_attach_threadpool)"
+        } else {
+            "ggml's own, one per graph (this tree has no pool that is safe to keep)"
+        }
+        .into(),
+    );
     if let Some(n) = api.batch_get_one_args {
         flags.insert("xval.llama_batch_get_one_args".into(), n.to_string());
     }

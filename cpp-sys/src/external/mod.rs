@@ -78,8 +78,24 @@ pub fn inspect(dir: &Path) -> Result<Inspected> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| unavailable(format!("{}: {e}", p.display())))
     };
-    let api = Api::detect(&read(&tree.llama_h)?, &read(&tree.ggml_h)?)
-        .map_err(|e| unavailable(format!("{}: {e}", tree.llama_h.display())))?;
+    // The thread pool: declared in ggml-cpu.h (current trees) beside ggml.h, implemented in
+    // ggml/src/ggml-cpu/ggml-cpu.c (which version of it decides whether the shim uses it).
+    let optional = |p: PathBuf| {
+        if p.is_file() {
+            read(&p)
+        } else {
+            Ok(String::new())
+        }
+    };
+    let ggml_cpu_h = optional(tree.ggml_h.with_file_name("ggml-cpu.h"))?;
+    let ggml_cpu_c = optional(tree.llama_root.join("ggml/src/ggml-cpu/ggml-cpu.c"))?;
+    let api = Api::detect(
+        &read(&tree.llama_h)?,
+        &read(&tree.ggml_h)?,
+        &ggml_cpu_h,
+        &ggml_cpu_c,
+    )
+    .map_err(|e| unavailable(format!("{}: {e}", tree.llama_h.display())))?;
     Ok(Inspected { tree, api })
 }
 

@@ -18,6 +18,10 @@
  *   XVAL_DETOKENIZE        llama_detokenize exists (else built from llama_token_to_piece)
  *   XVAL_PIECE_LSTRIP      llama_token_to_piece takes an lstrip argument
  *   XVAL_LLAMA_VERSION, XVAL_GGML_VERSION, XVAL_LOG_CONT
+ *   XVAL_THREADPOOL        the context gets one pool of compute threads (ggml-cpu.h's
+ *                          ggml_threadpool_new, llama_attach_threadpool) where the tree's pool
+ *                          is safe to keep (api.rs says which); without it ggml starts a pool
+ *                          per graph, and with cb_eval a graph is computed a few nodes at a time
  *
  * Taps: the context's cb_eval calls back into Rust (xval_node_fn) with each node's name, op
  * and shape; for a node Rust wants, the data phase copies the tensor's bytes out of its backend
@@ -31,6 +35,9 @@
 #include <string.h>
 
 #include "llama.h"
+#ifdef XVAL_THREADPOOL
+#include "ggml-cpu.h"
+#endif
 
 #define XVAL_SHIM_ABI 1
 
@@ -182,6 +189,9 @@ struct xval_oracle {
 #endif
     xval_node_fn node_fn;
     void * node_user_data;
+#ifdef XVAL_THREADPOOL
+    struct ggml_threadpool * pool;
+#endif
 };
 
 static void xval_describe(struct ggml_tensor * t, struct xval_node * n) {
@@ -228,6 +238,11 @@ XVAL_EXPORT void xval_free(struct xval_oracle * o) {
     if (o->ctx != NULL) {
         llama_free(o->ctx);
     }
+#ifdef XVAL_THREADPOOL
+    if (o->pool != NULL) {
+        ggml_threadpool_free(o->pool);
+    }
+#endif
     if (o->model != NULL) {
 #ifdef XVAL_MODEL_LOAD_NEW
         llama_model_free(o->model);
@@ -303,6 +318,15 @@ XVAL_EXPORT struct xval_oracle * xval_load(const char * path, const struct xval_
         xval_free(o);
         return NULL;
     }
+#ifdef XVAL_THREADPOOL
+    /* The same thread count, so the same results; freed after the context (xval_free). Where
+       ggml cannot start it, it starts a pool per graph as without one. */
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(p->n_threads);
+    o->pool = ggml_threadpool_new(&tpp);
+    if (o->pool != NULL) {
+        llama_attach_threadpool(o->ctx, o->pool, o->pool);
+    }
+#endif
     *stage = 0;
     return o;
 }
