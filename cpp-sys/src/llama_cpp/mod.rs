@@ -349,7 +349,7 @@ impl LlamaCppOracle {
         // One pool of compute threads for the context's life. Without it ggml starts and joins
         // a pool for every graph it computes, and with the tap callback the scheduler computes
         // the graph a few nodes at a time: thousands of thread starts per evaluation (a 2B-4T
-        // comparison's oracle prefill and decode 6.2-9.5 s, with the pool 2.2-2.3 s). The same
+        // comparison's oracle prefill and decode 6.3-9.3 s, with the pool 2.2-2.3 s). The same
         // thread count, so the same results. The pinned ggml's pool keeps its graph and thread
         // counts in one atomic; the earlier one raced (external/api.rs, `Api::threadpool`).
         // SAFETY: plain parameters; the pool is attached to a valid context and freed after it

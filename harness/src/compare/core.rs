@@ -265,7 +265,10 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             settings.top_k,
         )
     };
+    // Each position's logits are a vocabulary's worth of sorting and exponentials: in parallel,
+    // collected in order.
     let positions: Vec<PositionRecord> = (0..engine.prefill.tokens.len())
+        .into_par_iter()
         .map(|p| PositionRecord {
             position: p,
             token: engine.prefill.tokens[p],
@@ -284,7 +287,6 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
         .collect();
 
     let n_prompt = engine.prefill.tokens.len();
-    let mut steps = Vec::new();
     for (i, (e, o)) in engine.decode.iter().zip(&oracle.decode).enumerate() {
         let what = format!("decode step {i}");
         e.check("engine", &what)?;
@@ -295,8 +297,30 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
                 e.tokens, o.tokens
             )));
         }
+    }
+    // Every step's logits against the oracle's and the twin's, in parallel as the positions'.
+    let step_logits: Vec<(LogitMetrics, Option<LogitMetrics>)> = engine
+        .decode
+        .par_iter()
+        .zip(&oracle.decode)
+        .enumerate()
+        .map(|(i, (e, o))| {
+            let tw = twin.and_then(|t| t.decode.get(i));
+            (
+                LogitMetrics::compute(e.logits_row(0), o.logits_row(0), settings.top_k),
+                tw.map(|t| LogitMetrics::compute(t.logits_row(0), e.logits_row(0), settings.top_k)),
+            )
+        })
+        .collect();
+    let mut steps = Vec::new();
+    for (i, ((e, o), (logits, reference))) in engine
+        .decode
+        .iter()
+        .zip(&oracle.decode)
+        .zip(step_logits)
+        .enumerate()
+    {
         let tw = twin.and_then(|t| t.decode.get(i));
-        let logits = LogitMetrics::compute(e.logits_row(0), o.logits_row(0), settings.top_k);
         let no_replay = Vec::new();
         let c = compare_taps(
             &e.taps,
@@ -310,8 +334,7 @@ pub fn compare_core(engine: &Side, oracle: &Side, settings: &CompareSettings) ->
             input_token: e.tokens[0],
             engine_token: logits.top1_engine,
             oracle_token: logits.top1_oracle,
-            reference: tw
-                .map(|t| LogitMetrics::compute(t.logits_row(0), e.logits_row(0), settings.top_k)),
+            reference,
             taps: first_positions(&c.records, |r| r.positions.first().copied()),
             tap_replay: first_positions(&c.records, |r| r.replay.as_ref()?.first().copied()),
             tap_reference: first_positions(&c.records, |r| r.reference.as_ref()?.first().copied()),
