@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod compare;
+pub mod digest_cache;
 pub mod engine_args;
 pub mod error;
 pub mod exit;

@@ -70,7 +70,10 @@ impl Session {
         // The file's digest for the receipt, while the oracle starts (its worker loads the
         // model in its own process).
         let file = model.shared_file();
-        let digest = std::thread::spawn(move || Provenance::model_sha256(&file));
+        let path = req.model.to_path_buf();
+        let digest = std::thread::spawn(move || {
+            crate::digest_cache::model_sha256(&path, || Provenance::model_sha256(&file))
+        });
         let tokenizer = model.tokenizer()?;
         let arch = model.hparams.arch_name.clone();
         let longest = longest(&tokenizer)?;
