@@ -12,7 +12,7 @@
 //! non-empty value) always hashes.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -22,7 +22,7 @@ pub fn model_sha256(path: &Path, hash: impl FnOnce() -> String) -> String {
     let dir = std::env::var_os("XVAL_NO_DIGEST_CACHE")
         .filter(|v| !v.is_empty())
         .is_none()
-        .then(cache_dir)
+        .then(|| xval_cpp_sys::external::user_cache_dir().map(|d| d.join("sha256")))
         .flatten();
     sha256_in(dir.as_deref(), path, hash)
 }
@@ -43,19 +43,6 @@ fn sha256_in(dir: Option<&Path>, path: &Path, hash: impl FnOnce() -> String) -> 
         let _ = write_entry(dir, &entry, &before, &digest);
     }
     digest
-}
-
-/// `$XDG_CACHE_HOME/xval/sha256`, else `$HOME/.cache/xval/sha256`; none without either.
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
-    Some(base.join("xval").join("sha256"))
 }
 
 /// What identifies the bytes of the file at `path` without reading them (see the module doc);

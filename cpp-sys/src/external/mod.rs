@@ -68,6 +68,20 @@ impl Inspected {
     }
 }
 
+/// xval's directory in the user's cache: `$XDG_CACHE_HOME/xval`, else `$HOME/.cache/xval`;
+/// none without either (compiled shims, the harness's model digests).
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("xval"))
+}
+
 /// Find the tree's parts and read its API; the error says what is missing.
 pub fn inspect(dir: &Path) -> Result<Inspected> {
     let unavailable = |reason: String| Error::Unavailable {

@@ -99,18 +99,11 @@ fn is_on(v: &str) -> bool {
     )
 }
 
-/// Where compiled shims are kept.
+/// Where compiled shims are kept (the temp directory's `xval` without a user cache).
 fn cache_root() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("xval").join("shims")
+    super::user_cache_dir()
+        .unwrap_or_else(|| std::env::temp_dir().join("xval"))
+        .join("shims")
 }
 
 /// The cache key: everything that decides the compiled shim.
