@@ -6,8 +6,9 @@
 //! The same weights and activations on both sides; the outputs are checked to agree before
 //! timing (both are exact integer sums per block; ggml's AVX2 epilogue fuses the block scales
 //! in another order, so the last bits may differ). `read_weights` only reads the TQ2_0
-//! matrix's bytes on the same thread: the time no kernel beats on this machine, as the weights
-//! do not fit L2.
+//! matrix's bytes on the same thread (the loop `harness bench` measures bandwidth with), and
+//! `read_weights_widest` with 512-bit loads where the CPU has them: as the weights do not fit
+//! L2, how fast a kernel could at best be on this machine.
 //!
 //! `cargo bench -p xval-cpp-sys --bench ternary_gemv` (`scripts/bench.sh` runs it and writes
 //! the ratios into docs/performance.md).
@@ -60,6 +61,40 @@ fn read_bytes(bytes: &[u8]) -> u64 {
     acc.iter().fold(0, |a, &b| a ^ b)
 }
 
+/// [`read_bytes`] with 512-bit loads where the CPU has AVX-512 (four independent sums of
+/// 64-byte lines), else [`read_bytes`] itself.
+fn read_bytes_widest(bytes: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked).
+        return unsafe { read_bytes_avx512(bytes) };
+    }
+    read_bytes(bytes)
+}
+
+/// # Safety
+/// AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn read_bytes_avx512(bytes: &[u8]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let blocks = bytes.chunks_exact(256);
+    let rest = read_bytes(blocks.remainder());
+    for b in blocks {
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: 64 bytes at `64 * j` of a 256-byte block, read unaligned.
+            let v = unsafe { _mm512_loadu_si512(b.as_ptr().add(64 * j) as *const __m512i) };
+            *a = _mm512_add_epi64(*a, v);
+        }
+    }
+    let s = _mm512_add_epi64(
+        _mm512_add_epi64(acc[0], acc[1]),
+        _mm512_add_epi64(acc[2], acc[3]),
+    );
+    (_mm512_reduce_add_epi64(s) as u64) ^ rest
+}
+
 fn bench(c: &mut Criterion) {
     ffi::init();
     let numerics = Numerics::new(Profile::Ggml);
@@ -89,6 +124,10 @@ fn bench(c: &mut Criterion) {
         // words folded into one), on this thread. The weights do not fit L2, so every call
         // streams them from L3 or memory; a kernel reading them at this speed does nothing else.
         group.bench_function("read_weights", |b| b.iter(|| read_bytes(black_box(&tq2))));
+        // The same with the widest loads the CPU has: the fastest pure read of this core.
+        group.bench_function("read_weights_widest", |b| {
+            b.iter(|| read_bytes_widest(black_box(&tq2)))
+        });
         group.bench_function("ggml_tq2_0", |b| {
             let mut out = vec![0f32; m];
             b.iter(|| ggml_gemv(&tq2, &x, k, m, &mut out))
