@@ -45,8 +45,9 @@ pub struct Api {
     /// The shim gives the context one pool of compute threads (`llama_attach_threadpool`,
     /// `ggml_threadpool_new` from ggml-cpu.h). Without one ggml starts and joins a pool for
     /// every graph it computes, and with the tap callback a graph is computed a few nodes at a
-    /// time: a 2B-4T comparison's oracle took 7-10 s instead of 2.3-2.8. Only where the tree's
-    /// pool keeps its graph count and thread count in one atomic
+    /// time (the built-in oracle's part of a 2B-4T comparison took 6.3-9.3 s, with a pool
+    /// 2.2-2.3 s, as did a natively built tree through the shim with one). Only where the
+    /// tree's pool keeps its graph count and thread count in one atomic
     /// (`GGML_THREADPOOL_N_THREADS_MASK` in ggml-cpu.c): the earlier pool (bitnet.cpp's fork
     /// among them, declared in ggml.h) read them apart, and a worker that saw a new graph with
     /// the previous graph's thread count could join a graph computed without it and spin in its

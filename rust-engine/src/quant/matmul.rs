@@ -484,7 +484,7 @@ impl<'p> SimdTernary<'p> {
         let tr = TernaryRows::of(w).expect("a ternary kernel format (checked in new)");
         // Sixteen rows at a time on AMX tiles where the set has them, every token at once.
         #[cfg(target_arch = "x86_64")]
-        let tiled = self.amx_rows(w, r0, i16, &mut scratch.0, out);
+        let tiled = self.amx_rows(w, tr, r0, i16, &mut scratch.0, out);
         #[cfg(not(target_arch = "x86_64"))]
         let tiled = 0;
         let (dots, scales) = scratch;
@@ -549,6 +549,7 @@ impl SimdTernary<'_> {
     fn amx_rows(
         &self,
         w: &WeightMatrix,
+        tr: TernaryRows,
         r0: usize,
         i16: bool,
         ints: &mut Vec<i32>,
@@ -557,7 +558,6 @@ impl SimdTernary<'_> {
         let Some(acts) = &self.amx else {
             return 0;
         };
-        let tr = TernaryRows::of(w).expect("a ternary kernel format (checked in new)");
         let n = self.prepared.len();
         let m = out.len() / n;
         let mut done = 0;

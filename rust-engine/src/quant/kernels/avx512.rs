@@ -753,38 +753,83 @@ unsafe fn mix_block<const V: usize, const S: u8>(
     stride: usize,
     out: &mut [f32],
 ) {
-    let mut wide = [[_mm512_setzero_pd(); 2]; V];
-    let mut narrow = [_mm512_setzero_ps(); V];
+    let mut sums = [Sums16::<S>::new(0.0); V];
     for (j, &pj) in p.iter().enumerate() {
         let row = v.add(j * stride);
-        let (ps, pw) = (_mm512_set1_ps(pj), _mm512_set1_pd(pj as f64));
-        for b in 0..V {
-            let x = _mm512_loadu_ps(row.add(16 * b));
-            match S {
-                SUM_F64 => {
-                    // The product rounded to f32, then widened.
-                    let (lo, hi) = halves_pd(_mm512_mul_ps(ps, x));
-                    wide[b][0] = _mm512_add_pd(wide[b][0], lo);
-                    wide[b][1] = _mm512_add_pd(wide[b][1], hi);
-                }
-                SUM_EXACT => {
-                    // Both factors widened, the product taken in f64.
-                    let (lo, hi) = halves_pd(x);
-                    wide[b][0] = _mm512_add_pd(wide[b][0], _mm512_mul_pd(pw, lo));
-                    wide[b][1] = _mm512_add_pd(wide[b][1], _mm512_mul_pd(pw, hi));
-                }
-                // Unfused, as the reference's `a + p * v`.
-                _ => narrow[b] = _mm512_add_ps(narrow[b], _mm512_mul_ps(ps, x)),
-            }
+        let pj = Factor::new(pj);
+        for (b, sums) in sums.iter_mut().enumerate() {
+            sums.add(pj, _mm512_loadu_ps(row.add(16 * b)));
         }
     }
-    for b in 0..V {
-        let o = out.as_mut_ptr().add(16 * b);
+    for (b, sums) in sums.iter().enumerate() {
+        sums.store(out.as_mut_ptr().add(16 * b));
+    }
+}
+
+/// A scalar factor of [`Sums16::add`], broadcast as f32 and as f64.
+#[derive(Clone, Copy)]
+struct Factor {
+    narrow: __m512,
+    wide: __m512d,
+}
+
+impl Factor {
+    #[inline(always)]
+    unsafe fn new(a: f32) -> Factor {
+        Factor {
+            narrow: _mm512_set1_ps(a),
+            wide: _mm512_set1_pd(a as f64),
+        }
+    }
+}
+
+/// Sixteen lanes' sums of products, each lane in the reference's order, as `S` (the attention
+/// kernels' three ways of summing): f64 in two halves, or f32.
+#[derive(Clone, Copy)]
+struct Sums16<const S: u8> {
+    wide: [__m512d; 2],
+    narrow: __m512,
+}
+
+impl<const S: u8> Sums16<S> {
+    /// Every f64 sum starting at `start` (the reference's first value), every f32 sum at 0.
+    #[inline(always)]
+    unsafe fn new(start: f64) -> Self {
+        Sums16 {
+            wide: [_mm512_set1_pd(start); 2],
+            narrow: _mm512_setzero_ps(),
+        }
+    }
+
+    /// Each lane's sum plus `a * x`.
+    #[inline(always)]
+    unsafe fn add(&mut self, a: Factor, x: __m512) {
+        match S {
+            SUM_F64 => {
+                // The product rounded to f32, then widened.
+                let (lo, hi) = halves_pd(_mm512_mul_ps(a.narrow, x));
+                self.wide[0] = _mm512_add_pd(self.wide[0], lo);
+                self.wide[1] = _mm512_add_pd(self.wide[1], hi);
+            }
+            SUM_EXACT => {
+                // Both factors widened, the product taken in f64.
+                let (lo, hi) = halves_pd(x);
+                self.wide[0] = _mm512_add_pd(self.wide[0], _mm512_mul_pd(a.wide, lo));
+                self.wide[1] = _mm512_add_pd(self.wide[1], _mm512_mul_pd(a.wide, hi));
+            }
+            // Unfused, as the reference's `sum + a * x`.
+            _ => self.narrow = _mm512_add_ps(self.narrow, _mm512_mul_ps(a.narrow, x)),
+        }
+    }
+
+    /// The sixteen sums as f32 at `o`.
+    #[inline(always)]
+    unsafe fn store(&self, o: *mut f32) {
         if S == SUM_F32 {
-            _mm512_storeu_ps(o, narrow[b]);
+            _mm512_storeu_ps(o, self.narrow);
         } else {
-            _mm256_storeu_ps(o, _mm512_cvtpd_ps(wide[b][0]));
-            _mm256_storeu_ps(o.add(8), _mm512_cvtpd_ps(wide[b][1]));
+            _mm256_storeu_ps(o, _mm512_cvtpd_ps(self.wide[0]));
+            _mm256_storeu_ps(o.add(8), _mm512_cvtpd_ps(self.wide[1]));
         }
     }
 }
@@ -854,8 +899,7 @@ unsafe fn scores_block<const V: usize, const S: u8>(
 ) {
     let hd = q.len();
     // `-0.0` starts each f64 sum, as the reference's; the f32 fold starts at 0.
-    let mut wide = [[_mm512_set1_pd(-0.0); 2]; V];
-    let mut narrow = [_mm512_setzero_ps(); V];
+    let mut sums = [Sums16::<S>::new(-0.0); V];
     let mut d = 0;
     while d < hd {
         // Dimensions d..d + 8 of each group's sixteen keys, one dimension per vector (the
@@ -883,38 +927,15 @@ unsafe fn scores_block<const V: usize, const S: u8>(
             }
         }
         for e in 0..width {
-            let qd = q[d + e];
-            let (qs, qw) = (_mm512_set1_ps(qd), _mm512_set1_pd(qd as f64));
-            for g in 0..V {
-                let kv = cols[g][e];
-                match S {
-                    SUM_F64 => {
-                        // The product rounded to f32, then widened.
-                        let (lo, hi) = halves_pd(_mm512_mul_ps(qs, kv));
-                        wide[g][0] = _mm512_add_pd(wide[g][0], lo);
-                        wide[g][1] = _mm512_add_pd(wide[g][1], hi);
-                    }
-                    SUM_EXACT => {
-                        // Both factors widened, the product taken in f64.
-                        let (lo, hi) = halves_pd(kv);
-                        wide[g][0] = _mm512_add_pd(wide[g][0], _mm512_mul_pd(qw, lo));
-                        wide[g][1] = _mm512_add_pd(wide[g][1], _mm512_mul_pd(qw, hi));
-                    }
-                    // Unfused, as the reference's `s + a * b`.
-                    _ => narrow[g] = _mm512_add_ps(narrow[g], _mm512_mul_ps(qs, kv)),
-                }
+            let qd = Factor::new(q[d + e]);
+            for (sums, cols) in sums.iter_mut().zip(&cols) {
+                sums.add(qd, cols[e]);
             }
         }
         d += width;
     }
-    for g in 0..V {
-        let o = out.as_mut_ptr().add(16 * g);
-        if S == SUM_F32 {
-            _mm512_storeu_ps(o, narrow[g]);
-        } else {
-            _mm256_storeu_ps(o, _mm512_cvtpd_ps(wide[g][0]));
-            _mm256_storeu_ps(o.add(8), _mm512_cvtpd_ps(wide[g][1]));
-        }
+    for (g, sums) in sums.iter().enumerate() {
+        sums.store(out.as_mut_ptr().add(16 * g));
     }
 }
 
